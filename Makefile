@@ -1,0 +1,80 @@
+# beat — build, test, demo. Dependencies are Debian's packages; `make deps`
+# installs the missing ones with apt-get (run as root, or with sudo).
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+PKGS     := lua5.4 libuv libgit2 lua5.4-cjson
+DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev lua-cjson-dev \
+            lua-busted libreadline-dev git tmux
+WARN     := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Werror
+CFLAGS   ?= -O2 -g
+BEAT_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iengine -Ibuild
+BEAT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lreadline
+
+BUILD    ?= build
+C_SRC    := $(wildcard engine/*.c)
+C_HDR    := $(wildcard engine/*.h)
+LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
+OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
+BUSTED   := /usr/bin/busted
+SPECS    ?= tests
+
+.PHONY: all deps test asan bench demo install clean
+
+all: $(BUILD)/beat
+
+# Installs whatever pkg-config or the PATH cannot find. Non-interactive.
+deps:
+	@missing=""; \
+	for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BUILD)/beat: $(OBJ) | deps
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(BEAT_LIBS)
+
+$(BUILD)/%.o: engine/%.c $(C_HDR) | $(BUILD) deps
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/embedded.c: $(BUILD)/embed $(LUA_SRC)
+	$(BUILD)/embed $(LUA_SRC) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/embed: tools/embed.c | $(BUILD)
+	$(CC) -O1 -o $@ $<
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# Every spec runs inside the real runtime: busted is a Lua program and
+# build/beat runs it like any recipe.
+test: $(BUILD)/beat
+	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
+	BEAT_BIN=$(abspath $(BUILD)/beat) $(BUILD)/beat run $(BUSTED) $(SPECS)
+
+# The whole suite again, on a build with AddressSanitizer and UBSan.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		BEAT_BIN=$(abspath build-asan/beat) build-asan/beat run $(BUSTED) $(SPECS)
+
+bench: $(BUILD)/beat
+	@for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || exit 1; done
+
+demo: $(BUILD)/beat
+	$(BUILD)/beat run recipes/demo.lua
+
+install: $(BUILD)/beat
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BUILD)/beat $(DESTDIR)$(PREFIX)/bin/beat
+	install -m 644 docs/beat.1 $(DESTDIR)$(PREFIX)/share/man/man1/beat.1
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,677 @@
+/*
+ * exec.c: child processes for beat.exec and beat.spawn (lua/beat/exec.lua
+ * holds the policy: argument checks, PATH lookup, environment, timeouts).
+ *
+ * Every command runs under the shim (shim.c) in a session of its own.
+ * Output is captured here, in C, so a command printing gigabytes costs
+ * beat a bounded amount of memory: "capture" keeps the first and last
+ * max/2 bytes, "file" hands the child the file itself, "lines" calls a Lua
+ * function per line, "ignore" sends the stream to /dev/null.
+ *
+ * A proc completes when the shim has exited and every pipe has reached end
+ * of file; then on_exit(result) runs once, and the memory is freed in the
+ * last uv_close callback.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+enum { OUT_IGNORE, OUT_CAPTURE, OUT_FILE, OUT_LINES };
+
+typedef struct proc proc;
+
+typedef struct {
+    proc *p;
+    uv_pipe_t pipe;
+    int mode, open, fd, open_errno;
+    size_t max;        /* capture: bytes kept at most */
+    char *head;        /* capture: the first max/2 bytes */
+    size_t head_len;
+    char *tail;        /* capture: ring of the last max/2 bytes */
+    size_t tail_pos, tail_len;
+    size_t total;
+    int fn_ref;        /* lines: the Lua function */
+    char *line;        /* lines: the partial line */
+    size_t line_len, line_cap;
+} stream;
+
+struct proc {
+    uv_process_t handle;
+    uv_pipe_t in, status;
+    stream out, err;
+    lua_State *L;
+    struct proc **box;        /* the userdata's pointer, cleared at completion */
+    int self_ref, on_exit_ref;
+    int in_open, status_open, exited, handles;
+    int64_t exit_status;
+    int term_signal;
+    char report[64];
+    size_t report_len;
+    char *cb_error;           /* first error raised by a lines callback */
+};
+
+static proc **checkproc(lua_State *L)
+{
+    return luaL_checkudata(L, 1, "beat.proc");
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    proc *p = h->data;
+    if (--p->handles == 0) {
+        free(p->out.head);
+        free(p->out.tail);
+        free(p->out.line);
+        free(p->err.head);
+        free(p->err.tail);
+        free(p->err.line);
+        free(p->cb_error);
+        free(p);
+    }
+}
+
+static void close_handle(proc *p, uv_handle_t *h)
+{
+    h->data = p;
+    p->handles++;
+    uv_close(h, handle_closed);
+}
+
+static void push_captured(lua_State *L, stream *s)
+{
+    luaL_Buffer b;
+    if (s->mode != OUT_CAPTURE) {
+        lua_pushnil(L);
+        return;
+    }
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, s->head, s->head_len);
+    if (s->total > s->head_len + s->tail_len) {
+        char note[96];
+        snprintf(note, sizeof note, "\n... [%zu bytes truncated] ...\n",
+                 s->total - s->head_len - s->tail_len);
+        luaL_addstring(&b, note);
+    }
+    if (s->tail_len < s->max / 2 || s->tail_pos == 0) {
+        luaL_addlstring(&b, s->tail, s->tail_len);
+    } else { /* the ring wrapped: oldest bytes start at tail_pos */
+        luaL_addlstring(&b, s->tail + s->tail_pos, s->tail_len - s->tail_pos);
+        luaL_addlstring(&b, s->tail, s->tail_pos);
+    }
+    luaL_pushresult(&b);
+}
+
+/* Runs on_exit(result) once the shim has exited and all pipes are drained. */
+static void maybe_complete(proc *p)
+{
+    lua_State *L = p->L;
+    int on_exit = p->on_exit_ref;
+    if (!p->exited || p->out.open || p->err.open || p->status_open || on_exit == LUA_NOREF)
+        return;
+    p->on_exit_ref = LUA_NOREF;
+
+    lua_createtable(L, 0, 8);
+    {
+        int code = -1, sig = 0, err = 0;
+        if (sscanf(p->report, "exit %d", &code) == 1) {
+        } else if (sscanf(p->report, "signal %d", &sig) == 1) {
+            code = 128 + sig;
+        } else if (sscanf(p->report, "error %d", &err) == 1) {
+            code = 127;
+        } else if (p->term_signal != 0) { /* the shim itself was killed */
+            sig = p->term_signal;
+            code = 128 + sig;
+        } else {
+            code = (int)p->exit_status;
+        }
+        lua_pushinteger(L, code);
+        lua_setfield(L, -2, "code");
+        lua_pushinteger(L, sig);
+        lua_setfield(L, -2, "signal");
+        if (err != 0) {
+            lua_pushstring(L, strerror(err));
+            lua_setfield(L, -2, "exec_error");
+        }
+    }
+    push_captured(L, &p->out);
+    lua_setfield(L, -2, "stdout");
+    push_captured(L, &p->err);
+    lua_setfield(L, -2, "stderr");
+    lua_pushboolean(L, (p->out.mode == OUT_CAPTURE && p->out.total > p->out.max) ||
+                       (p->err.mode == OUT_CAPTURE && p->err.total > p->err.max));
+    lua_setfield(L, -2, "truncated");
+    lua_pushinteger(L, (lua_Integer)p->out.total);
+    lua_setfield(L, -2, "stdout_bytes");
+    lua_pushinteger(L, (lua_Integer)p->err.total);
+    lua_setfield(L, -2, "stderr_bytes");
+    if (p->cb_error != NULL) {
+        lua_pushstring(L, p->cb_error);
+        lua_setfield(L, -2, "callback_error");
+    }
+
+    *p->box = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
+    p->handles = 1; /* held until every close below is queued */
+    close_handle(p, (uv_handle_t *)&p->handle);
+    if (p->in_open)
+        close_handle(p, (uv_handle_t *)&p->in);
+    if (p->out.mode == OUT_CAPTURE || p->out.mode == OUT_LINES)
+        close_handle(p, (uv_handle_t *)&p->out.pipe);
+    if (p->err.mode == OUT_CAPTURE || p->err.mode == OUT_LINES)
+        close_handle(p, (uv_handle_t *)&p->err.pipe);
+    close_handle(p, (uv_handle_t *)&p->status);
+    beat_call_ref(L, on_exit, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, on_exit);
+    p->handles--;
+    if (p->handles == 0) /* cannot happen: the process handle is pending */
+        free(p);
+}
+
+static void on_process_exit(uv_process_t *h, int64_t status, int sig)
+{
+    proc *p = h->data;
+    p->exited = 1;
+    p->exit_status = status;
+    p->term_signal = sig;
+    maybe_complete(p);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    buf->base = malloc(suggested);
+    buf->len = buf->base ? suggested : 0;
+}
+
+static void capture(stream *s, const char *data, size_t n)
+{
+    size_t half = s->max / 2, room = half - s->head_len;
+    if (room > 0) {
+        size_t k = n < room ? n : room;
+        memcpy(s->head + s->head_len, data, k);
+        s->head_len += k;
+        data += k;
+        n -= k;
+    }
+    if (half == 0)
+        return;
+    if (n >= half) { /* the chunk alone fills the tail */
+        memcpy(s->tail, data + n - half, half);
+        s->tail_len = half;
+        s->tail_pos = 0;
+        return;
+    }
+    while (n > 0) {
+        size_t k = half - s->tail_pos;
+        if (k > n)
+            k = n;
+        memcpy(s->tail + s->tail_pos, data, k);
+        s->tail_pos = (s->tail_pos + k) % half;
+        if (s->tail_len < half)
+            s->tail_len = s->tail_len + k > half ? half : s->tail_len + k;
+        data += k;
+        n -= k;
+    }
+}
+
+static void emit_line(stream *s, const char *data, size_t n)
+{
+    proc *p = s->p;
+    lua_State *L = p->L;
+    if (p->cb_error != NULL)
+        return;
+    if (n > 0 && data[n - 1] == '\r')
+        n--;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
+    lua_pushlstring(L, data, n);
+    if (beat_pcall(L, 1, 0) != LUA_OK) {
+        p->cb_error = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        kill(p->handle.pid, SIGTERM);
+    }
+}
+
+/* Splits the stream into lines; a line longer than max is cut into pieces
+ * of max bytes, so memory stays bounded whatever the command prints. */
+static void split_lines(stream *s, const char *data, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(data, '\n', n);
+        size_t k = nl ? (size_t)(nl - data) : n;
+        if (s->line_len == 0 && nl != NULL) {
+            emit_line(s, data, k);
+        } else {
+            if (s->line_len + k > s->line_cap) {
+                size_t cap = s->line_len + k;
+                char *grown = realloc(s->line, cap);
+                if (grown == NULL)
+                    return;
+                s->line = grown;
+                s->line_cap = cap;
+            }
+            memcpy(s->line + s->line_len, data, k);
+            s->line_len += k;
+            if (nl != NULL || s->line_len >= s->max) {
+                emit_line(s, s->line, s->line_len);
+                s->line_len = 0;
+            }
+        }
+        data += k + (nl != NULL);
+        n -= k + (nl != NULL);
+    }
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    stream *s = h->data;
+    if (nread > 0) {
+        s->total += (size_t)nread;
+        if (s->mode == OUT_CAPTURE)
+            capture(s, buf->base, (size_t)nread);
+        else
+            split_lines(s, buf->base, (size_t)nread);
+    }
+    free(buf->base);
+    if (nread < 0) {
+        if (s->mode == OUT_LINES && s->line_len > 0) {
+            emit_line(s, s->line, s->line_len);
+            s->line_len = 0;
+        }
+        uv_read_stop(h);
+        s->open = 0;
+        maybe_complete(s->p);
+    }
+}
+
+static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    proc *p = h->data;
+    if (nread > 0) {
+        size_t room = sizeof p->report - 1 - p->report_len;
+        size_t k = (size_t)nread < room ? (size_t)nread : room;
+        memcpy(p->report + p->report_len, buf->base, k);
+        p->report_len += k;
+        p->report[p->report_len] = '\0';
+    }
+    free(buf->base);
+    if (nread < 0) {
+        uv_read_stop(h);
+        p->status_open = 0;
+        maybe_complete(p);
+    }
+}
+
+typedef struct {
+    uv_write_t req;
+    uv_buf_t buf;
+    int close_after;
+    proc *p;
+} write_req;
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void close_stdin(proc *p)
+{
+    uv_shutdown_t *req;
+    if (!p->in_open)
+        return;
+    req = malloc(sizeof *req);
+    if (req == NULL || uv_shutdown(req, (uv_stream_t *)&p->in, on_shutdown) != 0)
+        free(req);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    write_req *w = (write_req *)req;
+    (void)status; /* EPIPE: the command did not read its input; not an error */
+    free(w->buf.base);
+    free(w);
+}
+
+/* Queues data on the child's stdin; libuv keeps the order of writes. */
+static int queue_write(proc *p, const char *data, size_t n)
+{
+    write_req *w = malloc(sizeof *w);
+    if (w == NULL)
+        return UV_ENOMEM;
+    w->buf.base = malloc(n ? n : 1);
+    if (w->buf.base == NULL) {
+        free(w);
+        return UV_ENOMEM;
+    }
+    memcpy(w->buf.base, data, n);
+    w->buf.len = n;
+    w->p = p;
+    {
+        int rc = uv_write(&w->req, (uv_stream_t *)&p->in, &w->buf, 1, on_written);
+        if (rc != 0) {
+            free(w->buf.base);
+            free(w);
+        }
+        return rc;
+    }
+}
+
+/* Reads one output spec {mode=, max=, path=, fn=} from the table at idx. */
+static void read_spec(lua_State *L, int idx, const char *field, stream *s,
+                      uv_stdio_container_t *c, proc *p)
+{
+    static const char *const modes[] = {"ignore", "capture", "file", "lines", NULL};
+    s->p = p;
+    s->fd = -1;
+    s->fn_ref = LUA_NOREF;
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1)) {
+        s->mode = OUT_IGNORE;
+    } else {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_getfield(L, -1, "mode");
+        s->mode = luaL_checkoption(L, -1, NULL, modes);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "max");
+        s->max = (size_t)luaL_optinteger(L, -1, 1 << 20);
+        lua_pop(L, 1);
+        if (s->mode == OUT_FILE) {
+            lua_getfield(L, -1, "path");
+            s->fd = open(luaL_checkstring(L, -1), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (s->fd < 0)
+                s->open_errno = errno;
+            lua_pop(L, 1);
+        } else if (s->mode == OUT_LINES) {
+            lua_getfield(L, -1, "fn");
+            luaL_checktype(L, -1, LUA_TFUNCTION);
+            s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+    }
+    lua_pop(L, 1);
+    if (s->mode == OUT_CAPTURE) {
+        s->head = malloc(s->max / 2 + 1);
+        s->tail = malloc(s->max / 2 + 1);
+    }
+    switch (s->mode) {
+    case OUT_IGNORE:
+        c->flags = UV_IGNORE;
+        break;
+    case OUT_FILE:
+        c->flags = UV_INHERIT_FD;
+        c->data.fd = s->fd;
+        break;
+    default:
+        uv_pipe_init(beat_loop(L), &s->pipe, 0);
+        s->pipe.data = s;
+        c->flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+        c->data.stream = (uv_stream_t *)&s->pipe;
+        s->open = 1;
+    }
+}
+
+static char **string_array(lua_State *L, int idx, const char *field, int *ok)
+{
+    char **arr;
+    lua_Integer n;
+    *ok = 1;
+    lua_getfield(L, idx, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    n = luaL_len(L, -1);
+    arr = calloc((size_t)n + 1, sizeof *arr);
+    if (arr == NULL) {
+        *ok = 0;
+        lua_pop(L, 1);
+        return NULL;
+    }
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        arr[i - 1] = (char *)lua_tostring(L, -1); /* kept alive by the table */
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return arr;
+}
+
+/* core.spawn(spec, on_exit) -> proc | nil, err, errno
+ * spec = {file=, args={...}, env={"K=V", ...} | nil (inherit), cwd=,
+ *         stdin = nil (/dev/null) | "pipe", stdout = spec, stderr = spec,
+ *         grace_ms = n}; on_exit(result) runs once when the command is done. */
+static int exec_spawn(lua_State *L)
+{
+    uv_process_options_t opts;
+    uv_stdio_container_t stdio[4];
+    char **args = NULL, **env = NULL, **shim_args = NULL;
+    char grace[32], parent[32];
+    const char *file, *cwd;
+    proc **box;
+    proc *p;
+    int ok, rc, devnull = -1, nargs = 0, tried = 0, file_error;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, 1, "file");
+    file = luaL_checkstring(L, -1);
+    lua_getfield(L, 1, "cwd");
+    cwd = luaL_optstring(L, -1, NULL);
+    lua_getfield(L, 1, "grace_ms");
+    snprintf(grace, sizeof grace, "%lld", (long long)luaL_optinteger(L, -1, 5000));
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "args");
+    luaL_checktype(L, -1, LUA_TTABLE);
+    lua_pop(L, 1);
+
+    box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    luaL_setmetatable(L, "beat.proc");
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return luaL_error(L, "out of memory");
+    p->L = beat_main_thread(L);
+    p->box = box;
+    p->self_ref = p->on_exit_ref = LUA_NOREF;
+
+    memset(&opts, 0, sizeof opts);
+    memset(stdio, 0, sizeof stdio);
+    lua_getfield(L, 1, "stdin");
+    if (lua_isnil(L, -1)) {
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        stdio[0].flags = UV_INHERIT_FD;
+        stdio[0].data.fd = devnull;
+    } else {
+        uv_pipe_init(beat_loop(L), &p->in, 0);
+        p->in.data = p;
+        stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+        stdio[0].data.stream = (uv_stream_t *)&p->in;
+        p->in_open = 1;
+    }
+    lua_pop(L, 1);
+    read_spec(L, 1, "stdout", &p->out, &stdio[1], p);
+    read_spec(L, 1, "stderr", &p->err, &stdio[2], p);
+    uv_pipe_init(beat_loop(L), &p->status, 0);
+    p->status.data = p;
+    stdio[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = (uv_stream_t *)&p->status;
+    p->status_open = 1;
+
+    args = string_array(L, 1, "args", &ok);
+    if (p->out.open_errno != 0 || p->err.open_errno != 0)
+        ok = 0;
+    if (ok)
+        env = string_array(L, 1, "env", &ok);
+    if (args != NULL)
+        while (args[nargs] != NULL)
+            nargs++;
+    shim_args = ok ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
+    if (shim_args == NULL) {
+        rc = p->out.open_errno ? -p->out.open_errno
+           : p->err.open_errno ? -p->err.open_errno : UV_ENOMEM;
+    } else {
+        snprintf(parent, sizeof parent, "%d", (int)getpid());
+        shim_args[0] = (char *)beat_exe_path();
+        shim_args[1] = "__shim";
+        shim_args[2] = grace;
+        shim_args[3] = parent;
+        shim_args[4] = (char *)file;
+        for (int i = 0; i < nargs; i++)
+            shim_args[5 + i] = args[i];
+        opts.file = beat_exe_path();
+        opts.args = shim_args;
+        opts.env = env;
+        opts.cwd = cwd;
+        opts.flags = UV_PROCESS_DETACHED;
+        opts.stdio = stdio;
+        opts.stdio_count = 4;
+        opts.exit_cb = on_process_exit;
+        p->handle.data = p;
+        tried = 1;
+        rc = uv_spawn(beat_loop(L), &p->handle, &opts);
+    }
+    free(args);
+    free(env);
+    free(shim_args);
+    if (devnull >= 0)
+        close(devnull);
+    if (p->out.fd >= 0)
+        close(p->out.fd);
+    if (p->err.fd >= 0)
+        close(p->err.fd);
+
+    if (rc != 0) {
+        /* nothing started: undo what was set up, report the world's failure */
+        p->handles = 1;
+        file_error = p->out.open_errno != 0 || p->err.open_errno != 0;
+        if (tried) /* uv_spawn ran: its handle needs closing */
+            close_handle(p, (uv_handle_t *)&p->handle);
+        if (p->in_open)
+            close_handle(p, (uv_handle_t *)&p->in);
+        if (p->out.open)
+            close_handle(p, (uv_handle_t *)&p->out.pipe);
+        if (p->err.open)
+            close_handle(p, (uv_handle_t *)&p->err.pipe);
+        close_handle(p, (uv_handle_t *)&p->status);
+        luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
+        if (--p->handles == 0)
+            free(p);
+        lua_pushnil(L);
+        if (file_error)
+            lua_pushfstring(L, "cannot open output file: %s", uv_strerror(rc));
+        else
+            lua_pushstring(L, uv_strerror(rc));
+        lua_pushinteger(L, -rc);
+        return 3;
+    }
+    *box = p;
+    if (p->out.open)
+        uv_read_start((uv_stream_t *)&p->out.pipe, alloc_cb, on_read);
+    if (p->err.open)
+        uv_read_start((uv_stream_t *)&p->err.pipe, alloc_cb, on_read);
+    uv_read_start((uv_stream_t *)&p->status, alloc_cb, on_status);
+    lua_pushvalue(L, 2);
+    p->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    p->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+/* proc:pid() -> the pid of the shim (the leader of the command's session). */
+static int proc_pid(lua_State *L)
+{
+    proc **box = checkproc(L);
+    if (*box == NULL)
+        return 0;
+    lua_pushinteger(L, (*box)->handle.pid);
+    return 1;
+}
+
+/* proc:kill(sig) -> true, or false if the command has already completed.
+ * SIGTERM and SIGINT end the whole tree with the grace period; SIGKILL ends
+ * it at once; other signals go to the command's process group. */
+static int proc_kill(lua_State *L)
+{
+    proc **box = checkproc(L);
+    int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+    if (*box == NULL) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (sig == SIGKILL)
+        sig = BEAT_SIG_KILLALL;
+    lua_pushboolean(L, kill((*box)->handle.pid, sig) == 0);
+    return 1;
+}
+
+/* proc:hard_kill(): SIGKILL to the shim itself, the last resort when a shim
+ * does not answer; beat's exit sweep ends what it leaves behind. */
+static int proc_hard_kill(lua_State *L)
+{
+    proc **box = checkproc(L);
+    if (*box != NULL)
+        kill((*box)->handle.pid, SIGKILL);
+    return 0;
+}
+
+/* proc:write(data) -> true | nil, err: queues data on the child's stdin. */
+static int proc_write(lua_State *L)
+{
+    proc **box = checkproc(L);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    int rc;
+    if (*box == NULL || !(*box)->in_open) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "stdin is closed");
+        return 2;
+    }
+    rc = queue_write(*box, data, n);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, uv_strerror(rc));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int proc_close_stdin(lua_State *L)
+{
+    proc **box = checkproc(L);
+    if (*box != NULL)
+        close_stdin(*box);
+    return 0;
+}
+
+static const luaL_Reg proc_meth[] = {
+    {"pid", proc_pid},
+    {"kill", proc_kill},
+    {"hard_kill", proc_hard_kill},
+    {"write", proc_write},
+    {"close_stdin", proc_close_stdin},
+    {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+    {"spawn", exec_spawn},
+    {NULL, NULL}
+};
+
+int luaopen_beat__exec(lua_State *L)
+{
+    luaL_newmetatable(L, "beat.proc");
+    luaL_newlib(L, proc_meth);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    return 1;
+}

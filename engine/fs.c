@@ -1,0 +1,245 @@
+/*
+ * fs.c: the few file operations Lua's io library cannot do safely:
+ * durable writes (fsync), atomic replace, directories, temp dirs.
+ * Failures of the world return nil, "path: why", errno (luaL_fileresult).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static int write_all(int fd, const char *data, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, data, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void fsync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int fd;
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* fs.write(path, data): the file holds either its old or its new content,
+ * never a mix, and the new content is on disk when this returns. */
+static int fs_write(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    const char *tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return luaL_fileresult(L, 0, tmp);
+    if (write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+        return luaL_fileresult(L, 0, path);
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return luaL_fileresult(L, 0, path);
+    }
+    fsync_parent(path);
+    return luaL_fileresult(L, 1, NULL);
+}
+
+/* fs.append(path, data, durable): appends in one write(2) to an O_APPEND
+ * file; with durable, fsync before returning (the journal's guarantee). */
+static int fs_append(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    int durable = lua_toboolean(L, 3);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return luaL_fileresult(L, 0, path);
+    if (write_all(fd, data, n) != 0 || (durable && fsync(fd) != 0)) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return luaL_fileresult(L, 0, path);
+    }
+    close(fd);
+    return luaL_fileresult(L, 1, NULL);
+}
+
+/* fs.mkdir_p(path): creates path and its missing parents. */
+static int fs_mkdir_p(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, 1, &len);
+    char buf[PATH_MAX];
+    if (len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return luaL_fileresult(L, 0, path);
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return luaL_fileresult(L, 0, buf);
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    {
+        struct stat st;
+        if (stat(path, &st) != 0)
+            return luaL_fileresult(L, 0, path);
+        if (!S_ISDIR(st.st_mode)) {
+            errno = ENOTDIR;
+            return luaL_fileresult(L, 0, path);
+        }
+    }
+    return luaL_fileresult(L, 1, NULL);
+}
+
+/* fs.stat(path) -> {type=, size=, mode=, mtime=} | nil, err (lstat: links
+ * are reported as links). */
+static int fs_stat(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    const char *type;
+    if (lstat(path, &st) != 0)
+        return luaL_fileresult(L, 0, path);
+    type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+         : S_ISLNK(st.st_mode) ? "link" : "other";
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushnumber(L, (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9);
+    lua_setfield(L, -2, "mtime");
+    return 1;
+}
+
+/* fs.access(path, "x"|"r"|"w") -> boolean. */
+static int fs_access(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *how = luaL_optstring(L, 2, "r");
+    int mode = strchr(how, 'x') ? X_OK : strchr(how, 'w') ? W_OK : R_OK;
+    lua_pushboolean(L, access(path, mode) == 0);
+    return 1;
+}
+
+/* fs.tmpdir(prefix) -> path of a new private directory under $TMPDIR. */
+static int fs_tmpdir(lua_State *L)
+{
+    const char *prefix = luaL_optstring(L, 1, "beat");
+    const char *base = getenv("TMPDIR");
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s/%s-XXXXXX", base && *base ? base : "/tmp", prefix);
+    if (mkdtemp(buf) == NULL)
+        return luaL_fileresult(L, 0, buf);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        return rmdir(path) != 0 && errno != ENOENT ? -1 : 0;
+    return unlink(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* fs.rm_rf(path): removes a file or a tree; links are removed, never followed. */
+static int fs_rm_rf(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return luaL_fileresult(L, errno == ENOENT, path);
+    if (nftw(path, rm_entry, 32, FTW_DEPTH | FTW_PHYS) != 0)
+        return luaL_fileresult(L, 0, path);
+    return luaL_fileresult(L, 1, NULL);
+}
+
+static int fs_realpath(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char buf[PATH_MAX];
+    if (realpath(path, buf) == NULL)
+        return luaL_fileresult(L, 0, path);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int fs_cwd(lua_State *L)
+{
+    char buf[PATH_MAX];
+    if (getcwd(buf, sizeof buf) == NULL)
+        return luaL_fileresult(L, 0, ".");
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int fs_chdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    return luaL_fileresult(L, chdir(path) == 0, path);
+}
+
+static const luaL_Reg funcs[] = {
+    {"write", fs_write},
+    {"append", fs_append},
+    {"mkdir_p", fs_mkdir_p},
+    {"stat", fs_stat},
+    {"access", fs_access},
+    {"tmpdir", fs_tmpdir},
+    {"rm_rf", fs_rm_rf},
+    {"realpath", fs_realpath},
+    {"cwd", fs_cwd},
+    {"chdir", fs_chdir},
+    {NULL, NULL}
+};
+
+int luaopen_beat__fs(lua_State *L)
+{
+    luaL_newlib(L, funcs);
+    return 1;
+}

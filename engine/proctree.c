@@ -1,0 +1,98 @@
+/*
+ * proctree.c: find and signal every descendant of a process by walking
+ * /proc. Used by the shim (its command's whole tree, including processes
+ * that left the process group with setsid) and by beat at exit.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+typedef struct {
+    pid_t pid, ppid;
+} pid_pair;
+
+/* The parent of a live process, or -1 if it is gone or a zombie. */
+static pid_t read_ppid(pid_t pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+    size_t n;
+    char *close_paren;
+    int ppid = -1;
+    char state = '?';
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the command name may hold spaces and parentheses: parse after the last ')' */
+    close_paren = strrchr(buf, ')');
+    if (close_paren == NULL || sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
+        return -1;
+    if (state == 'Z' || state == 'X') /* already dead, only waiting to be reaped */
+        return -1;
+    return (pid_t)ppid;
+}
+
+/* Sends sig to every live descendant of root (not root itself) and returns
+ * how many were signalled. Parents are signalled before their children are
+ * looked at again, so a caller that loops until it returns 0 also catches
+ * processes forked while it ran. */
+int beat_kill_descendants(pid_t root, int sig)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_pair *all = NULL;
+    size_t n = 0, cap = 0;
+    pid_t *found;
+    size_t nfound = 0, scan = 0;
+    int count = 0;
+
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        pid_t pid, ppid;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        pid = (pid_t)atoi(e->d_name);
+        ppid = read_ppid(pid);
+        if (ppid < 0)
+            continue;
+        if (n == cap) {
+            pid_pair *grown = realloc(all, (cap = cap ? cap * 2 : 256) * sizeof *all);
+            if (grown == NULL)
+                break;
+            all = grown;
+        }
+        all[n].pid = pid;
+        all[n].ppid = ppid;
+        n++;
+    }
+    closedir(d);
+
+    found = malloc((n + 1) * sizeof *found);
+    if (found == NULL) {
+        free(all);
+        return 0;
+    }
+    found[nfound++] = root;
+    while (scan < nfound) { /* breadth-first over the parent links */
+        pid_t parent = found[scan++];
+        for (size_t i = 0; i < n; i++)
+            if (all[i].ppid == parent && all[i].pid != root)
+                found[nfound++] = all[i].pid, all[i].ppid = -1;
+    }
+    for (size_t i = 1; i < nfound; i++)
+        if (kill(found[i], sig) == 0)
+            count++;
+    free(found);
+    free(all);
+    return count;
+}

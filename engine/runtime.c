@@ -1,0 +1,442 @@
+/*
+ * runtime.c: the Lua state, the embedded modules, the event loop and the
+ * handful of loop primitives (timers, signals, clocks) the Lua scheduler in
+ * lua/beat/task.lua is built on.
+ *
+ * One Lua state, one libuv loop (uv_default_loop). libuv callbacks call
+ * Lua on the main thread through beat_call_ref(), always protected.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "embedded.h"
+#include "runtime.h"
+
+static char exe_path[PATH_MAX];
+
+const char *beat_exe_path(void)
+{
+    return exe_path;
+}
+
+uv_loop_t *beat_loop(lua_State *L)
+{
+    (void)L;
+    return uv_default_loop();
+}
+
+/* The main thread: libuv callbacks run Lua on it, never on a coroutine. */
+lua_State *beat_main_thread(lua_State *L)
+{
+    lua_State *main;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    return main;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL && !lua_isnoneornil(L, 1)) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* lua_pcall with a traceback handler; on error leaves the message with its
+ * traceback on the stack, like lua.c's docall. */
+int beat_pcall(lua_State *L, int nargs, int nresults)
+{
+    int base = lua_gettop(L) - nargs;
+    int status;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    status = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    return status;
+}
+
+/* Calls the function anchored at ref with the nargs values on top of the
+ * stack. An error here is a bug in beat's own Lua (task code catches its
+ * own errors), so it is reported on stderr and the loop goes on. */
+void beat_call_ref(lua_State *L, int ref, int nargs)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_insert(L, -(nargs + 1));
+    if (beat_pcall(L, nargs, 0) != LUA_OK) {
+        fprintf(stderr, "beat: internal error in callback: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+typedef struct {
+    uv_timer_t handle;
+    lua_State *L;
+    int cb_ref;
+} beat_timer;
+
+typedef struct {
+    beat_timer *t; /* NULL once closed */
+} timer_box;
+
+static timer_box *checktimer(lua_State *L)
+{
+    return luaL_checkudata(L, 1, "beat.timer");
+}
+
+static void timer_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void timer_fire(uv_timer_t *h)
+{
+    beat_timer *t = h->data;
+    int ref = t->cb_ref;
+    t->cb_ref = LUA_NOREF;
+    if (ref == LUA_NOREF)
+        return;
+    beat_call_ref(t->L, ref, 0);
+    luaL_unref(t->L, LUA_REGISTRYINDEX, ref);
+}
+
+static void timer_release(lua_State *L, timer_box *b)
+{
+    if (b->t == NULL)
+        return;
+    uv_timer_stop(&b->t->handle);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->t->cb_ref);
+    b->t->cb_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&b->t->handle, timer_free);
+    b->t = NULL;
+}
+
+/* timer:start(ms, fn): fn() runs once after ms milliseconds unless the timer
+ * is stopped or closed first. Restarting replaces the previous callback. */
+static int timer_start(lua_State *L)
+{
+    timer_box *b = checktimer(L);
+    double ms = luaL_checknumber(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (b->t == NULL)
+        return luaL_error(L, "timer is closed");
+    if (ms < 0)
+        ms = 0;
+    luaL_unref(L, LUA_REGISTRYINDEX, b->t->cb_ref);
+    lua_pushvalue(L, 3);
+    b->t->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_timer_start(&b->t->handle, timer_fire, (uint64_t)ms, 0);
+    return 0;
+}
+
+static int timer_stop(lua_State *L)
+{
+    timer_box *b = checktimer(L);
+    if (b->t != NULL) {
+        uv_timer_stop(&b->t->handle);
+        luaL_unref(L, LUA_REGISTRYINDEX, b->t->cb_ref);
+        b->t->cb_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static int timer_close(lua_State *L)
+{
+    timer_release(L, checktimer(L));
+    return 0;
+}
+
+/* core.timer() -> a stopped one-shot timer; closed by :close() or __gc. */
+static int core_timer(lua_State *L)
+{
+    timer_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->t = NULL;
+    luaL_setmetatable(L, "beat.timer");
+    b->t = calloc(1, sizeof *b->t);
+    if (b->t == NULL)
+        return luaL_error(L, "out of memory");
+    uv_timer_init(beat_loop(L), &b->t->handle);
+    b->t->handle.data = b->t;
+    b->t->L = beat_main_thread(L);
+    b->t->cb_ref = LUA_NOREF;
+    return 1;
+}
+
+/* ---- signals ----------------------------------------------------------- */
+
+typedef struct {
+    uv_signal_t handle;
+    lua_State *L;
+    int cb_ref;
+} beat_signal;
+
+static void signal_fire(uv_signal_t *h, int signum)
+{
+    beat_signal *s = h->data;
+    lua_pushinteger(s->L, signum);
+    beat_call_ref(s->L, s->cb_ref, 1);
+}
+
+/* core.on_signal(signum, fn): fn(signum) for every delivery, for the life
+ * of the process. The handle does not keep the loop alive. */
+static int core_on_signal(lua_State *L)
+{
+    int signum = (int)luaL_checkinteger(L, 1);
+    beat_signal *s;
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return luaL_error(L, "out of memory");
+    s->L = beat_main_thread(L);
+    lua_pushvalue(L, 2);
+    s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_signal_init(beat_loop(L), &s->handle);
+    s->handle.data = s;
+    if (uv_signal_start(&s->handle, signal_fire, signum) != 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->cb_ref);
+        uv_close((uv_handle_t *)&s->handle, timer_free);
+        return luaL_error(L, "cannot watch signal %d", signum);
+    }
+    uv_unref((uv_handle_t *)&s->handle);
+    return 0;
+}
+
+/* ---- loop, clocks, process ---------------------------------------------- */
+
+/* core.run(mode) runs the loop ("default", "once" or "nowait") and returns
+ * whether work remains. Only the top level (cli.lua) calls it. */
+static int core_run(lua_State *L)
+{
+    static const char *const modes[] = {"default", "once", "nowait", NULL};
+    static const uv_run_mode m[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
+    int i = luaL_checkoption(L, 1, "default", modes);
+    lua_pushboolean(L, uv_run(beat_loop(L), m[i]) != 0);
+    return 1;
+}
+
+static int core_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static int core_clock(lua_State *L)
+{
+    lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+    return 1;
+}
+
+static int core_pid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+static int core_exepath(lua_State *L)
+{
+    lua_pushstring(L, exe_path);
+    return 1;
+}
+
+static int core_strerror(lua_State *L)
+{
+    lua_pushstring(L, strerror((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static int core_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* core.kill_descendants(sig) -> count: signals every live process below
+ * beat, including orphans that were reparented to it (beat is a subreaper). */
+static int core_kill_descendants(lua_State *L)
+{
+    int sig = (int)luaL_optinteger(L, 1, SIGKILL);
+    lua_pushinteger(L, beat_kill_descendants(getpid(), sig));
+    return 1;
+}
+
+/* core.exit(code): leaves at once, with no unwinding; every process below
+ * beat is killed first so none outlives it. */
+static int core_exit(lua_State *L)
+{
+    int code = (int)luaL_optinteger(L, 1, 0);
+    fflush(stdout);
+    fflush(stderr);
+    beat_kill_descendants(getpid(), SIGKILL);
+    _exit(code);
+    return 0;
+}
+
+static const luaL_Reg timer_meth[] = {
+    {"start", timer_start},
+    {"stop", timer_stop},
+    {"close", timer_close},
+    {NULL, NULL}
+};
+
+static const luaL_Reg core_funcs[] = {
+    {"timer", core_timer},
+    {"on_signal", core_on_signal},
+    {"run", core_run},
+    {"now", core_now},
+    {"clock", core_clock},
+    {"pid", core_pid},
+    {"exepath", core_exepath},
+    {"strerror", core_strerror},
+    {"isatty", core_isatty},
+    {"kill_descendants", core_kill_descendants},
+    {"exit", core_exit},
+    {NULL, NULL}
+};
+
+int luaopen_beat__runtime(lua_State *L)
+{
+    luaL_newmetatable(L, "beat.timer");
+    luaL_newlib(L, timer_meth);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, timer_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, timer_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+
+    luaL_newlib(L, core_funcs);
+    lua_newtable(L);
+#define SIG(name) lua_pushinteger(L, name), lua_setfield(L, -2, #name)
+    SIG(SIGINT); SIG(SIGTERM); SIG(SIGKILL); SIG(SIGHUP); SIG(SIGQUIT);
+    SIG(SIGUSR1); SIG(SIGUSR2); SIG(SIGPIPE); SIG(SIGALRM); SIG(SIGCONT);
+    SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT);
+#undef SIG
+    lua_setfield(L, -2, "signals");
+    lua_pushstring(L, uv_version_string());
+    lua_setfield(L, -2, "uv_version");
+    return 1;
+}
+
+/* ---- module loading ------------------------------------------------------ */
+
+static const beat_embedded *find_embedded(const char *name)
+{
+    for (const beat_embedded *e = beat_embedded_modules; e->module != NULL; e++)
+        if (strcmp(e->module, name) == 0)
+            return e;
+    return NULL;
+}
+
+/* Searcher for beat's own Lua: from the embedded table, or from the source
+ * tree named by BEAT_LUA_PATH (development without a rebuild). */
+static int searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const beat_embedded *e = find_embedded(name);
+    const char *root = getenv("BEAT_LUA_PATH");
+    if (e == NULL) {
+        lua_pushfstring(L, "no embedded module '%s'", name);
+        return 1;
+    }
+    if (root != NULL && *root != '\0') {
+        const char *file = lua_pushfstring(L, "%s/%s", root, e->path);
+        if (luaL_loadfile(L, file) != LUA_OK)
+            return lua_error(L);
+        lua_pushstring(L, file);
+        return 2;
+    }
+    lua_pushfstring(L, "@[beat]/%s", e->path);
+    if (luaL_loadbuffer(L, e->source, e->size, lua_tostring(L, -1)) != LUA_OK)
+        return lua_error(L);
+    lua_pushfstring(L, "[beat]/%s", e->path);
+    return 2;
+}
+
+static void install_searcher(lua_State *L)
+{
+    lua_Integer n;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    n = (lua_Integer)luaL_len(L, -1);
+    for (lua_Integer i = n; i >= 2; i--) { /* make room at position 2 */
+        lua_rawgeti(L, -1, i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, searcher);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "preload");
+#define BEAT_MODULE(name, opener) lua_pushcfunction(L, opener), lua_setfield(L, -2, name);
+#include "modules.h"
+#undef BEAT_MODULE
+    lua_pop(L, 2);
+}
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, nsize);
+}
+
+static int l_panic(lua_State *L)
+{
+    fprintf(stderr, "beat: unprotected Lua error: %s\n", lua_tostring(L, -1));
+    return 0;
+}
+
+/* Creates the one Lua state: standard libraries, beat's searcher and the
+ * preloaded C modules, the global `arg` table, and beat as a subreaper. */
+lua_State *beat_new_state(int argc, char **argv)
+{
+    size_t len = sizeof exe_path;
+    lua_State *L = lua_newstate(l_alloc, NULL);
+    if (L == NULL)
+        return NULL;
+    lua_atpanic(L, l_panic);
+    if (uv_exepath(exe_path, &len) != 0)
+        snprintf(exe_path, sizeof exe_path, "%s", argv[0]);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    signal(SIGPIPE, SIG_IGN);
+    luaL_openlibs(L);
+    install_searcher(L);
+    lua_createtable(L, argc, 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    lua_setglobal(L, "arg");
+    return L;
+}
+
+/* Closes the state (running every __gc, which closes handles) and lets the
+ * loop run the close callbacks that free handle memory. */
+void beat_close_state(lua_State *L)
+{
+    uv_loop_t *loop = beat_loop(L);
+    lua_close(L);
+    uv_run(loop, UV_RUN_NOWAIT);
+    uv_loop_close(loop);
+}

@@ -1,0 +1,203 @@
+/*
+ * shim.c: `beat __shim GRACE_MS PARENT_PID FILE ARGV0 ARGS...`
+ *
+ * beat starts every command through this small shim of its own binary, in
+ * a new session. The shim guarantees that no process of the command
+ * outlives it or beat:
+ *   - it is a child subreaper, so descendants that leave the process group
+ *     (setsid, double fork) are reparented to it and still found;
+ *   - it asks the kernel for BEAT_SIG_KILLALL when beat dies, even by
+ *     SIGKILL, and then kills the whole tree at once;
+ *   - on SIGTERM/SIGINT it forwards the signal to the command's group and
+ *     every descendant, and after GRACE_MS sends SIGKILL to all of them;
+ *   - when the command exits, leftovers get the same TERM-then-KILL.
+ * It reports the command's fate on fd 3 as one line: "exit N",
+ * "signal N" or "error ERRNO" (the command could not be executed), then
+ * exits with the same status (128+N for a signal).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static void report(const char *what, int n)
+{
+    char line[64];
+    int len = snprintf(line, sizeof line, "%s %d\n", what, n);
+    ssize_t w;
+    do
+        w = write(3, line, (size_t)len);
+    while (w < 0 && errno == EINTR);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Signals the command's group and every process below the shim. */
+static void signal_all(pid_t group, int sig)
+{
+    kill(-group, sig);
+    beat_kill_descendants(getpid(), sig);
+}
+
+/* Reaps every child that has exited; records the command's own status.
+ * Returns 1 while children remain. */
+static int reap(pid_t child, int *child_status, int *child_done)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            if (pid == child) {
+                *child_status = status;
+                *child_done = 1;
+            }
+            continue;
+        }
+        if (pid < 0 && errno == EINTR)
+            continue;
+        return !(pid < 0 && errno == ECHILD);
+    }
+}
+
+static pid_t start_command(const char *file, char **argv, const sigset_t *orig)
+{
+    int errpipe[2];
+    pid_t pid;
+    int err = 0;
+    ssize_t n;
+
+    if (pipe2(errpipe, O_CLOEXEC) != 0)
+        return -errno;
+    pid = fork();
+    if (pid < 0) {
+        err = errno;
+        close(errpipe[0]);
+        close(errpipe[1]);
+        return -err;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        sigprocmask(SIG_SETMASK, orig, NULL);
+        prctl(PR_SET_PDEATHSIG, 0);
+        execv(file, argv);
+        err = errno;
+        n = write(errpipe[1], &err, sizeof err);
+        (void)n;
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    close(errpipe[1]);
+    do
+        n = read(errpipe[0], &err, sizeof err);
+    while (n < 0 && errno == EINTR);
+    close(errpipe[0]);
+    if (n == (ssize_t)sizeof err) {
+        waitpid(pid, NULL, 0);
+        return -err;
+    }
+    return pid;
+}
+
+int beat_shim_main(int argc, char **argv)
+{
+    sigset_t set, orig;
+    long long grace_ms, deadline = -1;
+    pid_t parent, child;
+    int child_status = 0, child_done = 0, code;
+
+    if (argc < 6) {
+        fprintf(stderr, "beat __shim: internal use only\n");
+        return 2;
+    }
+    grace_ms = atoll(argv[2]);
+    parent = (pid_t)atoi(argv[3]);
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, BEAT_SIG_KILLALL);
+    sigprocmask(SIG_BLOCK, &set, &orig);
+
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_PDEATHSIG, BEAT_SIG_KILLALL);
+    if (getppid() != parent) /* beat died before the death signal was armed */
+        return 137;
+    fcntl(3, F_SETFD, FD_CLOEXEC);
+
+    child = start_command(argv[4], argv + 5, &orig);
+    if (child < 0) {
+        report("error", (int)-child);
+        return 127;
+    }
+
+    for (;;) {
+        siginfo_t info;
+        int sig;
+        if (deadline >= 0) {
+            long long left = deadline - now_ms();
+            struct timespec ts;
+            if (left <= 0) {
+                signal_all(child, SIGKILL);
+                deadline = now_ms() + 100; /* keep killing late forks */
+                left = 100;
+            }
+            ts.tv_sec = (time_t)(left / 1000);
+            ts.tv_nsec = (long)(left % 1000) * 1000000;
+            sig = sigtimedwait(&set, &info, &ts);
+        } else {
+            sig = sigwaitinfo(&set, &info);
+        }
+        if (sig < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                break;
+            if (!reap(child, &child_status, &child_done))
+                break;
+            continue;
+        }
+        if (sig == SIGCHLD) {
+            int more = reap(child, &child_status, &child_done);
+            if (!more)
+                break;
+            if (child_done && deadline < 0) { /* leftovers of a finished command */
+                signal_all(child, SIGTERM);
+                deadline = now_ms() + grace_ms;
+            }
+        } else if (sig == BEAT_SIG_KILLALL) {
+            signal_all(child, SIGKILL);
+            deadline = now_ms() + 100;
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            signal_all(child, sig);
+            if (deadline < 0)
+                deadline = now_ms() + grace_ms;
+        } else {
+            kill(-child, sig);
+        }
+    }
+
+    if (WIFSIGNALED(child_status)) {
+        report("signal", WTERMSIG(child_status));
+        code = 128 + WTERMSIG(child_status);
+    } else {
+        report("exit", WEXITSTATUS(child_status));
+        code = WEXITSTATUS(child_status);
+    }
+    return code;
+}

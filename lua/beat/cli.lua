@@ -1,0 +1,250 @@
+--- The command line: `beat <command> [args]`. main(arg) returns the exit
+--- status. Commands are plain Lua; each has a summary, a usage text and a
+--- function taking the remaining arguments.
+---
+--- Exit status: 0 success, 1 failure (an error, a failed run), 2 usage error,
+--- 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+local runtime = require "beat._runtime"
+local task = require "beat.task"
+
+local M = {}
+
+local SIG = runtime.signals
+M.EXIT_OK, M.EXIT_FAIL, M.EXIT_USAGE, M.EXIT_INT, M.EXIT_TERM = 0, 1, 2, 130, 143
+
+local function say(fmt, ...)
+  io.stderr:write(("beat: " .. fmt .. "\n"):format(...))
+end
+
+--- A usage error: one line naming the input, exit status 2.
+---@param fmt string
+function M.usage_error(fmt, ...)
+  error(setmetatable({ usage = (fmt):format(...) }, {
+    __tostring = function(e) return e.usage end,
+  }), 0)
+end
+
+-- Signals: the first SIGINT/SIGTERM calls the current handler (cancel what
+-- runs); a second SIGINT leaves at once, ending every child process.
+local interrupt_handler
+local interrupted
+local function install_signals()
+  if interrupted ~= nil then return end
+  interrupted = false
+  local function on_signal(sig)
+    local code = sig == SIG.SIGTERM and M.EXIT_TERM or M.EXIT_INT
+    if interrupt_handler then
+      local handled = interrupt_handler(code)
+      if handled then return end
+    end
+    if interrupted and sig == SIG.SIGINT then
+      io.stderr:write("\nbeat: interrupted again, exiting now\n")
+      runtime.exit(code)
+    end
+    interrupted = code
+    io.stderr:write(("\nbeat: %s, stopping (Ctrl-C again to exit now)\n")
+      :format(sig == SIG.SIGTERM and "terminated" or "interrupted"))
+    task.cancel_all()
+  end
+  runtime.on_signal(SIG.SIGINT, on_signal)
+  runtime.on_signal(SIG.SIGTERM, on_signal)
+end
+
+--- Runs fn(...) as the main task and drives the loop until it and every
+--- task it started have finished. Returns the exit status: fn's integer
+--- result, 1 on an error (printed with its traceback), 130/143 when
+--- interrupted.
+---@param fn function
+function M.drive(fn, ...)
+  install_signals()
+  local main = task.go(fn, ...)
+  while main.status == "running" do
+    if not runtime.run("once") and main.status == "running" then
+      say("the main task is waiting for something that can never happen")
+      return M.EXIT_FAIL
+    end
+  end
+  runtime.run("default")   -- tasks started by the main one finish too
+  if interrupted then return interrupted end
+  local _, failed = task.stats()
+  if main.status == "failed" then
+    local err = main.error
+    if type(err) == "table" and err.usage then
+      say("%s", err.usage)
+      return M.EXIT_USAGE
+    end
+    io.stderr:write(main.traceback, "\n")
+    return M.EXIT_FAIL
+  elseif main.status == "cancelled" then
+    return M.EXIT_INT
+  end
+  local code = main.results[1]
+  if math.type(code) == "integer" and code >= 0 and code <= 255 then
+    return failed and code == 0 and M.EXIT_FAIL or code
+  end
+  return failed and M.EXIT_FAIL or M.EXIT_OK
+end
+
+--- Sets what the first Ctrl-C does while fn runs; handler(code) returns
+--- true when it handled the signal.
+function M.on_interrupt(handler)
+  install_signals()
+  interrupt_handler = handler
+end
+
+local commands = {}
+local order = {}
+
+--- Adds a command: spec = {summary=, usage=, help=, run=function(args) -> status}.
+function M.command(name, spec)
+  if not commands[name] then order[#order + 1] = name end
+  commands[name] = spec
+end
+
+local function has_help_flag(args)
+  for _, a in ipairs(args) do
+    if a == "--" then return false end
+    if a == "-h" or a == "--help" then return true end
+  end
+  return false
+end
+
+local function print_help(name)
+  if name == nil then
+    local lines = {
+      "beat — run coding agents in a loop: propose, check, score, keep or discard.",
+      "",
+      "Usage: beat <command> [options]",
+      "",
+      "Commands:",
+    }
+    for _, n in ipairs(order) do
+      lines[#lines + 1] = ("  %-10s %s"):format(n, commands[n].summary)
+    end
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = "Run 'beat help <command>' or 'beat <command> --help' for details."
+    lines[#lines + 1] = "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted."
+    print(table.concat(lines, "\n"))
+    return M.EXIT_OK
+  end
+  local c = commands[name]
+  if not c then
+    say("unknown command '%s' (see 'beat help')", name)
+    return M.EXIT_USAGE
+  end
+  print(("Usage: %s\n\n%s"):format(c.usage, c.help or c.summary))
+  return M.EXIT_OK
+end
+
+M.command("run", {
+  summary = "run a Lua recipe",
+  usage = "beat run FILE [ARGS...]",
+  help = [[
+Runs FILE as a Lua chunk inside a task, so beat.exec, beat.sleep and the
+rest of the API block only that task. ARGS reach the recipe as `...` and
+in the global table `arg` (arg[0] is FILE). Modules next to FILE can be
+required. The run ends when the recipe and every task it started are done.
+
+Exit status: the recipe's integer return value if any, else 0; 1 when it
+raises an error (printed as file:line: message with a traceback); 2 for a
+bad command line; 130 on Ctrl-C (a second Ctrl-C exits at once); 143 on
+SIGTERM. Child processes never outlive beat.]],
+  run = function(args)
+    local file = args[1]
+    if file == nil then M.usage_error("run: missing FILE (usage: beat run FILE [ARGS...])") end
+    if file:sub(1, 1) == "-" and file ~= "-" then
+      M.usage_error("run: unknown option '%s'", file)
+    end
+    local chunk, err = loadfile(file)
+    if not chunk then
+      if err:find("cannot open", 1, true) then
+        M.usage_error("run: cannot read recipe %s: %s", file,
+          (err:match(": ([^:]+)$") or err):lower())
+      end
+      say("%s", err)
+      return M.EXIT_FAIL
+    end
+    local script_args = { [0] = file, table.unpack(args, 2) }
+    _G.arg = script_args
+    local dir = file:match("^(.*)/[^/]*$") or "."
+    package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+    return M.drive(function() return chunk(table.unpack(script_args, 1)) end)
+  end,
+})
+
+M.command("repl", {
+  summary = "interactive Lua prompt with the beat API",
+  usage = "beat repl",
+  help = [[
+An interactive prompt. Each line runs in its own task, so blocking calls
+work: `beat.exec{"ls"}`. `=expr` or a bare expression prints its value;
+errors print and the prompt goes on. Ctrl-C cancels the running line (or
+clears the line being typed), Ctrl-D exits. History is kept in
+~/.beat_history. The global `beat` is the API.]],
+  run = function(args)
+    if args[1] then M.usage_error("repl: unexpected argument '%s'", args[1]) end
+    return require("beat.repl").run(M)
+  end,
+})
+
+M.command("version", {
+  summary = "print beat's version",
+  usage = "beat version",
+  run = function(args)
+    if args[1] then M.usage_error("version: unexpected argument '%s'", args[1]) end
+    print(("beat %s (%s, libuv %s)"):format(require("beat").version, _VERSION,
+      require("beat._runtime").uv_version or "?"))
+    return M.EXIT_OK
+  end,
+})
+
+M.command("help", {
+  summary = "show help for beat or a command",
+  usage = "beat help [COMMAND]",
+  run = function(args) return print_help(args[1]) end,
+})
+
+-- Commands that live in their own modules register themselves on load.
+local extra = { "beat.cli_loop", "beat.cli_runs", "beat.cli_agents" }
+for _, name in ipairs(extra) do
+  local ok, mod = pcall(require, name)
+  if ok and type(mod) == "table" and mod.register then
+    mod.register(M)
+  elseif not ok and not tostring(mod):find("module '" .. name .. "' not found", 1, true) then
+    error(mod, 0)
+  end
+end
+
+--- Entry point: arg is the process's argument table (arg[0] is beat).
+---@param arg table
+---@return integer status
+function M.main(arg)
+  local args = { table.unpack(arg, 1) }
+  local name = table.remove(args, 1)
+  if name == nil then return print_help() end
+  if name == "-h" or name == "--help" then return print_help(args[1]) end
+  if name == "--version" or name == "-V" then name = "version" end
+  local c = commands[name]
+  if not c then
+    if name:sub(1, 1) == "-" then
+      say("unknown option '%s' (see 'beat help')", name)
+    else
+      say("unknown command '%s' (see 'beat help')", name)
+    end
+    return M.EXIT_USAGE
+  end
+  if name ~= "run" and has_help_flag(args) or (name == "run" and (args[1] == "-h" or args[1] == "--help")) then
+    return print_help(name)
+  end
+  local ok, res = pcall(c.run, args)
+  if not ok then
+    if type(res) == "table" and res.usage then
+      say("%s", res.usage)
+      return M.EXIT_USAGE
+    end
+    error(res, 0)
+  end
+  return res
+end
+
+return M

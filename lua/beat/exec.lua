@@ -1,0 +1,338 @@
+--- beat.exec and beat.spawn: run commands as if blocking, many at once.
+---
+--- Shaped after Neovim's vim.system. Each command runs in a session of its
+--- own under a shim (engine/shim.c) that ends the whole process tree on
+--- timeout, cancel, or beat's death. A result is complete only after the
+--- command exited and every pipe reached end of file.
+local core = require "beat._exec"
+local runtime = require "beat._runtime"
+local fsc = require "beat._fs"
+local task = require "beat.task"
+local duration = require "beat.duration"
+
+local M = {}
+
+local SIG = runtime.signals
+local DEFAULT_MAX_OUTPUT = 1024 * 1024
+local DEFAULT_GRACE = 5
+
+---@class beat.ExecOpts
+---@field cwd? string working directory
+---@field env? table<string, string|false> merged into the inherited environment (false removes)
+---@field clear_env? boolean start from an empty environment (plus `env`)
+---@field stdin? string|boolean string written then closed; true keeps a pipe (spawn); default /dev/null
+---@field timeout? number|string seconds or a duration: SIGTERM to the tree, SIGKILL after `grace`
+---@field grace? number|string SIGTERM→SIGKILL delay, default 5s
+---@field stdout? boolean|string|fun(line: string) true capture (default), false discard, a path, or a per-line function
+---@field stderr? boolean|string|fun(line: string) same as stdout
+---@field max_output? integer bytes kept per captured stream (first and last half), default 1 MiB
+
+---@class beat.ExecResult
+---@field code integer exit code; 124 on timeout; 128+sig when killed by a signal
+---@field signal integer the signal that ended the command, or 0
+---@field stdout string|nil captured output (nil unless captured)
+---@field stderr string|nil
+---@field duration number seconds
+---@field timed_out boolean
+---@field truncated boolean some captured output was dropped (head and tail kept)
+
+local known_opts = {
+  cwd = true, env = true, clear_env = true, stdin = true, timeout = true, grace = true,
+  stdout = true, stderr = true, max_output = true,
+}
+
+local function fail(fn, fmt, ...)
+  error(("%s: " .. fmt):format(fn, ...), 4)
+end
+
+local function signum(fn, sig)
+  if sig == nil then return SIG.SIGTERM end
+  if math.type(sig) == "integer" then return sig end
+  if type(sig) == "string" then
+    local name = sig:upper()
+    if not name:match("^SIG") then name = "SIG" .. name end
+    if SIG[name] then return SIG[name] end
+  end
+  error(("%s: unknown signal %s"):format(fn, tostring(sig)), 3)
+end
+
+local function output_spec(fn, name, v, max)
+  if v == nil or v == true then return { mode = "capture", max = max } end
+  if v == false then return nil end
+  if type(v) == "string" then return { mode = "file", path = v } end
+  if type(v) == "function" then return { mode = "lines", fn = v, max = max } end
+  fail(fn, "opts.%s must be true, false, a file path or a function, got %s", name, type(v))
+end
+
+local function build_env(fn, opts)
+  if opts.env == nil and not opts.clear_env then return nil, os.getenv("PATH") end
+  if opts.env ~= nil and type(opts.env) ~= "table" then
+    fail(fn, "opts.env must be a table of strings, got %s", type(opts.env))
+  end
+  local vars = {}
+  if not opts.clear_env then
+    local f = io.open("/proc/self/environ", "rb")
+    if f then
+      for kv in f:read("a"):gmatch("([^%z]+)") do
+        local k, v = kv:match("^([^=]+)=(.*)$")
+        if k then vars[k] = v end
+      end
+      f:close()
+    end
+  end
+  for k, v in pairs(opts.env or {}) do
+    if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
+      fail(fn, "opts.env keys must be variable names, got %q", tostring(k))
+    end
+    if v == false then
+      vars[k] = nil
+    elseif type(v) == "string" or type(v) == "number" then
+      vars[k] = tostring(v)
+    else
+      fail(fn, "opts.env.%s must be a string, a number or false, got %s", k, type(v))
+    end
+  end
+  local list = {}
+  for k, v in pairs(vars) do list[#list + 1] = k .. "=" .. v end
+  table.sort(list)
+  return list, vars.PATH
+end
+
+--- Finds the executable for argv[1] the way execvp would, with PATH from
+--- the child's environment; returns nil, reason when there is none.
+local function resolve(name, path, cwd)
+  if name == "" then return nil, "empty command" end
+  if name:find("/", 1, true) then
+    local full = (name:sub(1, 1) == "/" or not cwd) and name or (cwd .. "/" .. name)
+    local st = fsc.stat(full)
+    if not st then return nil, "no such file or directory" end
+    if st.type == "directory" then return nil, "is a directory" end
+    if not fsc.access(full, "x") then return nil, "permission denied" end
+    return full
+  end
+  local denied = false
+  for dir in (path or "/usr/local/bin:/usr/bin:/bin"):gmatch("[^:]*") do
+    if dir == "" then dir = "." end
+    local full = dir .. "/" .. name
+    local st = fsc.stat(full)
+    if st and st.type ~= "directory" then
+      if fsc.access(full, "x") then
+        if full:sub(1, 1) ~= "/" then full = (fsc.cwd() or ".") .. "/" .. full end
+        return full
+      end
+      denied = true
+    end
+  end
+  return nil, denied and "permission denied" or "command not found"
+end
+
+---@class beat.Proc
+---@field pid integer pid of the command's session leader
+local Proc = {}
+Proc.__index = Proc
+
+local function prepare(fn, cmd, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then fail(fn, "opts must be a table, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not known_opts[k] then fail(fn, "unknown option opts.%s", tostring(k)) end
+  end
+  local argv, label
+  if type(cmd) == "string" then
+    if cmd == "" then fail(fn, "cmd must not be empty") end
+    argv, label = { "/bin/sh", "-c", cmd }, cmd
+  elseif type(cmd) == "table" then
+    if #cmd == 0 then fail(fn, "cmd must not be an empty list") end
+    argv = {}
+    for i = 1, #cmd do
+      local a = cmd[i]
+      if type(a) == "number" then a = tostring(a) end
+      if type(a) ~= "string" then fail(fn, "cmd[%d] must be a string, got %s", i, type(a)) end
+      if a:find("\0", 1, true) then fail(fn, "cmd[%d] contains a NUL byte", i) end
+      argv[i] = a
+    end
+    label = argv[1]
+  else
+    fail(fn, "cmd must be an argv table or a shell string, got %s", type(cmd))
+  end
+  if #label > 80 then label = label:sub(1, 77) .. "..." end
+  local timeout, grace
+  if opts.timeout ~= nil then
+    local why
+    timeout, why = duration.parse(opts.timeout)
+    if not timeout then fail(fn, "opts.timeout %s", why) end
+  end
+  do
+    local why
+    grace, why = duration.parse(opts.grace == nil and DEFAULT_GRACE or opts.grace)
+    if not grace then fail(fn, "opts.grace %s", why) end
+  end
+  local max = opts.max_output == nil and DEFAULT_MAX_OUTPUT or opts.max_output
+  if math.type(max) ~= "integer" or max < 2 then
+    fail(fn, "opts.max_output must be an integer >= 2, got %s", tostring(max))
+  end
+  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
+    fail(fn, "opts.cwd must be a string, got %s", type(opts.cwd))
+  end
+  local stdin = opts.stdin
+  if stdin ~= nil and stdin ~= false and stdin ~= true and type(stdin) ~= "string" then
+    fail(fn, "opts.stdin must be a string or true, got %s", type(stdin))
+  end
+  local env, path = build_env(fn, opts)
+  return {
+    argv = argv, label = label, timeout = timeout, grace = grace, env = env, path = path,
+    cwd = opts.cwd, stdin = stdin,
+    stdout = output_spec(fn, "stdout", opts.stdout, max),
+    stderr = output_spec(fn, "stderr", opts.stderr, max),
+  }
+end
+
+local function start(fn, cmd, opts)
+  local t = task.current(fn)
+  local p = prepare(fn, cmd, opts)
+  if p.cwd then
+    local st = fsc.stat(p.cwd)
+    if not st or not (st.type == "directory" or (st.type == "link" and fsc.realpath(p.cwd))) then
+      return nil, ("exec: %s: cwd %s: no such directory"):format(p.label, p.cwd)
+    end
+  end
+  local file, why = resolve(p.argv[1], p.path, p.cwd)
+  if not file then return nil, ("exec: %s: %s"):format(p.label, why) end
+
+  local proc = setmetatable({ label = p.label, started = runtime.clock(), waiters = {},
+                              timed_out = false }, Proc)
+  local handle, err = core.spawn({
+    file = file, args = p.argv, env = p.env, cwd = p.cwd,
+    stdin = p.stdin ~= nil and p.stdin ~= false and "pipe" or nil,
+    stdout = p.stdout, stderr = p.stderr,
+    grace_ms = math.floor(p.grace * 1000),
+  }, function(res) proc:_complete(res) end)
+  if not handle then return nil, ("exec: %s: %s"):format(p.label, err) end
+  proc.handle, proc.pid, proc.grace = handle, handle:pid(), p.grace
+  if type(p.stdin) == "string" then
+    handle:write(p.stdin)
+    handle:close_stdin()
+  end
+  proc.owner, proc.owner_key = t, t:defer(function() proc:_end() end)
+  if p.timeout then
+    proc.timer = runtime.timer()
+    proc.timer:start(p.timeout * 1000, function()
+      proc.timed_out = true
+      proc:_end()
+    end)
+  end
+  return proc
+end
+
+function Proc:_complete(res)
+  res.duration = runtime.clock() - self.started
+  res.timed_out = self.timed_out
+  if self.timed_out then res.code = 124 end
+  if res.exec_error then
+    self.exec_error = ("exec: %s: %s"):format(self.label, res.exec_error)
+  end
+  if self.timer then self.timer:close() end
+  if self.backstop then self.backstop:close() end
+  self.owner:undefer(self.owner_key)
+  self.result = res
+  local waiters = self.waiters
+  self.waiters = {}
+  for _, wake in ipairs(waiters) do wake() end
+end
+
+-- Ends the command's tree: SIGTERM, SIGKILL after the grace period (done by
+-- the shim), and a last-resort SIGKILL of the shim itself if it does not
+-- answer.
+function Proc:_end()
+  if self.result or self.ending then return end
+  self.ending = true
+  self.handle:kill(SIG.SIGTERM)
+  self.backstop = runtime.timer()
+  self.backstop:start((self.grace + 2) * 1000, function() self.handle:hard_kill() end)
+end
+
+--- Waits for the command; returns its result. With a timeout (seconds or
+--- duration), returns nil, "timeout" if it has not finished by then (the
+--- command keeps running).
+---@param timeout? number|string
+---@return beat.ExecResult|nil, string?
+function Proc:wait(timeout)
+  if not self.result then
+    local limit
+    if timeout ~= nil then
+      local why
+      limit, why = duration.parse(timeout)
+      if not limit then error("proc:wait: timeout " .. why, 2) end
+    end
+    local timer
+    local ok, err = pcall(task.await, "proc:wait", function(wake)
+      table.insert(self.waiters, wake)
+      if limit then
+        timer = runtime.timer()
+        timer:start(limit * 1000, function() wake("timeout") end)
+      end
+      return function() self:_end() end
+    end)
+    if timer then timer:close() end
+    if not ok then error(err, 0) end
+    if not self.result then return nil, "timeout" end
+  end
+  if self.exec_error then return nil, self.exec_error end
+  if self.result.callback_error then
+    error(("%s: output callback failed: %s"):format(self.label, self.result.callback_error), 2)
+  end
+  return self.result
+end
+
+--- Sends a signal ("TERM" by default): TERM and INT end the whole tree,
+--- with SIGKILL after the grace period; KILL ends it at once; others go to
+--- the command's process group. Returns false if the command already ended.
+---@param sig? string|integer
+---@return boolean
+function Proc:kill(sig)
+  if self.result then return false end
+  local n = signum("proc:kill", sig)
+  if n == SIG.SIGTERM then
+    self:_end()
+    return true
+  end
+  return self.handle:kill(n)
+end
+
+--- Writes to the command's stdin (spawn with stdin = true).
+---@param data string
+---@return true|nil, string?
+function Proc:write(data)
+  if type(data) ~= "string" then error("proc:write: data must be a string", 2) end
+  return self.handle:write(data)
+end
+
+--- Closes the command's stdin (it sees end of file).
+function Proc:close_stdin()
+  self.handle:close_stdin()
+end
+
+--- Whether the command has finished.
+function Proc:done()
+  return self.result ~= nil
+end
+
+--- Runs cmd and waits for it.
+---@param cmd string|string[] argv table (no shell) or a string for /bin/sh -c
+---@param opts? beat.ExecOpts
+---@return beat.ExecResult|nil result, string? err "exec: <cmd>: <why>" when it cannot start
+function M.exec(cmd, opts)
+  local proc, err = start("beat.exec", cmd, opts)
+  if not proc then return nil, err end
+  return proc:wait()
+end
+
+--- Starts cmd and returns at once.
+---@param cmd string|string[]
+---@param opts? beat.ExecOpts
+---@return beat.Proc|nil proc, string? err
+function M.spawn(cmd, opts)
+  return start("beat.spawn", cmd, opts)
+end
+
+return M

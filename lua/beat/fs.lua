@@ -1,0 +1,73 @@
+--- beat.fs: small file helpers. Failures return nil, "path: why".
+local core = require "beat._fs"
+
+local M = {}
+
+--- Reads a whole file.
+---@param path string
+---@return string|nil data, string? err
+function M.read(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+--- Replaces a file atomically (temp file, fsync, rename, fsync of the directory).
+---@param path string
+---@param data string
+---@return true|nil ok, string? err
+M.write = core.write
+
+--- Appends data; with durable=true it is on disk when this returns.
+---@param path string
+---@param data string
+---@param durable? boolean
+M.append = core.append
+
+--- Creates a directory and its missing parents.
+M.mkdir_p = core.mkdir_p
+
+--- lstat: {type="file"|"directory"|"link"|"other", size, mode, mtime} or nil, err.
+M.stat = core.stat
+
+--- Whether path exists (a dangling link counts).
+---@param path string
+---@return boolean
+function M.exists(path)
+  return core.stat(path) ~= nil
+end
+
+---@param path string
+---@return boolean
+function M.is_dir(path)
+  local st = core.stat(path)
+  if st and st.type == "link" then
+    local real = core.realpath(path)
+    st = real and core.stat(real)
+  end
+  return st ~= nil and st.type == "directory"
+end
+
+--- access(2): mode "r", "w" or "x".
+M.access = core.access
+--- A new private directory under $TMPDIR (or /tmp), named prefix-XXXXXX.
+M.tmpdir = core.tmpdir
+--- Removes a file or a whole tree; links are not followed.
+M.rm_rf = core.rm_rf
+M.realpath = core.realpath
+M.cwd = core.cwd
+M.chdir = core.chdir
+
+--- Joins path parts with "/".
+function M.join(...)
+  return (table.concat({ ... }, "/"):gsub("/+", "/"))
+end
+
+--- The directory part of a path ("." when there is none).
+function M.dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+return M

@@ -1,0 +1,74 @@
+--- beat: the public API. Submodules load on first use, so `require "beat"`
+--- stays cheap: beat.git, beat.agent, beat.score, beat.journal, ...
+local runtime = require "beat._runtime"
+local task = require "beat.task"
+local exec = require "beat.exec"
+local duration = require "beat.duration"
+
+local M = {}
+
+M.version = "0.1.0"
+
+M.exec = exec.exec
+M.spawn = exec.spawn
+M.go = task.go
+M.all = task.all
+M.cancelled = task.cancelled
+M.is_cancelled = task.is_cancelled
+
+--- Suspends the running task for d (seconds or a duration string).
+---@param d number|string
+function M.sleep(d)
+  local s, why = duration.parse(d)
+  if not s then error("beat.sleep: duration " .. why, 2) end
+  local timer = runtime.timer()
+  local ok, err = pcall(task.await, "beat.sleep", function(wake)
+    timer:start(s * 1000, wake)
+  end)
+  timer:close()
+  if not ok then error(err, 0) end
+end
+
+--- Wall-clock time in seconds since the epoch (float).
+M.now = runtime.now
+--- Monotonic seconds (float), for measuring durations.
+M.clock = runtime.clock
+
+--- Parses "1m30s", "500ms", "2h" or a number into seconds; raises on bad input.
+---@param d string|number
+---@return number
+function M.duration(d)
+  local s, why = duration.parse(d)
+  if not s then error("beat.duration: duration " .. why, 2) end
+  return s
+end
+
+-- Functions of submodules exposed directly on beat.
+local shortcuts = {
+  measure = function() return require("beat.measure").measure end,
+  objective = function() return require("beat.objective").new end,
+  json = function() return require("cjson") end,
+}
+
+setmetatable(M, {
+  __index = function(t, name)
+    if type(name) ~= "string" then return nil end
+    local get = shortcuts[name]
+    local ok, mod
+    if get then
+      ok, mod = true, get()
+    else
+      ok, mod = pcall(require, "beat." .. name)
+      if not ok then
+        if tostring(mod):find("module 'beat." .. name .. "' not found", 1, true) then
+          return nil
+        end
+        error(mod, 2)
+      end
+    end
+    rawset(t, name, mod)
+    return mod
+  end,
+})
+
+return M
