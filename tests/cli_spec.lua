@@ -1,0 +1,183 @@
+-- End to end: build/beat driven as a user would.
+local beat = require "beat"
+local H = require "tests.helpers"
+
+local function wait_file(path, limit)
+  local deadline = beat.clock() + (limit or 5)
+  while beat.clock() < deadline do
+    local data = H.read(path)
+    if data and data ~= "" then return data end
+    beat.sleep(0.05)
+  end
+end
+
+describe("beat CLI", function()
+  it("prints help and version, and exits 2 on an unknown command or flag", function()
+    local r = H.beat { "help" }
+    assert.equal(0, r.code)
+    assert.matches("Usage: beat <command>", r.stdout)
+    assert.matches("run%s+run a Lua recipe", r.stdout)
+    r = H.beat { "run", "--help" }
+    assert.equal(0, r.code)
+    assert.matches("Usage: beat run FILE", r.stdout)
+    r = H.beat { "version" }
+    assert.matches("^beat %d+%.%d+%.%d+", r.stdout)
+    r = H.beat { "frobnicate" }
+    assert.equal(2, r.code)
+    assert.equal("beat: unknown command 'frobnicate' (see 'beat help')\n", r.stderr)
+    r = H.beat { "--bogus" }
+    assert.equal(2, r.code)
+    assert.matches("unknown option '%-%-bogus'", r.stderr)
+    r = H.beat { "run" }
+    assert.equal(2, r.code)
+    assert.matches("missing FILE", r.stderr)
+    r = H.beat { "run", "/nonexistent/recipe.lua" }
+    assert.equal(2, r.code)
+    assert.matches("cannot read recipe /nonexistent/recipe.lua", r.stderr)
+  end)
+
+  it("runs a recipe with arguments and uses its integer result as exit status", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local beat = require "beat"
+      local a, b = ...
+      print(a, b, arg[0]:match("recipe.lua$"), #arg)
+      print(beat.exec({"echo", "from exec"}).stdout)
+      return 5
+    ]])
+    local r = H.beat { "run", recipe, "x", "y z" }
+    assert.equal(5, r.code)
+    assert.equal("x\ty z\trecipe.lua\t2\nfrom exec\n\n", r.stdout)
+  end)
+
+  it("prints file:line: message and a traceback for an uncaught error, exit 1", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, "local x = 1\nerror('recipe broke')\n")
+    local r = H.beat { "run", recipe }
+    assert.equal(1, r.code)
+    assert.matches("recipe.lua:2: recipe broke", r.stderr)
+    assert.matches("stack traceback", r.stderr)
+  end)
+
+  it("reports an error in a background task and exits 1", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local beat = require "beat"
+      beat.go(function() beat.sleep(0.01); error("background failure") end)
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(1, r.code)
+    assert.matches("recipe.lua:2: background failure", r.stderr)
+  end)
+
+  it("works as a lone binary copied elsewhere", function()
+    local dir = H.tmpdir()
+    assert(beat.exec { "cp", H.bin, dir .. "/beat" })
+    H.write(dir .. "/r.lua", 'print(require("beat").exec({"echo","alone"}).stdout)')
+    local r = assert(beat.exec({ dir .. "/beat", "run", "r.lua" }, { cwd = dir, env = { BEAT_LUA_PATH = false } }))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("alone\n\n", r.stdout)
+  end)
+
+  it("loads Lua from the tree named by BEAT_LUA_PATH", function()
+    local dir = H.tmpdir()
+    assert(beat.exec { "cp", "-r", H.root .. "/lua", dir .. "/lua" })
+    local init = H.read(dir .. "/lua/beat/init.lua")
+    H.write(dir .. "/lua/beat/init.lua", (init:gsub('M.version = "[^"]*"', 'M.version = "9.9.9-dev"')))
+    local r = H.beat({ "version" }, { env = { BEAT_LUA_PATH = dir } })
+    assert.matches("^beat 9.9.9%-dev", r.stdout)
+  end)
+
+  for _, case in ipairs { { sig = "INT", code = 130 }, { sig = "TERM", code = 143 } } do
+    it(("on SIG%s cancels every task, ends every child and exits %d"):format(case.sig, case.code), function()
+      local dir = H.tmpdir()
+      local m1, m2 = H.marker(), H.marker()
+      local recipe = H.recipe(dir, ([[
+        local beat = require "beat"
+        local t = beat.go(function() beat.exec("trap '' TERM; sleep %s & wait", {grace = 0.3}) end)
+        local f = io.open("%s/pid", "w"); f:write(require("beat._runtime").pid()); f:close()
+        local ok, err = pcall(beat.exec, "setsid sleep %s & sleep 100")
+        io.open("%s/unwound", "w"):write(tostring(beat.is_cancelled(err))):close()
+      ]]):format(m1, dir, m2, dir))
+      local p = assert(beat.spawn { H.bin, "run", recipe })
+      local pid = wait_file(dir .. "/pid")
+      assert.is_true(H.wait_started(m1) and H.wait_started(m2))
+      beat.exec { "kill", "-" .. case.sig, pid }
+      local r = p:wait()
+      assert.equal(case.code, r.code, r.stderr)
+      assert.equal("true", H.read(dir .. "/unwound"))
+      assert.same({}, H.wait_gone(m1, 2))
+      assert.same({}, H.wait_gone(m2, 2))
+    end)
+  end
+
+  it("leaves no process behind when killed with SIGKILL", function()
+    local dir = H.tmpdir()
+    local m1, m2 = H.marker(), H.marker()
+    local recipe = H.recipe(dir, ([[
+      local beat = require "beat"
+      beat.go(function() beat.exec("trap '' TERM; sleep %s & wait") end)
+      local f = io.open("%s/pid", "w"); f:write(require("beat._runtime").pid()); f:close()
+      beat.exec("setsid sleep %s & sleep 100")
+    ]]):format(m1, dir, m2))
+    local p = assert(beat.spawn { H.bin, "run", recipe })
+    local pid = wait_file(dir .. "/pid")
+    assert.is_true(H.wait_started(m1) and H.wait_started(m2))
+    beat.exec { "kill", "-KILL", pid }
+    assert.equal(137, p:wait().code)
+    assert.same({}, H.wait_gone(m1, 1))
+    assert.same({}, H.wait_gone(m2, 1))
+  end)
+end)
+
+describe("beat repl", function()
+  local sock = "beat-test-" .. require("beat._runtime").pid()
+  local function tmux(...)
+    return assert(beat.exec { "tmux", "-L", sock, ... })
+  end
+  local function screen_until(pattern, limit)
+    local deadline = beat.clock() + (limit or 5)
+    local text
+    repeat
+      text = tmux("capture-pane", "-p", "-t", "repl").stdout
+      if text:find(pattern) then return text end
+      beat.sleep(0.05)
+    until beat.clock() > deadline
+    error(("screen never showed %q:\n%s"):format(pattern, text))
+  end
+
+  it("runs lines in tasks, prints values, survives errors, cancels on Ctrl-C, exits on Ctrl-D", function()
+    local home = H.tmpdir()
+    local m = H.marker()
+    -- a daemonizing command's leftovers are ended when it exits, so the tmux
+    -- server runs in the foreground under beat.spawn for the whole test
+    local server = assert(beat.spawn({ "tmux", "-L", sock, "-D" }, { grace = 0.2 }))
+    finally(function() server:kill() end)
+    local deadline = beat.clock() + 5
+    while not beat.exec({ "tmux", "-L", sock, "list-sessions" }).stderr:find("no sessions")
+      and beat.clock() < deadline do beat.sleep(0.05) end
+    tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "40",
+      ("env HOME=%s %s repl; echo REPL-EXITED-$?; sleep 30"):format(home, H.bin))
+    finally(function() beat.exec { "tmux", "-L", sock, "kill-server" } end)
+    screen_until("beat>")
+    tmux("send-keys", "-t", "repl", 'x = beat.exec{"echo", "from-repl"}.stdout', "Enter")
+    tmux("send-keys", "-t", "repl", "=x:upper()", "Enter")
+    screen_until('"FROM%-REPL\\n"')
+    tmux("send-keys", "-t", "repl", "1 + 41", "Enter")
+    screen_until("\n42")
+    tmux("send-keys", "-t", "repl", "error('oops')", "Enter")
+    screen_until("repl:1: oops")
+    tmux("send-keys", "-t", "repl", "for i = 1, 2 do", "Enter")
+    screen_until(">>")
+    tmux("send-keys", "-t", "repl", "print('loop', i) end", "Enter")
+    screen_until("loop%s+2")
+    tmux("send-keys", "-t", "repl", ('beat.exec("sleep %s")'):format(m), "Enter")
+    assert.is_true(H.wait_started(m))
+    tmux("send-keys", "-t", "repl", "C-c")
+    screen_until("cancelled")
+    assert.same({}, H.wait_gone(m, 3))
+    tmux("send-keys", "-t", "repl", "C-d")
+    screen_until("REPL%-EXITED%-0")
+    assert.matches("from%-repl", H.read(home .. "/.beat_history"))
+  end)
+end)

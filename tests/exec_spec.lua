@@ -1,0 +1,183 @@
+local beat = require "beat"
+local H = require "tests.helpers"
+
+describe("beat.exec", function()
+  it("runs an argv table directly, without a shell", function()
+    local r = assert(beat.exec { "printf", "%s|", "a b", "$HOME", "*" })
+    assert.equal("a b|$HOME|*|", r.stdout)
+    assert.equal(0, r.code)
+    assert.equal(0, r.signal)
+  end)
+
+  it("runs a string through /bin/sh -c", function()
+    local r = assert(beat.exec("echo one; echo two >&2; exit 7"))
+    assert.equal("one\n", r.stdout)
+    assert.equal("two\n", r.stderr)
+    assert.equal(7, r.code)
+  end)
+
+  it("merges env into the inherited environment and removes false entries", function()
+    local r = assert(beat.exec("echo \"$BEAT_T1|$HOME|${PATH:+path}\"",
+      { env = { BEAT_T1 = "x y", HOME = false } }))
+    assert.equal("x y||path\n", r.stdout)
+  end)
+
+  it("starts from an empty environment with clear_env", function()
+    local r = assert(beat.exec({ "/usr/bin/env" }, { clear_env = true, env = { ONLY = "1" } }))
+    assert.equal("ONLY=1\n", r.stdout)
+  end)
+
+  it("runs in cwd", function()
+    local dir = H.tmpdir()
+    local r = assert(beat.exec({ "pwd" }, { cwd = dir }))
+    assert.equal(dir .. "\n", r.stdout)
+  end)
+
+  it("writes stdin then closes it, and gives /dev/null by default", function()
+    assert.equal("fed\nlines\n", beat.exec({ "cat" }, { stdin = "fed\nlines\n" }).stdout)
+    local r = beat.exec({ "cat" }, { timeout = 5 })
+    assert.equal("", r.stdout)
+    assert.is_false(r.timed_out)
+  end)
+
+  it("reports a signal death as 128+sig, never as success", function()
+    local r = assert(beat.exec("kill -KILL $$"))
+    assert.equal(137, r.code)
+    assert.equal(9, r.signal)
+    r = assert(beat.exec("kill -SEGV $$"))
+    assert.equal(139, r.code)
+  end)
+
+  it("gives code 124 on timeout, and ends a command that ignores SIGTERM", function()
+    local m = H.marker()
+    local r = assert(beat.exec(("trap '' TERM; sleep %s & wait"):format(m),
+      { timeout = 0.3, grace = 0.3 }))
+    assert.equal(124, r.code)
+    assert.is_true(r.timed_out)
+    assert.same({}, H.wait_gone(m, 3))
+  end)
+
+  it("ends a grandchild that left the process group with setsid", function()
+    local m = H.marker()
+    local r = assert(beat.exec(("setsid sleep %s & sleep 30"):format(m), { timeout = 0.5, grace = 0.2 }))
+    assert.equal(124, r.code)
+    assert.same({}, H.wait_gone(m, 3))
+  end)
+
+  it("ends background leftovers when the command itself exits", function()
+    local m = H.marker()
+    local r = assert(beat.exec(("(setsid sleep %s >/dev/null 2>&1 &); echo started"):format(m),
+      { grace = 0.2 }))
+    assert.equal(0, r.code)
+    assert.same({}, H.wait_gone(m, 3))
+  end)
+
+  it("returns nil and a reason for a missing binary or a bad cwd", function()
+    local r, err = beat.exec { "beat-no-such-binary-x" }
+    assert.is_nil(r)
+    assert.equal("exec: beat-no-such-binary-x: command not found", err)
+    r, err = beat.exec({ "true" }, { cwd = "/nonexistent/dir" })
+    assert.is_nil(r)
+    assert.matches("^exec: true: cwd /nonexistent/dir", err)
+    r, err = beat.exec { "/etc/passwd" }
+    assert.is_nil(r)
+    assert.equal("exec: /etc/passwd: permission denied", err)
+  end)
+
+  it("raises for programmer mistakes, naming the option", function()
+    assert.has_error(function() beat.exec({ "true" }, { timeout = "abc" }) end)
+    local ok, err = pcall(beat.exec, { "true" }, { timeout = "abc" })
+    assert.is_false(ok)
+    assert.matches("beat.exec: opts.timeout must be a duration", err)
+    ok, err = pcall(beat.exec, { "true" }, { bogus = 1 })
+    assert.matches("unknown option opts.bogus", err)
+    ok, err = pcall(beat.exec, {})
+    assert.matches("cmd must not be an empty list", err)
+  end)
+
+  it("keeps binary and non-UTF-8 output byte for byte", function()
+    local r = assert(beat.exec("printf 'a\\000b\\377\\376\\n'"))
+    assert.equal("a\0b\255\254\n", r.stdout)
+  end)
+
+  it("caps captured output, keeping the head and the tail", function()
+    local r = assert(beat.exec("seq 1 100000", { max_output = 1000 }))
+    assert.is_true(r.truncated)
+    assert.equal("1\n2\n3\n", r.stdout:sub(1, 6))
+    assert.equal("99999\n100000\n", r.stdout:sub(-13))
+    assert.matches("bytes truncated", r.stdout)
+    assert.is_true(#r.stdout < 1100)
+  end)
+
+  it("streams output to a file or to a per-line function", function()
+    local dir = H.tmpdir()
+    local r = assert(beat.exec("seq 1 3; echo err >&2", { stdout = dir .. "/out.txt", stderr = false }))
+    assert.is_nil(r.stdout)
+    assert.equal("1\n2\n3\n", H.read(dir .. "/out.txt"))
+    local lines = {}
+    beat.exec("printf 'x\\r\\ny\\n\\nlast'", { stdout = function(l) lines[#lines + 1] = l end })
+    assert.same({ "x", "y", "", "last" }, lines)
+  end)
+
+  it("runs 8 one-second sleeps concurrently in well under 8 seconds", function()
+    local t0 = beat.clock()
+    local tasks = {}
+    for i = 1, 8 do tasks[i] = beat.go(function() return beat.exec({ "sleep", "1" }).code end) end
+    assert.same({ 0, 0, 0, 0, 0, 0, 0, 0 }, beat.all(tasks))
+    assert.is_true(beat.clock() - t0 < 3)
+  end)
+
+  it("keeps beat's memory bounded while a command prints 200 MB", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local beat = require "beat"
+      local r = beat.exec("head -c 200000000 /dev/zero")
+      assert(r.truncated and r.stdout_bytes == 200000000)
+      for line in io.lines("/proc/self/status") do
+        local kb = line:match("^VmHWM:%s*(%d+)")
+        if kb then print(kb) end
+      end
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    local kb = tonumber(r.stdout)
+    assert.is_true(kb < 30 * 1024, ("peak RSS %d kB"):format(kb))
+  end)
+end)
+
+describe("beat.spawn", function()
+  it("gives a proc with pid, write, close_stdin and wait", function()
+    local p = assert(beat.spawn({ "cat" }, { stdin = true }))
+    assert.is_true(p.pid > 0)
+    p:write("hello ")
+    p:write("world")
+    p:close_stdin()
+    local r = p:wait()
+    assert.equal("hello world", r.stdout)
+    assert.equal(0, r.code)
+  end)
+
+  it("waits with a limit without killing, and kill ends the tree", function()
+    local m = H.marker()
+    local p = assert(beat.spawn(("sleep %s"):format(m), { grace = 0.2 }))
+    local r, err = p:wait(0.1)
+    assert.is_nil(r)
+    assert.equal("timeout", err)
+    assert.is_true(H.wait_started(m))
+    assert.is_true(p:kill())
+    r = p:wait()
+    assert.equal(143, r.code)
+    assert.equal(15, r.signal)
+    assert.same({}, H.wait_gone(m, 2))
+    assert.is_false(p:kill())
+  end)
+
+  it("delivers other signals to the command's process group", function()
+    local p = assert(beat.spawn("trap 'echo got-usr1; exit 3' USR1; while :; do sleep 0.05; done"))
+    beat.sleep(0.3)
+    p:kill("USR1")
+    local r = p:wait()
+    assert.equal(3, r.code)
+    assert.equal("got-usr1\n", r.stdout)
+  end)
+end)

@@ -1,0 +1,90 @@
+-- Shared by the specs: the binary under test, temp dirs, process probes.
+local beat = require "beat"
+
+local H = {}
+
+H.root = beat.fs.cwd()
+H.bin = os.getenv("BEAT_BIN") or (H.root .. "/build/beat")
+
+--- A fresh temp dir, removed when the busted file finishes (via finally in callers if wanted).
+function H.tmpdir()
+  return assert(beat.fs.tmpdir("beat-test"))
+end
+
+function H.write(path, data, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  if mode then os.execute(("chmod %o '%s'"):format(mode, path)) end
+end
+
+function H.read(path)
+  return beat.fs.read(path)
+end
+
+--- pids of live (non-zombie) processes whose command line contains marker.
+function H.pids_with(marker)
+  local pids = {}
+  local p = io.popen("ls /proc")
+  for name in p:lines() do
+    if name:match("^%d+$") then
+      local f = io.open("/proc/" .. name .. "/cmdline", "rb")
+      local cmd = f and f:read("a") or ""
+      if f then f:close() end
+      local st = io.open("/proc/" .. name .. "/stat")
+      local stat = st and st:read("a") or ""
+      if st then st:close() end
+      local state = stat:match("%) (%a)")
+      if cmd:gsub("%z", " "):find(marker, 1, true) and state ~= "Z" then
+        pids[#pids + 1] = tonumber(name)
+      end
+    end
+  end
+  p:close()
+  return pids
+end
+
+--- Waits up to `limit` seconds for no process to carry marker; returns the
+--- pids still alive (empty when all are gone).
+function H.wait_gone(marker, limit)
+  local deadline = beat.clock() + (limit or 3)
+  local left = H.pids_with(marker)
+  while #left > 0 and beat.clock() < deadline do
+    beat.sleep(0.05)
+    left = H.pids_with(marker)
+  end
+  return left
+end
+
+--- Waits up to `limit` seconds until a process carries marker.
+function H.wait_started(marker, limit)
+  local deadline = beat.clock() + (limit or 5)
+  while beat.clock() < deadline do
+    if #H.pids_with(marker) > 0 then return true end
+    beat.sleep(0.05)
+  end
+  return false
+end
+
+--- A unique string usable as a `sleep` argument, to find processes later.
+local counter = 0
+function H.marker()
+  counter = counter + 1
+  return ("4%04d.%d%d"):format(math.random(0, 9999), require("beat._runtime").pid(), counter)
+end
+
+--- Runs the beat binary with args (argv list); opts as beat.exec.
+function H.beat(args, opts)
+  local argv = { H.bin }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return assert(beat.exec(argv, opts))
+end
+
+--- Writes a recipe file and returns its path.
+function H.recipe(dir, src)
+  local path = dir .. "/recipe.lua"
+  H.write(path, src)
+  return path
+end
+
+return H

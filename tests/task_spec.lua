@@ -1,0 +1,102 @@
+local beat = require "beat"
+local H = require "tests.helpers"
+
+describe("tasks", function()
+  it("run concurrently and return their results through wait", function()
+    local order = {}
+    local a = beat.go(function(x) beat.sleep(0.2); order[#order + 1] = "a"; return x * 2, "more" end, 21)
+    local b = beat.go(function() beat.sleep(0.05); order[#order + 1] = "b"; return "b" end)
+    local x, more = a:wait()
+    assert.equal(42, x)
+    assert.equal("more", more)
+    assert.equal("b", b:wait())
+    assert.same({ "b", "a" }, order)
+  end)
+
+  it("re-raise a task's error in wait with the task's traceback", function()
+    local t = beat.go(function()
+      beat.sleep(0.01)
+      error("boom in task")
+    end)
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.matches("task_spec.lua:%d+: boom in task", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("wait for several with beat.all", function()
+    local ts = {}
+    for i = 1, 5 do ts[i] = beat.go(function() beat.sleep(0.01 * (6 - i)); return i end) end
+    assert.same({ 1, 2, 3, 4, 5 }, beat.all(ts))
+  end)
+
+  it("cancel kills the task's process and runs its <close> variables", function()
+    local m = H.marker()
+    local closed = false
+    local t = beat.go(function()
+      local guard <close> = setmetatable({}, { __close = function() closed = true end })
+      beat.exec(("sleep %s"):format(m), { grace = 0.2 })
+      error("not reached")
+    end)
+    assert.is_true(H.wait_started(m))
+    t:cancel()
+    assert.equal("cancelled", t.status)
+    assert.is_true(closed)
+    assert.same({}, H.wait_gone(m, 2))
+    local ok, err = pcall(t.wait, t)
+    assert.is_false(ok)
+    assert.is_true(beat.is_cancelled(err))
+  end)
+
+  it("lets a cancelled task catch the cancellation and clean up", function()
+    local log = {}
+    local t = beat.go(function()
+      local ok, err = pcall(beat.sleep, 10)
+      log[#log + 1] = beat.is_cancelled(err) and "cancelled" or tostring(ok)
+      beat.sleep(0.01) -- cleanup may still wait
+      log[#log + 1] = "cleaned"
+      return "finished"
+    end)
+    t:cancel()
+    assert.equal("finished", t:wait())
+    assert.same({ "cancelled", "cleaned" }, log)
+  end)
+
+  it("end the processes a task spawned when the task finishes", function()
+    local m = H.marker()
+    local t = beat.go(function()
+      beat.spawn(("sleep %s"):format(m), { grace = 0.1 })
+      beat.sleep(0.2)
+    end)
+    t:wait()
+    assert.same({}, H.wait_gone(m, 2))
+  end)
+
+  it("raise a clear error when a blocking call runs outside a task", function()
+    local co = coroutine.create(function() return beat.sleep(0) end)
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.matches("beat.sleep must be called inside a task", err)
+  end)
+
+  it("validate durations", function()
+    assert.equal(90, beat.duration("1m30s"))
+    assert.equal(0.5, beat.duration("500ms"))
+    assert.equal(7200, beat.duration("2h"))
+    assert.equal(3, beat.duration(3))
+    for _, bad in ipairs { "abc", "-1s", "5x", "", "1e400s" } do
+      local ok, err = pcall(beat.duration, bad)
+      assert.is_false(ok, bad)
+      assert.matches("beat.duration: duration", err)
+    end
+    assert.has_error(function() beat.duration(-1) end)
+    assert.has_error(function() beat.sleep("soon") end)
+  end)
+
+  it("give wall and monotonic clocks", function()
+    assert.is_true(math.abs(beat.now() - os.time()) < 2)
+    local a = beat.clock()
+    beat.sleep(0.05)
+    assert.is_true(beat.clock() - a >= 0.04)
+  end)
+end)
