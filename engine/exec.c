@@ -184,11 +184,16 @@ static void on_process_exit(uv_process_t *h, int64_t status, int sig)
     maybe_complete(p);
 }
 
+/* One scratch buffer serves every read: libuv calls the read callback
+ * right after filling it, on this thread, and the callback consumes it. */
+static char read_buf[64 * 1024];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)h;
-    buf->base = malloc(suggested);
-    buf->len = buf->base ? suggested : 0;
+    (void)suggested;
+    buf->base = read_buf;
+    buf->len = sizeof read_buf;
 }
 
 static void capture(stream *s, const char *data, size_t n)
@@ -279,7 +284,6 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         else
             split_lines(s, buf->base, (size_t)nread);
     }
-    free(buf->base);
     if (nread < 0) {
         if (s->mode == OUT_LINES && s->line_len > 0) {
             emit_line(s, s->line, s->line_len);
@@ -301,7 +305,6 @@ static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         p->report_len += k;
         p->report[p->report_len] = '\0';
     }
-    free(buf->base);
     if (nread < 0) {
         uv_read_stop(h);
         p->status_open = 0;
@@ -311,9 +314,7 @@ static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 
 typedef struct {
     uv_write_t req;
-    uv_buf_t buf;
-    int close_after;
-    proc *p;
+    char *data;
 } write_req;
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -336,32 +337,32 @@ static void on_written(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
     (void)status; /* EPIPE: the command did not read its input; not an error */
-    free(w->buf.base);
+    free(w->data);
     free(w);
 }
 
-/* Queues data on the child's stdin; libuv keeps the order of writes. */
+/* Queues data on the child's stdin; libuv keeps the order of writes and
+ * copies the buffer list, the bytes stay alive until on_written. */
 static int queue_write(proc *p, const char *data, size_t n)
 {
     write_req *w = malloc(sizeof *w);
+    uv_buf_t buf;
+    int rc;
     if (w == NULL)
         return UV_ENOMEM;
-    w->buf.base = malloc(n ? n : 1);
-    if (w->buf.base == NULL) {
+    w->data = malloc(n ? n : 1);
+    if (w->data == NULL) {
         free(w);
         return UV_ENOMEM;
     }
-    memcpy(w->buf.base, data, n);
-    w->buf.len = n;
-    w->p = p;
-    {
-        int rc = uv_write(&w->req, (uv_stream_t *)&p->in, &w->buf, 1, on_written);
-        if (rc != 0) {
-            free(w->buf.base);
-            free(w);
-        }
-        return rc;
+    memcpy(w->data, data, n);
+    buf = uv_buf_init(w->data, (unsigned int)n);
+    rc = uv_write(&w->req, (uv_stream_t *)&p->in, &buf, 1, on_written);
+    if (rc != 0) {
+        free(w->data);
+        free(w);
     }
+    return rc;
 }
 
 /* Reads one output spec {mode=, max=, path=, fn=} from the table at idx. */
