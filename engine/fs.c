@@ -3,6 +3,7 @@
  * durable writes (fsync), atomic replace, directories, temp dirs.
  * Failures of the world return nil, "path: why", errno (luaL_fileresult).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -224,7 +225,33 @@ static int fs_chdir(lua_State *L)
     return luaL_fileresult(L, chdir(path) == 0, path);
 }
 
+/* fs.list(dir) -> sorted list of entry names (no "." or "..") | nil, err. */
+static int fs_list(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    lua_Integer n = 0;
+    if (d == NULL)
+        return luaL_fileresult(L, 0, path);
+    lua_newtable(L);
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, -2, ++n);
+    }
+    closedir(d);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
+    {"list", fs_list},
     {"write", fs_write},
     {"append", fs_append},
     {"mkdir_p", fs_mkdir_p},

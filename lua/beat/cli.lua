@@ -57,7 +57,7 @@ end
 ---@param fn function
 function M.drive(fn, ...)
   install_signals()
-  local main = task.go(fn, ...)
+  local main = task.start(true, fn, ...)
   while main.status == "running" do
     if not runtime.run("once") and main.status == "running" then
       say("the main task is waiting for something that can never happen")
@@ -138,12 +138,15 @@ end
 
 M.command("run", {
   summary = "run a Lua recipe",
-  usage = "beat run FILE [ARGS...]",
+  usage = "beat run FILE [ARGS...] [--set KEY=VALUE]...",
   help = [[
 Runs FILE as a Lua chunk inside a task, so beat.exec, beat.sleep and the
 rest of the API block only that task. ARGS reach the recipe as `...` and
 in the global table `arg` (arg[0] is FILE). Modules next to FILE can be
 required. The run ends when the recipe and every task it started are done.
+--set KEY=VALUE overrides an option of every loop strategy the recipe runs
+(max_iterations=3, agent_timeout=5m, quiet=true); numbers and true/false
+are converted.
 
 Exit status: the recipe's integer return value if any, else 0; 1 when it
 raises an error (printed as file:line: message with a traceback); 2 for a
@@ -164,7 +167,25 @@ SIGTERM. Child processes never outlive beat.]],
       say("%s", err)
       return M.EXIT_FAIL
     end
-    local script_args = { [0] = file, table.unpack(args, 2) }
+    local script_args = { [0] = file }
+    local overrides = {}
+    local i = 2
+    while i <= #args do
+      local a = args[i]
+      local kv = a == "--set" and args[i + 1] or a:match("^%-%-set=(.*)$")
+      if a == "--set" or kv then
+        if not kv or not kv:match("^[%a_][%w_]*=") then
+          M.usage_error("run: --set needs key=value, got '%s'", tostring(kv))
+        end
+        local k, v = kv:match("^([^=]+)=(.*)$")
+        overrides[k] = v
+        i = i + (a == "--set" and 2 or 1)
+      else
+        script_args[#script_args + 1] = a
+        i = i + 1
+      end
+    end
+    if next(overrides) then require("beat.loop").overrides = overrides end
     _G.arg = script_args
     local dir = file:match("^(.*)/[^/]*$") or "."
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path

@@ -56,6 +56,8 @@ M.access = core.access
 M.tmpdir = core.tmpdir
 --- Removes a file or a whole tree; links are not followed.
 M.rm_rf = core.rm_rf
+--- Sorted names in a directory (without "." and "..").
+M.list = core.list
 M.realpath = core.realpath
 M.cwd = core.cwd
 M.chdir = core.chdir

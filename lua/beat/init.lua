@@ -43,6 +43,34 @@ function M.duration(d)
   return s
 end
 
+--- Loads a loop strategy by name: `strategies/<name>.lua` found on
+--- package.path (next to the recipe, or in the current directory) wins over
+--- the built-in one, so a user can copy a strategy and change it.
+---@param name string "retry", "optimize", or your own
+---@return fun(opts: table): integer, table
+function M.strategy(name)
+  if type(name) ~= "string" or not name:match("^[%w_%-]+$") then
+    error(("beat.strategy: name must be a strategy name like \"optimize\", got %s"):format(tostring(name)), 2)
+  end
+  local path = package.searchpath("strategies." .. name, package.path)
+  local strategy
+  if path then
+    local chunk, err = loadfile(path)
+    if not chunk then error(err, 2) end
+    strategy = chunk()
+  else
+    local ok, mod = pcall(require, "strategies." .. name)
+    if not ok then
+      error(("beat.strategy: no strategy named %q (looked for strategies/%s.lua)"):format(name, name), 2)
+    end
+    strategy = mod
+  end
+  if type(strategy) ~= "function" then
+    error(("beat.strategy: strategies/%s.lua must return a function(opts)"):format(name), 2)
+  end
+  return strategy
+end
+
 -- Functions of submodules exposed directly on beat.
 local shortcuts = {
   measure = function() return require("beat.measure").measure end,

@@ -49,7 +49,7 @@ function M.run(cli)
   local prompt
 
   local function run_line(chunk)
-    running = task.go(function()
+    running = task.start(true, function()
       local res = table.pack(xpcall(chunk, function(e)
         if task.is_cancelled(e) then return e end
         return debug.traceback(tostring(e), 2)

@@ -52,7 +52,7 @@ local function finish(t, ok, ...)
   end
   local waiters = t.waiters
   t.waiters = {}
-  if t.status == "failed" and #waiters == 0 then
+  if t.status == "failed" and #waiters == 0 and not t.observed then
     unobserved[t] = true
     io.stderr:write(("beat: task %s failed: %s\n"):format(t.name, t.traceback))
   end
@@ -76,10 +76,19 @@ function M.go(fn, ...)
   if type(fn) ~= "function" then
     error(("beat.go: fn must be a function, got %s"):format(type(fn)), 2)
   end
+  return M.start(false, fn, ...)
+end
+
+--- Starts a task; `observed` means its caller reports its error (the main
+--- task of `beat run`, a REPL line), so it is not reported when it fails.
+---@param observed boolean
+---@param fn function
+---@return beat.Task
+function M.start(observed, fn, ...)
   next_id = next_id + 1
   local t = setmetatable({
     co = coroutine.create(fn), status = "running", name = "#" .. next_id,
-    cleanups = {}, waiters = {},
+    cleanups = {}, waiters = {}, observed = observed,
   }, Task)
   live[t] = true
   step(t, ...)
