@@ -126,8 +126,9 @@ static void timer_release(lua_State *L, timer_box *b)
     b->t = NULL;
 }
 
-/* timer:start(ms, fn): fn() runs once after ms milliseconds unless the timer
- * is stopped or closed first. Restarting replaces the previous callback. */
+/* timer:start(ms, fn): fn() runs once, no sooner than ms milliseconds from
+ * now, unless the timer is stopped or closed first. Restarting replaces the
+ * previous callback. */
 static int timer_start(lua_State *L)
 {
     timer_box *b = checktimer(L);
@@ -140,6 +141,7 @@ static int timer_start(lua_State *L)
     luaL_unref(L, LUA_REGISTRYINDEX, b->t->cb_ref);
     lua_pushvalue(L, 3);
     b->t->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_update_time(beat_loop(L)); /* count from now, not from the loop's cached time */
     uv_timer_start(&b->t->handle, timer_fire, (uint64_t)ms, 0);
     return 0;
 }
