@@ -23,10 +23,14 @@ SPECS    ?= tests
 
 all: $(BUILD)/beat
 
-# Installs whatever pkg-config or the PATH cannot find. Non-interactive.
+# Installs the Debian packages that are missing, and node/npm (for the test
+# that drives the real Claude Code CLI) when no node is on the PATH — a
+# nodesource node already brings npm. Non-interactive.
 deps:
 	@missing=""; \
 	for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "make deps: installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
