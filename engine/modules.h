@@ -6,5 +6,6 @@
 BEAT_MODULE("beat._runtime", luaopen_beat__runtime)
 BEAT_MODULE("beat._exec", luaopen_beat__exec)
 BEAT_MODULE("beat._fs", luaopen_beat__fs)
+BEAT_MODULE("beat._git", luaopen_beat__git)
 BEAT_MODULE("beat._readline", luaopen_beat__readline)
 BEAT_MODULE("cjson", luaopen_cjson)

@@ -1,0 +1,823 @@
+-- beat.git: snapshots, restores and locks on real repositories in temp dirs,
+-- with the git CLI as the referee.
+local beat = require "beat"
+local git = require "beat.git"
+
+local ROOT = beat.fs.cwd()
+local BIN = os.getenv("BEAT_BIN") or (ROOT .. "/build/beat")
+
+local home -- an empty HOME for the git CLI, so the user's config plays no part
+
+local function tmpdir()
+  return assert(beat.fs.tmpdir("beat-git"))
+end
+
+local function cli_env(extra)
+  local env = {
+    HOME = home, XDG_CONFIG_HOME = home, GIT_CONFIG_NOSYSTEM = "1", GIT_OPTIONAL_LOCKS = "0",
+    GIT_AUTHOR_NAME = "Tester", GIT_AUTHOR_EMAIL = "tester@example.com",
+    GIT_COMMITTER_NAME = "Tester", GIT_COMMITTER_EMAIL = "tester@example.com",
+    GIT_INDEX_FILE = false, GIT_DIR = false, GIT_WORK_TREE = false,
+  }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+--- Runs the git CLI in dir; returns stdout; fails the test on a non-zero exit.
+local function G(dir, args, env)
+  local argv = { "git" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(beat.exec(argv, { cwd = dir, env = cli_env(env) }))
+  assert(r.code == 0, ("git %s failed (%s): %s"):format(table.concat(args, " "), tostring(r.code), r.stderr))
+  return r.stdout
+end
+
+local function sh(cmd, cwd)
+  local r = assert(beat.exec(cmd, { cwd = cwd, env = cli_env() }))
+  assert(r.code == 0, ("%s failed: %s"):format(cmd, r.stderr))
+  return r.stdout
+end
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function write(path, data, mode)
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir then beat.fs.mkdir_p(dir) end
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  if mode then sh(("chmod %o %s"):format(mode, q(path))) end
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function exists(path)
+  return sh("if [ -e " .. q(path) .. " ] || [ -L " .. q(path) .. " ]; then echo y; fi") == "y\n"
+end
+
+--- Everything in the work tree but .git (and .beat unless asked): type, exec
+--- bit, and content or link target, byte for byte.
+local function manifest(dir, with_beat)
+  local out = sh("find . -mindepth 1 -path ./.git -prune -o -printf '%P\\0%y\\0%m\\0%l\\0'", dir)
+  local m = {}
+  local fields = {}
+  for field in out:gmatch("([^%z]*)%z") do fields[#fields + 1] = field end
+  for i = 1, #fields, 4 do
+    local path, kind, perm, link = fields[i], fields[i + 1], tonumber(fields[i + 2], 8), fields[i + 3]
+    if with_beat or not (path == ".beat" or path:sub(1, 6) == ".beat/") then
+      local e = { kind = kind }
+      if kind == "f" then
+        e.exec = perm & 64 ~= 0
+        e.data = read(dir .. "/" .. path)
+      elseif kind == "l" then
+        e.target = link
+      end
+      m[path] = e
+    end
+  end
+  return m
+end
+
+--- What the git CLI says the work tree's tree is (temporary index seeded from the real one).
+local function cli_tree(dir)
+  local idx = os.tmpname()
+  os.remove(idx)
+  if exists(dir .. "/.git/index") then sh("cp .git/index " .. q(idx), dir) end
+  G(dir, { "add", "-A" }, { GIT_INDEX_FILE = idx })
+  local tree = G(dir, { "write-tree" }, { GIT_INDEX_FILE = idx }):gsub("%s+$", "")
+  os.remove(idx)
+  return tree
+end
+
+--- The user-visible git state that a snapshot must not change.
+local function git_state(dir)
+  return {
+    status = G(dir, { "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored" }),
+    stash = G(dir, { "stash", "list" }),
+    head = read(dir .. "/.git/HEAD"),
+    refs = G(dir, { "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags", "refs/stash" }),
+    index = read(dir .. "/.git/index"),
+  }
+end
+
+--- A repository with a few commits' worth of files.
+local function new_repo(opts)
+  opts = opts or {}
+  local dir = tmpdir()
+  G(dir, { "init", "-q", "-b", "main" })
+  if opts.empty then return dir end
+  write(dir .. "/README.md", "# project\n")
+  write(dir .. "/src/main.c", "int main(void) { return 0; }\n")
+  write(dir .. "/src/util/helper.c", "int helper(void) { return 1; }\n")
+  write(dir .. "/docs/guide.md", "guide\n")
+  write(dir .. "/run.sh", "#!/bin/sh\necho run\n", 493)
+  write(dir .. "/.gitignore", "node_modules/\nbuild/\n*.log\n")
+  G(dir, { "add", "-A" })
+  G(dir, { "commit", "-q", "-m", "initial" })
+  return dir
+end
+
+local function open(dir, opts)
+  local o = { dir = dir }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return assert(git.open(o))
+end
+
+--- Agent-like edits of every kind.
+local function agent_edits(dir)
+  write(dir .. "/README.md", "# project\nrewritten by the agent\n")
+  sh("rm -r docs", dir)
+  write(dir .. "/src/new/feature.c", "void feature(void) {}\n")
+  sh("chmod +x src/main.c && chmod -x run.sh", dir)
+  sh("ln -s src/main.c link-to-main", dir)
+  write(dir .. "/blob.bin", "\0\1\2\255binary\0data")
+  sh("rm -rf src/util && echo 'now a file' > src/util", dir)
+end
+
+local dirs = {}
+setup(function()
+  home = tmpdir()
+  dirs[#dirs + 1] = home
+end)
+teardown(function()
+  for _, d in ipairs(dirs) do beat.fs.rm_rf(d) end
+end)
+
+describe("beat.git", function()
+  local dir
+  before_each(function()
+    dir = nil
+  end)
+  after_each(function()
+    if dir then beat.fs.rm_rf(dir) end
+  end)
+
+  it("opens a repository from any subdirectory and says plainly when there is none", function()
+    dir = new_repo()
+    local repo = open(dir .. "/src/util")
+    local wd, gd = repo:path()
+    assert.equal(beat.fs.realpath(dir), beat.fs.realpath(wd))
+    assert.equal(beat.fs.realpath(dir .. "/.git"), beat.fs.realpath(gd))
+    repo:close()
+    local outside = tmpdir()
+    dirs[#dirs + 1] = outside
+    local none, err = git.open(outside)
+    assert.is_nil(none)
+    assert.equal("not a git repository: " .. outside, err)
+  end)
+
+  it("init creates a repository that snapshots work in", function()
+    local d = tmpdir()
+    dir = d
+    local repo = assert(git.init(d .. "/fresh"))
+    write(d .. "/fresh/a.txt", "a\n")
+    local id = assert(repo:snapshot { ref = "t/one" })
+    assert.equal("a\n", G(d .. "/fresh", { "show", id .. ":a.txt" }))
+    repo:close()
+  end)
+
+  it("snapshots the work tree exactly as git add -A would, ignored files left out", function()
+    dir = new_repo()
+    write(dir .. "/README.md", "# changed, not staged\n")
+    write(dir .. "/src/main.c", "int main(void) { return 2; }\n")
+    G(dir, { "add", "src/main.c" })
+    write(dir .. "/src/main.c", "int main(void) { return 3; }\n") -- staged, then changed again
+    os.remove(dir .. "/docs/guide.md")
+    write(dir .. "/notes.txt", "untracked\n")
+    write(dir .. "/node_modules/pkg/index.js", "ignored\n")
+    write(dir .. "/debug.log", "ignored\n")
+    local repo = open(dir)
+    local id, info = repo:snapshot { ref = "t/base", message = "base" }
+    assert.is_string(id)
+    assert.equal(cli_tree(dir), info.tree)
+    assert.equal("int main(void) { return 3; }\n", G(dir, { "show", id .. ":src/main.c" }))
+    assert.equal("untracked\n", G(dir, { "show", "refs/beat/t/base:notes.txt" }))
+    local names = G(dir, { "ls-tree", "-r", "--name-only", id })
+    assert.is_nil(names:find("node_modules", 1, true))
+    assert.is_nil(names:find("debug.log", 1, true))
+    assert.is_nil(names:find("docs/guide.md", 1, true))
+    assert.equal(G(dir, { "rev-parse", "HEAD" }), G(dir, { "rev-parse", id .. "^" }))
+    assert.equal("base\n", G(dir, { "log", "-1", "--format=%B", id }):gsub("\n+$", "\n"))
+    repo:close()
+  end)
+
+  it("leaves git status, the stash list, HEAD, every branch and the index file's bytes as they were", function()
+    dir = new_repo()
+    write(dir .. "/README.md", "stashed change\n")
+    G(dir, { "stash" })
+    G(dir, { "branch", "feature" })
+    write(dir .. "/README.md", "uncommitted\n")
+    write(dir .. "/src/staged.c", "staged\n")
+    G(dir, { "add", "src/staged.c" })
+    write(dir .. "/untracked.txt", "u\n")
+    write(dir .. "/build/out.o", "ignored\n")
+    local before = git_state(dir)
+    local files = manifest(dir)
+    local repo = open(dir)
+    assert(repo:snapshot { ref = "t/a" })
+    write(dir .. "/more.txt", "more\n")
+    assert(repo:snapshot { ref = "t/b" })
+    assert(repo:snapshot { ref = "t/c", full = true })
+    os.remove(dir .. "/more.txt")
+    assert.same(before, git_state(dir))
+    assert.same(files, manifest(dir))
+    repo:close()
+  end)
+
+  it("round trip: restore undoes modify, delete, add, chmod, symlink, binary and file-for-directory edits", function()
+    dir = new_repo()
+    write(dir .. "/README.md", "user's uncommitted work\n")
+    write(dir .. "/todo.txt", "user's untracked file\n")
+    write(dir .. "/node_modules/dep/x.js", "ignored\n")
+    local status = G(dir, { "status", "--porcelain=v1", "-z", "--untracked-files=all" })
+    local files = manifest(dir)
+    local repo = open(dir)
+    local base = assert(repo:snapshot { ref = "t/base" })
+    agent_edits(dir)
+    assert.is_true(repo:changed(base))
+    local res = assert(repo:restore(base))
+    assert.is_true(res.written > 0 and res.removed > 0)
+    assert.same(files, manifest(dir))
+    assert.equal(status, G(dir, { "status", "--porcelain=v1", "-z", "--untracked-files=all" }))
+    assert.is_false(repo:changed(base))
+    repo:close()
+  end)
+
+  it("restores to any snapshot, forward and back, with the watch and with full scans", function()
+    dir = new_repo()
+    for _, watch in ipairs { true, false } do
+      local repo = open(dir, { watch = watch })
+      local base = assert(repo:snapshot {})
+      local want_base = manifest(dir)
+      agent_edits(dir)
+      local edited = assert(repo:snapshot {})
+      local want_edited = manifest(dir)
+      assert(repo:restore(base))
+      assert.same(want_base, manifest(dir))
+      assert(repo:restore(edited))
+      assert.same(want_edited, manifest(dir))
+      assert(repo:restore(base))
+      assert.same(want_base, manifest(dir))
+      repo:close()
+    end
+  end)
+
+  it("never touches ignored files, however many restores", function()
+    dir = new_repo()
+    write(dir .. "/node_modules/dep/index.js", "module.exports = 1\n")
+    write(dir .. "/build/app.o", "\0object")
+    write(dir .. "/src/trace.log", "log inside a tracked directory\n")
+    write(dir .. "/src/new/keep.log", "ignored file in a directory the agent creates\n")
+    local ignored = { "node_modules/dep/index.js", "build/app.o", "src/trace.log", "src/new/keep.log" }
+    local function stamp(p) return sh("stat -c '%i %Y %y' " .. q(p), dir) end
+    local before = {}
+    for _, p in ipairs(ignored) do before[p] = { read(dir .. "/" .. p), stamp(p) } end
+    local repo = open(dir)
+    local base = assert(repo:snapshot { ref = "t/base" })
+    for i = 1, 12 do
+      write(dir .. "/src/main.c", "int main(void) { return " .. i .. "; }\n")
+      write(dir .. "/src/new/feature" .. i .. ".c", "x\n")
+      sh("rm -rf src/util docs", dir)
+      assert(repo:snapshot { ref = "t/iter" })
+      assert(repo:restore(base))
+    end
+    for _, p in ipairs(ignored) do
+      assert.same(before[p], { read(dir .. "/" .. p), stamp(p) })
+    end
+    assert.equal("int main(void) { return 0; }\n", read(dir .. "/src/main.c"))
+    assert.is_false(exists(dir .. "/src/new/feature1.c"))
+    repo:close()
+  end)
+
+  it("removes directories the restore empties, and keeps those still holding ignored files", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    write(dir .. "/a/b/c/new.txt", "new\n")
+    write(dir .. "/x/y/new.txt", "new\n")
+    write(dir .. "/x/y/z.log", "ignored\n")
+    assert(repo:restore(base))
+    assert.is_false(exists(dir .. "/a"))
+    assert.equal("ignored\n", read(dir .. "/x/y/z.log"))
+    assert.is_false(exists(dir .. "/x/y/new.txt"))
+    repo:close()
+  end)
+
+  it("gets the same tree from the watch as from a full scan and from the git CLI, edit after edit", function()
+    dir = new_repo()
+    write(dir .. "/build/tracked.txt", "tracked though ignored\n")
+    G(dir, { "add", "-f", "build/tracked.txt" })
+    G(dir, { "commit", "-q", "-m", "tracked in ignored dir" })
+    local repo = open(dir)
+    local _, first = assert(repo:snapshot {})
+    assert.equal("full", first.scan)
+    local edits = {
+      function() write(dir .. "/README.md", "one\n") end,
+      function() os.remove(dir .. "/src/main.c") end,
+      function() write(dir .. "/deep/er/still/file.txt", "nested new dirs\n") end,
+      function() sh("mv deep moved && echo more > moved/er/more.txt", dir) end,
+      function() sh("rm -rf src/util && echo file > src/util", dir) end,
+      function() sh("rm src/util && mkdir -p src/util/again && echo dir > src/util/again/x", dir) end,
+      function() sh("chmod +x README.md && ln -s README.md readme-link", dir) end,
+      function() sh("rm readme-link && ln -s docs readme-link", dir) end,
+      function() sh("echo tmp > t.tmp && rm t.tmp", dir) end,
+      function() write(dir .. "/build/tracked.txt", "changed in an ignored dir\n") end,
+      function() write(dir .. "/build/untracked.txt", "ignored\n") end,
+      function() write(dir .. "/node_modules/a/b.js", "ignored\n") end,
+      function() sh("mkdir empty-dir && mkdir -p later && echo x > later/x", dir) end,
+      function() write(dir .. "/empty-dir/now.txt", "file in a dir created empty\n") end,
+      function() sh("mv moved/er moved/renamed && rm -rf moved/renamed/still", dir) end,
+      function() write(dir .. "/blob.bin", "\0\255\0") end,
+    }
+    for i, edit in ipairs(edits) do
+      edit()
+      local _, w = assert(repo:snapshot {})
+      assert.equal("watch", w.scan, "edit " .. i .. " should use the watch (" .. w.watch .. ")")
+      local _, f = assert(repo:snapshot { full = true })
+      assert.equal(f.tree, w.tree, "edit " .. i)
+      assert.equal(cli_tree(dir), w.tree, "edit " .. i)
+    end
+    repo:close()
+  end)
+
+  it("falls back to a full scan when ignore rules or the index change, and stays right", function()
+    dir = new_repo()
+    write(dir .. "/cache/data.bin", "data\n")
+    local repo = open(dir)
+    assert(repo:snapshot {})
+    write(dir .. "/.gitignore", "node_modules/\nbuild/\n*.log\ncache/\n")
+    local _, info = assert(repo:snapshot {})
+    assert.equal("full", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    sh("echo '*.md' >> .git/info/exclude", dir)
+    write(dir .. "/new.md", "excluded\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("full", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    -- git status and friends rewrite the index just to refresh stat data: the watch holds
+    sh("touch README.md src/main.c", dir)
+    G(dir, { "update-index", "-q", "--refresh" })
+    write(dir .. "/src/main.c", "after a refresh\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("watch", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    G(dir, { "rm", "-q", "--cached", "README.md" })
+    _, info = assert(repo:snapshot {})
+    assert.equal("full", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    write(dir .. "/src/main.c", "after the fallback\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("watch", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    -- a directory that stops being ignored is watched from then on
+    write(dir .. "/build/out/result.txt", "was ignored\n")
+    assert(repo:snapshot {})
+    write(dir .. "/.gitignore", "node_modules/\n*.log\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("full", info.scan)
+    write(dir .. "/build/out/result.txt", "changed while watched\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("watch", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    -- and so is an ignored directory once a file in it is tracked
+    write(dir .. "/node_modules/dep/patched.js", "v1\n")
+    G(dir, { "add", "-f", "node_modules/dep/patched.js" })
+    _, info = assert(repo:snapshot {})
+    assert.equal("full", info.scan)
+    write(dir .. "/node_modules/dep/patched.js", "v2\n")
+    _, info = assert(repo:snapshot {})
+    assert.equal("watch", info.scan)
+    assert.equal(cli_tree(dir), info.tree)
+    repo:close()
+  end)
+
+  it("writes objects git fsck finds clean, and git show returns what beat stored", function()
+    dir = new_repo()
+    agent_edits(dir)
+    local repo = open(dir)
+    local id = assert(repo:snapshot { ref = "t/x" })
+    write(dir .. "/src/new/feature.c", "second\n")
+    local id2 = assert(repo:snapshot { ref = "t/y", parent = id })
+    local r = assert(beat.exec({ "git", "fsck", "--strict", "--no-dangling" }, { cwd = dir, env = cli_env() }))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("", r.stderr)
+    assert.equal("# project\nrewritten by the agent\n", G(dir, { "show", id .. ":README.md" }))
+    assert.equal("second\n", G(dir, { "show", "refs/beat/t/y:src/new/feature.c" }))
+    assert.equal("\0\1\2\255binary\0data", G(dir, { "show", id .. ":blob.bin" }))
+    assert.equal("120000 blob", G(dir, { "ls-tree", id, "link-to-main" }):match("^(%d+ %a+)"))
+    assert.equal("100755 blob", G(dir, { "ls-tree", id, "src/main.c" }):match("^(%d+ %a+)"))
+    assert.equal("100644 blob", G(dir, { "ls-tree", id, "run.sh" }):match("^(%d+ %a+)"))
+    assert.equal(id, G(dir, { "rev-parse", id2 .. "^" }):gsub("%s+$", ""))
+    repo:close()
+  end)
+
+  it("works in a repository with no commits yet", function()
+    dir = new_repo { empty = true }
+    write(dir .. "/first.txt", "first\n")
+    local repo = open(dir)
+    local head, branch = repo:head()
+    assert.is_nil(head)
+    assert.equal("refs/heads/main", branch)
+    local id = assert(repo:snapshot { ref = "t/base" })
+    assert.equal("", G(dir, { "log", "--format=%P", "-1", id }):gsub("%s+", ""))
+    write(dir .. "/first.txt", "changed\n")
+    write(dir .. "/second.txt", "second\n")
+    assert(repo:restore(id))
+    assert.equal("first\n", read(dir .. "/first.txt"))
+    assert.is_false(exists(dir .. "/second.txt"))
+    local r = assert(beat.exec({ "git", "rev-parse", "--verify", "-q", "HEAD" }, { cwd = dir, env = cli_env() }))
+    assert.not_equal(0, r.code) -- still no commits on the branch
+    repo:close()
+  end)
+
+  it("works on a detached HEAD and leaves it detached where it was", function()
+    dir = new_repo()
+    write(dir .. "/README.md", "second commit\n")
+    G(dir, { "commit", "-qam", "second" })
+    G(dir, { "checkout", "-q", "--detach", "HEAD~1" })
+    local head = G(dir, { "rev-parse", "HEAD" }):gsub("%s+$", "")
+    write(dir .. "/wip.txt", "wip\n")
+    local repo = open(dir)
+    local h, branch = repo:head()
+    assert.equal(head, h)
+    assert.is_nil(branch)
+    local id = assert(repo:snapshot {})
+    assert.equal(head, G(dir, { "rev-parse", id .. "^" }):gsub("%s+$", ""))
+    os.remove(dir .. "/wip.txt")
+    assert(repo:restore(id))
+    assert.equal("wip\n", read(dir .. "/wip.txt"))
+    assert.equal(head .. "\n", read(dir .. "/.git/HEAD"))
+    repo:close()
+  end)
+
+  it("signs snapshots as beat <beat@localhost> when no user.name is configured", function()
+    dir = new_repo()
+    write(dir .. "/x.txt", "x\n")
+    local script = dir .. "/.git/snap.lua"
+    write(script, ([[
+      local repo = assert(require("beat.git").open(%q))
+      local id = assert(repo:snapshot { ref = "t/nouser" })
+      io.write(id)
+    ]]):format(dir))
+    local r = assert(beat.exec({ BIN, "run", script }, { env = cli_env() }))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("beat <beat@localhost>", G(dir, { "log", "-1", "--format=%an <%ae>", "refs/beat/t/nouser" }):gsub("%s+$", ""))
+    assert.equal(r.stdout, G(dir, { "rev-parse", "refs/beat/t/nouser" }):gsub("%s+$", ""))
+  end)
+
+  it("handles file names with spaces, newlines, quotes and bytes that are not UTF-8", function()
+    dir = new_repo()
+    local names = { "with space.txt", "new\nline.txt", "quote\"d 'name'", "caf\xe9-latin1.txt", "tab\there", "-dash", "日本語.txt" }
+    for i, n in ipairs(names) do write(dir .. "/odd/" .. n, "content " .. i .. "\n") end
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    local want = manifest(dir)
+    local _, info = assert(repo:snapshot { full = true })
+    assert.equal(cli_tree(dir), info.tree)
+    for i, n in ipairs(names) do
+      assert.equal("content " .. i .. "\n", G(dir, { "show", base .. ":odd/" .. n }))
+    end
+    for i, n in ipairs(names) do
+      if i % 2 == 0 then os.remove(dir .. "/odd/" .. n) else write(dir .. "/odd/" .. n, "changed\n") end
+    end
+    write(dir .. "/odd/new\xff\xfe\nname", "added\n")
+    local _, w = assert(repo:snapshot {})
+    assert.equal("watch", w.scan)
+    assert.equal(cli_tree(dir), w.tree)
+    assert(repo:restore(base))
+    assert.same(want, manifest(dir))
+    repo:close()
+  end)
+
+  it("stores and restores a file over 100 MB", function()
+    dir = new_repo()
+    local big = dir .. "/big.bin"
+    sh("head -c 1000 /dev/urandom > big.bin && truncate -s 101M big.bin && printf end >> big.bin", dir)
+    local sum = sh("sha1sum big.bin", dir)
+    local repo = open(dir)
+    local id = assert(repo:snapshot {})
+    assert.equal(G(dir, { "hash-object", "big.bin" }), G(dir, { "rev-parse", id .. ":big.bin" }))
+    os.remove(big)
+    assert(repo:restore(id))
+    assert.equal(sum, sh("sha1sum big.bin", dir))
+    repo:close()
+  end)
+
+  it("stores files as git would under .gitattributes eol rules and restores them as checkout would", function()
+    dir = new_repo()
+    write(dir .. "/.gitattributes", "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n")
+    write(dir .. "/win.bat", "@echo off\r\necho hi\r\n")
+    write(dir .. "/unix.sh", "echo hi\n")
+    write(dir .. "/data.bin", "a\r\nb\r\n")
+    write(dir .. "/plain.txt", "line\n")
+    G(dir, { "add", "-A" })
+    G(dir, { "commit", "-q", "-m", "attributes" })
+    local want = manifest(dir)
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    assert.equal("@echo off\necho hi\n", G(dir, { "show", base .. ":win.bat" }))
+    assert.equal("a\r\nb\r\n", G(dir, { "show", base .. ":data.bin" }))
+    write(dir .. "/win.bat", "@echo off\r\necho changed\r\n")
+    write(dir .. "/data.bin", "changed\r\n")
+    write(dir .. "/new.bat", "new\r\n")
+    local id, info = assert(repo:snapshot {})
+    assert.equal(cli_tree(dir), info.tree)
+    assert.equal("new\n", G(dir, { "show", id .. ":new.bat" }))
+    assert(repo:restore(base))
+    assert.same(want, manifest(dir))
+    assert(repo:restore(id))
+    assert.equal("new\r\n", read(dir .. "/new.bat"))
+    assert.equal("@echo off\r\necho changed\r\n", read(dir .. "/win.bat"))
+    repo:close()
+  end)
+
+  it("never snapshots nor restores .beat/", function()
+    dir = new_repo()
+    write(dir .. "/.beat/runs/r1/journal.jsonl", "{}\n")
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    assert.is_nil(G(dir, { "ls-tree", "-r", "--name-only", base }):find(".beat", 1, true))
+    write(dir .. "/.beat/runs/r1/journal.jsonl", "{}\n{}\n")
+    write(dir .. "/.beat/runs/r1/iter-1/agent.log", "log\n")
+    local _, info = assert(repo:snapshot {})
+    assert.equal("watch", info.scan)
+    local _, full = assert(repo:snapshot { full = true })
+    assert.equal(full.tree, info.tree)
+    assert(repo:restore(base))
+    assert.equal("{}\n{}\n", read(dir .. "/.beat/runs/r1/journal.jsonl"))
+    assert.equal("log\n", read(dir .. "/.beat/runs/r1/iter-1/agent.log"))
+    repo:close()
+  end)
+
+  it("leaves nested repositories alone and keeps a submodule's recorded commit", function()
+    dir = new_repo()
+    local lib = dir .. "/vendor/lib"
+    G(dir, { "init", "-q", "-b", "main", "vendor/lib" })
+    write(lib .. "/lib.c", "nested\n")
+    G(lib, { "add", "-A" })
+    G(lib, { "commit", "-q", "-m", "lib" })
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    assert.is_nil(G(dir, { "ls-tree", "-r", "--name-only", base }):find("vendor", 1, true))
+    write(lib .. "/lib.c", "changed inside the nested repository\n")
+    write(dir .. "/README.md", "edited\n")
+    local _, w = assert(repo:snapshot {})
+    local _, f = assert(repo:snapshot { full = true })
+    assert.equal(f.tree, w.tree)
+    assert(repo:restore(base))
+    assert.equal("changed inside the nested repository\n", read(lib .. "/lib.c"))
+    assert.equal("# project\n", read(dir .. "/README.md"))
+    repo:close()
+    -- a tracked submodule: its gitlink stays as the index records it
+    G(dir, { "-c", "protocol.file.allow=always", "submodule", "add", "-q", "./vendor/lib", "vendor/lib" })
+    G(dir, { "commit", "-q", "-m", "submodule" })
+    local gitlink = G(dir, { "ls-tree", "HEAD", "vendor/lib" })
+    repo = open(dir)
+    local id = assert(repo:snapshot {})
+    write(dir .. "/README.md", "edited again\n")
+    local id2, info = assert(repo:snapshot {})
+    assert.equal(gitlink:gsub("HEAD", ""), G(dir, { "ls-tree", id, "vendor/lib" }))
+    assert.equal(G(dir, { "ls-tree", id, "vendor/lib" }), G(dir, { "ls-tree", id2, "vendor/lib" }))
+    assert.equal(cli_tree(dir), info.tree)
+    repo:close()
+  end)
+
+  it("restores everything it can and names the path an ignored directory blocks", function()
+    dir = new_repo()
+    local repo = open(dir)
+    write(dir .. "/build", "a tracked file named build\n")
+    local with_file = assert(repo:snapshot {})
+    os.remove(dir .. "/build")
+    write(dir .. "/build/cache.o", "ignored output\n")
+    write(dir .. "/README.md", "edited\n")
+    local none, err = repo:restore(with_file)
+    assert.is_nil(none)
+    assert.truthy(err:find("restore: build: ", 1, true), err)
+    assert.equal("ignored output\n", read(dir .. "/build/cache.o"))
+    assert.equal("# project\n", read(dir .. "/README.md"))
+    repo:close()
+  end)
+
+  it("lets only one run hold a work tree's lock and names the holder", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local other = open(dir .. "/src")
+    local lock = assert(repo:lock("run-1"))
+    local none, err = other:lock("run-2")
+    assert.is_nil(none)
+    assert.equal(("work tree is in use by run run-1 (pid %d)"):format(require("beat._runtime").pid()), err)
+    lock:release()
+    assert.is_false(lock:held())
+    do
+      local l2 <close> = assert(other:lock("run-2"))
+      assert.is_true(l2:held())
+      assert.is_nil(repo:lock("run-3"))
+    end
+    local l3 = assert(repo:lock { id = "run-3" })
+    l3:release()
+    repo:close()
+    other:close()
+  end)
+
+  it("refuses the lock while another process holds it and takes it over once that process is killed", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local lockfile = dir .. "/.git/beat/run.lock"
+    -- another beat process takes the lock, says so, and sleeps
+    local script = dir .. "/.git/hold.lua"
+    write(script, ([[
+      local repo = assert(require("beat.git").open(%q))
+      local lock = assert(repo:lock("holder"))
+      io.write("locked\n") io.flush()
+      require("beat").sleep(60)
+    ]]):format(dir))
+    local proc = assert(beat.spawn({ BIN, "run", script }, { stdout = function() end }))
+    local deadline = beat.clock() + 10
+    while not (read(lockfile) or ""):find("holder") and beat.clock() < deadline do beat.sleep(0.05) end
+    local none, err = repo:lock("run-2")
+    assert.is_nil(none)
+    local pid = tonumber(err:match("^work tree is in use by run holder %(pid (%d+)%)$"))
+    assert.is_number(pid, err)
+    assert.equal(pid, tonumber(read(lockfile):match("^(%d+) ")))
+    assert.is_nil(repo:lock("run-2"))
+    sh("kill -KILL " .. pid) -- the holder dies without releasing anything
+    proc:wait()
+    local lock = assert(repo:lock("run-2"))
+    assert.equal("run-2", read(lockfile):match("^%d+ (.-)\n"))
+    lock:release()
+    -- a lock file left with a dead pid in it is no obstacle either
+    write(lockfile, "999999999 ghost\n")
+    local l2 = assert(repo:lock("run-3"))
+    l2:release()
+    repo:close()
+  end)
+
+  it("diffs two snapshots, or a snapshot and the work tree, with counts and a patch", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local a = assert(repo:snapshot {})
+    write(dir .. "/README.md", "# project\nline two\nline three\n")
+    os.remove(dir .. "/docs/guide.md")
+    write(dir .. "/new.txt", "new\n")
+    write(dir .. "/img.bin", "\0\1\2")
+    local d = assert(repo:diff(a, "worktree"))
+    assert.equal(4, d.files_changed)
+    assert.equal(3, d.insertions)
+    assert.equal(1, d.deletions)
+    local by = {}
+    for _, f in ipairs(d.files) do by[f.path] = f end
+    assert.same({ path = "README.md", status = "modified", insertions = 2, deletions = 0, binary = false }, by["README.md"])
+    assert.equal("deleted", by["docs/guide.md"].status)
+    assert.equal("added", by["new.txt"].status)
+    assert.is_true(by["img.bin"].binary)
+    assert.truthy(d.patch:find("+line two", 1, true))
+    local b = assert(repo:snapshot {})
+    local d2 = assert(repo:diff { from = a, to = b, patch = false })
+    assert.equal(4, d2.files_changed)
+    assert.is_nil(d2.patch)
+    local same = assert(repo:diff(b))
+    assert.equal(0, same.files_changed)
+    local none, err = repo:diff("no-such-rev", b)
+    assert.is_nil(none)
+    assert.truthy(err:find("no-such-rev", 1, true))
+    repo:close()
+  end)
+
+  it("says whether the work tree changed since a snapshot", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local id = assert(repo:snapshot {})
+    assert.is_false(repo:changed(id))
+    sh("touch README.md", dir) -- same content: not a change
+    assert.is_false(repo:changed(id))
+    write(dir .. "/README.md", "edited\n")
+    assert.is_true(repo:changed(id))
+    write(dir .. "/README.md", "# project\n")
+    assert.is_false(repo:changed { commit = id })
+    repo:close()
+  end)
+
+  it("lists and deletes only refs under refs/beat/", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local id = assert(repo:snapshot { ref = "run-1/base" })
+    assert(repo:snapshot { ref = "refs/beat/run-1/iter-1" })
+    assert(repo:snapshot { ref = "run-2/base" })
+    local names = {}
+    for _, r in ipairs(repo:refs("refs/beat/run-1/")) do names[#names + 1] = r.name end
+    assert.same({ "refs/beat/run-1/base", "refs/beat/run-1/iter-1" }, names)
+    assert.equal(id, repo:refs("refs/beat/run-1/base")[1].id)
+    assert.equal(2, repo:delete_refs("run-1/"))
+    assert.same({}, repo:refs("refs/beat/run-1/"))
+    assert.equal(1, #repo:refs())
+    assert.has_error(function() repo:delete_refs("refs/heads/") end)
+    assert.has_error(function() repo:snapshot { ref = "refs/heads/main" } end)
+    assert.truthy(G(dir, { "rev-parse", "main" }))
+    repo:close()
+  end)
+
+  it("checks a snapshot out in a separate work tree whose snapshots land in the same repository", function()
+    dir = new_repo()
+    write(dir .. "/README.md", "uncommitted in the main work tree\n")
+    write(dir .. "/.git/info/exclude", ".beat/\n") -- as the runs module does
+    write(dir .. "/.beat/runs/r1/journal.jsonl", "{}\n")
+    local before = git_state(dir)
+    local repo = open(dir)
+    local base = assert(repo:snapshot { ref = "t/base" })
+    local wtdir = dir .. "/.beat/wt/cand-1"
+    local wt = assert(repo:worktree(wtdir, base))
+    assert.equal("uncommitted in the main work tree\n", read(wtdir .. "/README.md"))
+    assert.equal("", G(wtdir, { "status", "--porcelain" }))
+    write(wtdir .. "/candidate.txt", "candidate\n")
+    local cid = assert(wt:snapshot { ref = "t/cand-1", parent = base })
+    assert.equal("candidate\n", G(dir, { "show", "refs/beat/t/cand-1:candidate.txt" }))
+    assert.equal(base, G(dir, { "rev-parse", cid .. "^" }):gsub("%s+$", ""))
+    local after = git_state(dir)
+    after.status = after.status:gsub("!! %.beat/wt/cand%-1/%z", "") -- the candidate's own checkout
+    assert.same(before, after)
+    wt:close()
+    assert(repo:remove_worktree(wtdir))
+    assert.is_false(exists(wtdir))
+    assert.equal("", G(dir, { "worktree", "list", "--porcelain" }):match("worktree [^\n]*cand%-1") or "")
+    local none, err = repo:remove_worktree(dir .. "/src")
+    assert.is_nil(none)
+    assert.truthy(err:find("not a work tree", 1, true))
+    assert.equal("main.c", (read(dir .. "/src/main.c") and "main.c"))
+    repo:close()
+  end)
+
+  it("promotes a snapshot to a branch without touching the work tree", function()
+    dir = new_repo()
+    local repo = open(dir)
+    write(dir .. "/feature.txt", "feature\n")
+    local snap = assert(repo:snapshot {})
+    local files = manifest(dir)
+    assert.equal(snap, assert(repo:promote(snap, { branch = "beat/result" })))
+    assert.equal(snap, G(dir, { "rev-parse", "refs/heads/beat/result" }):gsub("%s+$", ""))
+    write(dir .. "/feature.txt", "feature v2\n")
+    local snap2 = assert(repo:snapshot { parent = snap })
+    assert.equal(snap2, assert(repo:promote { commit = snap2, branch = "refs/heads/beat/result" }))
+    local none, err = repo:promote(snap, { branch = "beat/result" })
+    assert.is_nil(none)
+    assert.truthy(err:find("fast-forward", 1, true))
+    local c = assert(repo:promote(snap, { branch = "beat/result", message = "take the first one" }))
+    assert.equal(snap2, G(dir, { "rev-parse", c .. "^" }):gsub("%s+$", ""))
+    assert.equal("feature\n", G(dir, { "show", c .. ":feature.txt" }))
+    -- the checked-out branch: it moves, and the index follows, like git commit -a
+    local m = assert(repo:promote(snap2, { branch = "main", message = "result" }))
+    assert.equal(m, G(dir, { "rev-parse", "main" }):gsub("%s+$", ""))
+    assert.equal("", G(dir, { "status", "--porcelain" }))
+    files["feature.txt"].data = "feature v2\n"
+    assert.same(files, manifest(dir))
+    repo:close()
+  end)
+
+  it("keeps the discarded work under a ref when restore is asked for a backup", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    write(dir .. "/precious.txt", "do not lose me\n")
+    assert(repo:restore { commit = base, backup = "t/before-restore" })
+    assert.is_false(exists(dir .. "/precious.txt"))
+    assert.equal("do not lose me\n", G(dir, { "show", "refs/beat/t/before-restore:precious.txt" }))
+    repo:close()
+  end)
+
+  it("snapshots a work tree with merge conflicts without touching the index", function()
+    dir = new_repo()
+    G(dir, { "checkout", "-q", "-b", "other" })
+    write(dir .. "/README.md", "other side\n")
+    G(dir, { "commit", "-qam", "other" })
+    G(dir, { "checkout", "-q", "main" })
+    write(dir .. "/README.md", "main side\n")
+    G(dir, { "commit", "-qam", "main" })
+    local r = assert(beat.exec({ "git", "merge", "-q", "other" }, { cwd = dir, env = cli_env() }))
+    assert.not_equal(0, r.code)
+    local index = read(dir .. "/.git/index")
+    local repo = open(dir)
+    local id = assert(repo:snapshot {})
+    assert.truthy(G(dir, { "show", id .. ":README.md" }):find("<<<<<<<", 1, true))
+    assert.equal(index, read(dir .. "/.git/index"))
+    repo:close()
+  end)
+
+  it("raises on programmer mistakes, naming the option", function()
+    dir = new_repo()
+    local repo = open(dir)
+    assert.has_error(function() git.open(42) end, "beat.git.open: opts.dir must be string, got number")
+    assert.has_error(function() git.open { dir = dir, watch = "yes" } end,
+      'beat.git.open: opts.watch must be boolean, got string "yes"')
+    assert.has_error(function() repo:snapshot { mesage = "typo" } end, 'repo:snapshot: unknown option "mesage"')
+    assert.has_error(function() repo:restore() end, "repo:restore: opts.commit is required")
+    assert.has_error(function() repo:lock { id = 7 } end, "repo:lock: opts.id must be string, got number")
+    assert.has_error(function() repo:promote("x", { branch = "refs/tags/v1" }) end)
+    repo:close()
+    assert.has_error(function() repo:head() end, "beat.git: repository is closed")
+  end)
+end)
