@@ -87,4 +87,42 @@ function H.recipe(dir, src)
   return path
 end
 
+--- A git repository in a temp dir with files {path = content} committed,
+--- and a user configured. Returns its path.
+function H.git_repo(files)
+  local dir = H.tmpdir()
+  local function git(...)
+    local r = assert(beat.exec({ "git", ... }, { cwd = dir }))
+    assert(r.code == 0, r.stderr)
+    return r.stdout
+  end
+  git("init", "-q", "-b", "main")
+  git("config", "user.name", "Test")
+  git("config", "user.email", "test@example.com")
+  for path, content in pairs(files or {}) do
+    local sub = path:match("^(.*)/[^/]*$")
+    if sub then beat.fs.mkdir_p(dir .. "/" .. sub) end
+    H.write(dir .. "/" .. path, content)
+  end
+  git("add", "-A")
+  git("commit", "-q", "--allow-empty", "-m", "initial")
+  return dir, git
+end
+
+--- The records of the newest run's journal in dir, and the run's directory.
+function H.last_run(dir)
+  local journal = require "beat.journal"
+  local runs = journal.list(dir .. "/.beat/runs")
+  local run = assert(runs[#runs], "no run in " .. dir)
+  local j = assert(journal.open(run.dir))
+  return j:records(), run.dir, run.id
+end
+
+--- Records of one event type.
+function H.events(records, name)
+  local out = {}
+  for _, r in ipairs(records) do if r.event == name then out[#out + 1] = r end end
+  return out
+end
+
 return H

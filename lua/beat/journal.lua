@@ -1,0 +1,186 @@
+--- beat.journal: the record of a run on disk, `.beat/runs/<id>/`.
+---
+---   journal.jsonl  one JSON object per event, each fsync'd before the call
+---                  returns — the source of truth for `beat show` and reports
+---   results.tsv    one row per iteration, for people
+---   iter-N/        agent.log, eval.log (written by the strategies)
+---
+--- Secrets never reach the journal: option keys that look like credentials
+--- and environment values are replaced by "[redacted]".
+local fs = require "beat.fs"
+local json = require "cjson"
+
+local M = {}
+
+local TSV_COLUMNS = { "iteration", "snapshot", "score", "status", "delta", "cost_usd",
+  "duration_s", "summary" }
+
+local SECRET_KEY = { "key", "token", "secret", "password", "passwd", "credential", "auth" }
+
+local function looks_secret(k)
+  k = tostring(k):lower()
+  for _, word in ipairs(SECRET_KEY) do
+    if k:find(word, 1, true) then return true end
+  end
+  return false
+end
+
+--- A copy of v safe to write: functions become "<function>", secret-looking
+--- keys and every `env` table's values are redacted, cycles are cut.
+---@param v any
+---@return any
+function M.sanitize(v, seen, in_env)
+  local t = type(v)
+  if t == "function" then return "<function>" end
+  if t == "userdata" or t == "thread" then return "<" .. t .. ">" end
+  if t == "number" and (v ~= v or v == math.huge or v == -math.huge) then return tostring(v) end
+  if t ~= "table" then
+    if in_env then return "[redacted]" end
+    return v
+  end
+  seen = seen or {}
+  if seen[v] then return "<cycle>" end
+  seen[v] = true
+  local out = {}
+  local mt = getmetatable(v)
+  if mt and mt.__name then out.type = mt.__name end
+  for k, x in pairs(v) do
+    local key = type(k) == "number" and k or tostring(k)
+    if type(k) == "string" and looks_secret(k) then
+      out[key] = "[redacted]"
+    else
+      out[key] = M.sanitize(x, seen, in_env or k == "env")
+    end
+  end
+  seen[v] = nil
+  return out
+end
+
+local B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+--- A short id that sorts by time: 8 base-36 digits of milliseconds since
+--- the epoch (fixed width until 2059).
+---@param now number seconds since the epoch
+function M.new_id(now)
+  local n = math.floor(now * 1000)
+  local digits = {}
+  for i = 8, 1, -1 do
+    local d = n % 36
+    digits[i] = B36:sub(d + 1, d + 1)
+    n = n // 36
+  end
+  return table.concat(digits)
+end
+
+---@class beat.Journal
+---@field id string
+---@field dir string
+local Journal = {}
+Journal.__index = Journal
+
+local function tsv_field(v)
+  if v == nil then return "" end
+  if type(v) == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    return ("%.6g"):format(v)
+  end
+  return (tostring(v):gsub("[\t\r\n]+", " "))
+end
+
+--- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`).
+---@param root string
+---@param now number
+---@return beat.Journal|nil, string?
+function M.create(root, now)
+  local ok, err = fs.mkdir_p(root)
+  if not ok then return nil, err end
+  local t = now
+  for _ = 1, 1000 do
+    local id = M.new_id(t)
+    local dir = root .. "/" .. id
+    if not fs.exists(dir) then
+      ok, err = fs.mkdir_p(dir)
+      if not ok then return nil, err end
+      local j = setmetatable({ id = id, dir = dir, path = dir .. "/journal.jsonl",
+                               tsv = dir .. "/results.tsv" }, Journal)
+      ok, err = fs.append(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n", true)
+      if not ok then return nil, err end
+      return j
+    end
+    t = t + 0.001
+  end
+  return nil, "cannot find a free run id under " .. root
+end
+
+--- Opens an existing run directory for reading or appending.
+---@param dir string
+---@return beat.Journal|nil, string?
+function M.open(dir)
+  if not fs.exists(dir .. "/journal.jsonl") then
+    return nil, ("no run journal in %s"):format(dir)
+  end
+  return setmetatable({ id = dir:match("([^/]+)/*$"), dir = dir, path = dir .. "/journal.jsonl",
+                        tsv = dir .. "/results.tsv" }, Journal)
+end
+
+--- Appends one event; it is on disk when this returns.
+---@param event string
+---@param fields? table
+function Journal:write(event, fields)
+  local rec = M.sanitize(fields or {})
+  rec.event = event
+  rec.time = require("beat._runtime").now()
+  local line = json.encode(rec)
+  assert(fs.append(self.path, line .. "\n", true))
+end
+
+--- Appends a row to results.tsv: {iteration, snapshot, score, status, delta,
+--- cost_usd, duration_s, summary}.
+---@param row table
+function Journal:row(row)
+  local cells = {}
+  for i, col in ipairs(TSV_COLUMNS) do cells[i] = tsv_field(row[col]) end
+  assert(fs.append(self.tsv, table.concat(cells, "\t") .. "\n", true))
+end
+
+--- The directory for iteration n's logs (created).
+---@param n integer
+function Journal:iter_dir(n)
+  local dir = ("%s/iter-%d"):format(self.dir, n)
+  fs.mkdir_p(dir)
+  return dir
+end
+
+--- Every record, in order. A torn last line (beat killed mid-write) is
+--- skipped and reported as the second result.
+---@return table[] records, string? warning
+function Journal:records()
+  local data = fs.read(self.path) or ""
+  local out, warning = {}, nil
+  local n = 0
+  for line in data:gmatch("[^\n]+") do
+    n = n + 1
+    local ok, rec = pcall(json.decode, line)
+    if ok and type(rec) == "table" then
+      out[#out + 1] = rec
+    else
+      warning = ("line %d of %s is not valid JSON"):format(n, self.path)
+    end
+  end
+  return out, warning
+end
+
+--- Lists runs under root, oldest first: {id, dir}.
+---@param root string
+function M.list(root)
+  local runs = {}
+  for _, name in ipairs(fs.list(root) or {}) do
+    if fs.exists(root .. "/" .. name .. "/journal.jsonl") then
+      runs[#runs + 1] = { id = name, dir = root .. "/" .. name }
+    end
+  end
+  table.sort(runs, function(a, b) return a.id < b.id end)
+  return runs
+end
+
+return M

@@ -1,0 +1,465 @@
+--- beat.loop: what every loop strategy shares — the run's safety and
+--- bookkeeping — so a strategy file is only the loop itself.
+---
+--- `beat.loop.run(name, opts, body)` locks the work tree, snapshots it as
+--- `base` (the user's uncommitted work lives on in that ref whatever
+--- happens), opens the journal, calls `body(run)`, and whatever way body
+--- ends — a result, an error, a failing hook, Ctrl-C — leaves the work tree
+--- at the best snapshot, writes the last journal record, prints the summary
+--- and returns the exit status (0 passed/completed, 1 failed, 130
+--- interrupted).
+local beat = require "beat"
+local task = require "beat.task"
+local journal = require "beat.journal"
+local duration = require "beat.duration"
+local fs = require "beat.fs"
+
+local M = {}
+
+--- Overrides from `beat run recipe.lua --set key=value`, applied to the
+--- options of every run the recipe starts.
+M.overrides = {}
+
+---@class beat.LoopOptions
+---@field agent table an agent from beat.agent (claude, codex, tune, command, fn, ...)
+---@field prompt string|fun(ctx: table): string the task for the agent, or a hook building it
+---@field cwd? string the work tree (default: the current directory)
+---@field git? boolean take snapshots (default true); false runs without any safety net
+---@field max_iterations? integer
+---@field max_consecutive_failures? integer
+---@field max_no_progress? integer stop after the agent changed nothing this many times in a row
+---@field cooldown? number|string pause between iterations
+---@field max_duration? number|string stop after this long (checked between iterations; the agent's timeout is cut to fit)
+---@field max_cost_usd? number stop once the agents' reported cost reaches this
+---@field agent_timeout? number|string
+---@field continue_context? boolean resume the agent's previous session where the CLI can
+---@field commit_to? string promote the best snapshot to this branch at the end
+---@field quiet? boolean no console lines
+---@field feedback? fun(result: table): string what the next prompt says about a failed check
+---@field on_iteration? fun(ctx: table)
+---@field on_keep? fun(ctx: table)
+---@field on_discard? fun(ctx: table)
+---@field stop_when? fun(state: table): (boolean|string)
+
+local COMMON = {
+  agent = "table", prompt = "string|function", cwd = "string", git = "boolean",
+  max_iterations = "number", max_consecutive_failures = "number", max_no_progress = "number",
+  cooldown = "number|string", max_duration = "number|string", max_cost_usd = "number",
+  agent_timeout = "number|string", continue_context = "boolean", commit_to = "string",
+  quiet = "boolean", feedback = "function", on_iteration = "function", on_keep = "function",
+  on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
+  max_rate_limit_waits = "number", rate_limit_cooldown = "number|string",
+}
+
+local DURATIONS = { cooldown = true, max_duration = true, agent_timeout = true,
+  rate_limit_cooldown = true, eval_timeout = true, check_timeout = true }
+
+local function convert_override(v)
+  if v == "true" then return true elseif v == "false" then return false end
+  return math.tointeger(tonumber(v)) or tonumber(v) or v
+end
+
+--- Validates opts against the common schema plus the strategy's own
+--- (`extra`: name → "type|type"), fills defaults, parses durations.
+---@param strategy string
+---@param opts table
+---@param extra table<string, string>
+---@param defaults table
+---@return table
+function M.options(strategy, opts, extra, defaults)
+  local fn = ("beat.strategy(%q)"):format(strategy)
+  if type(opts) ~= "table" then error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3) end
+  local o = {}
+  for k, v in pairs(defaults or {}) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  for k, v in pairs(M.overrides) do o[k] = convert_override(v) end
+  for k, v in pairs(o) do
+    local want = COMMON[k] or extra[k]
+    if not want then
+      error(("%s: unknown option %q"):format(fn, tostring(k)), 3)
+    end
+    local ok = false
+    for kind in want:gmatch("[^|]+") do
+      if type(v) == kind then ok = true end
+    end
+    if not ok then
+      error(("%s: option %s must be %s, got %s%s"):format(fn, k, want:gsub("|", " or "), type(v),
+        type(v) == "string" and (" %q"):format(v) or ""), 3)
+    end
+    if DURATIONS[k] then
+      local s, why = duration.parse(v)
+      if not s then error(("%s: option %s %s"):format(fn, k, why), 3) end
+      o[k] = s
+    end
+  end
+  for _, k in ipairs { "max_iterations", "max_consecutive_failures", "max_no_progress" } do
+    if o[k] ~= nil and (math.type(o[k]) ~= "integer" or o[k] < 1) then
+      error(("%s: option %s must be a positive integer, got %s"):format(fn, k, tostring(o[k])), 3)
+    end
+  end
+  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0) then
+    error(("%s: option max_cost_usd must be >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
+  end
+  if o.agent == nil then error(("%s: option agent is required (e.g. beat.agent.claude{})"):format(fn), 3) end
+  if type(o.agent.run) ~= "function" then
+    error(("%s: option agent must be an agent with a run method (see beat.agent)"):format(fn), 3)
+  end
+  if o.prompt == nil then error(("%s: option prompt is required"):format(fn), 3) end
+  return o
+end
+
+-- A failure of a user hook: stops the run, names the hook.
+local HookError = {}
+HookError.__index = HookError
+HookError.__tostring = function(e) return ("hook %s failed: %s"):format(e.hook, e.traceback) end
+
+---@class beat.Run
+---@field id string
+---@field opts table
+---@field repo table|nil beat.git repo (nil with git = false)
+---@field journal beat.Journal
+---@field base string|nil snapshot of the work tree before the run
+---@field best string|nil snapshot the work tree returns to on discard
+---@field iteration integer
+---@field cost_usd number
+---@field started number
+local Run = {}
+Run.__index = Run
+
+local function say(run, fmt, ...)
+  if not run.opts.quiet then
+    io.stdout:write((fmt):format(...), "\n")
+    io.stdout:flush()
+  end
+end
+
+--- Calls the user's hook `name` if set; an error in it stops the run with
+--- the hook's name and traceback.
+function Run:hook(name, ...)
+  local fn = self.opts[name]
+  if not fn then return nil end
+  local res = table.pack(xpcall(fn, function(e)
+    if task.is_cancelled(e) then return e end
+    return debug.traceback(tostring(e), 2)
+  end, ...))
+  if not res[1] then
+    if task.is_cancelled(res[2]) then error(res[2], 0) end
+    error(setmetatable({ hook = name, traceback = res[2] }, HookError), 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+--- Seconds since the run started.
+function Run:elapsed()
+  return beat.clock() - self.started
+end
+
+--- Why the run must stop now for a budget (max_duration, max_cost_usd), or nil.
+function Run:budget_stop()
+  local o = self.opts
+  if o.max_duration and self:elapsed() >= o.max_duration then
+    return ("time budget of %s used"):format(duration.format(o.max_duration))
+  end
+  if o.max_cost_usd and self.cost_usd >= o.max_cost_usd then
+    return ("cost budget of $%.2f reached ($%.2f spent)"):format(o.max_cost_usd, self.cost_usd)
+  end
+  return nil
+end
+
+--- The agent's timeout for this iteration: its own, cut to the time left.
+function Run:agent_timeout()
+  local t = self.opts.agent_timeout
+  if self.opts.max_duration then
+    local left = math.max(1, self.opts.max_duration - self:elapsed())
+    t = t and math.min(t, left) or left
+  end
+  return t
+end
+
+--- Runs the agent for iteration n; waits out rate limits (not failures).
+--- Returns the agent's result (ok=false with error on a crash or timeout).
+---@param n integer
+---@param prompt string
+---@param extra? table more fields for agent:run (history, ...)
+function Run:propose(n, prompt, extra)
+  local dir = self.journal:iter_dir(n)
+  local waits, delay = 0, self.opts.rate_limit_cooldown or 30
+  while true do
+    local req = {
+      prompt = prompt, cwd = self.cwd, timeout = self:agent_timeout(), iteration = n,
+      transcript = dir .. "/agent.log",
+      env = { BEAT_RUN_ID = self.id, BEAT_ITERATION = tostring(n) },
+      continue_context = self.opts.continue_context,
+    }
+    for k, v in pairs(extra or {}) do req[k] = v end
+    local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
+    if not ok then
+      if task.is_cancelled(res) then error(res, 0) end
+      res = { ok = false, error = "agent raised: " .. tostring(res) }
+    end
+    if type(res) ~= "table" then res = { ok = false, error = "agent returned " .. type(res) } end
+    self.cost_usd = self.cost_usd + (tonumber(res.cost_usd) or 0)
+    self.journal:write("agent", {
+      iteration = n, ok = res.ok, code = res.code, error = res.error, cost_usd = res.cost_usd,
+      tokens = res.tokens, turns = res.turns, duration = res.duration,
+      rate_limited = res.rate_limited, retry_after = res.retry_after,
+      text = type(res.text) == "string" and res.text:sub(1, 2000) or nil,
+    })
+    if not res.rate_limited then return res end
+    waits = waits + 1
+    local limit = self.opts.max_rate_limit_waits or 10
+    if waits > limit then
+      res.ok, res.error = false, ("rate limited %d times in a row"):format(waits)
+      return res
+    end
+    local wait = tonumber(res.retry_after) or delay
+    delay = math.min(delay * 2, 900)
+    if self.opts.max_duration then
+      local left = self.opts.max_duration - self:elapsed()
+      if left <= wait then return res end
+    end
+    say(self, "iter %-3d rate limited; waiting %s", n, duration.format(wait))
+    self.journal:write("rate_limited", { iteration = n, wait = wait })
+    beat.sleep(wait)
+  end
+end
+
+--- Runs a check or eval command in the work tree, logging its output to
+--- iter-N/<name>.log. Returns the exec result, or a result with code 127
+--- and `error` when it could not start.
+---@param n integer
+---@param name string "check", "eval", "guard-1", ...
+---@param cmd string|string[]
+---@param timeout? number
+function Run:command(n, name, cmd, timeout)
+  local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = timeout, max_output = 256 * 1024 })
+  if not r then
+    r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
+          timed_out = false }
+  end
+  local dir = self.journal:iter_dir(n)
+  fs.write(("%s/%s.log"):format(dir, name),
+    ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
+      type(cmd) == "table" and table.concat(cmd, " ") or cmd, r.code,
+      r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or ""))
+  self.journal:write(name:match("^%a+"), {
+    iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
+    duration = r.duration, error = r.error,
+  })
+  return r
+end
+
+--- Snapshots the work tree as iteration n (nil without git).
+function Run:snapshot(n)
+  if not self.repo then return nil end
+  local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
+    message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
+  if not id then error("snapshot failed: " .. tostring(err), 0) end
+  return id
+end
+
+--- Whether the work tree differs from the given snapshot (true without git).
+function Run:changed_since(snap)
+  if not self.repo or not snap then return true end
+  local changed, err = self.repo:changed(snap)
+  if changed == nil then error("cannot compare the work tree: " .. tostring(err), 0) end
+  return changed
+end
+
+--- Makes snap the best: discards return to it, the run ends on it.
+function Run:keep(snap)
+  if not self.repo then return end
+  self.best = snap
+  local ok, err = self.repo:snapshot { ref = ("refs/beat/%s/best"):format(self.id),
+    message = ("beat: run %s best"):format(self.id), parent = snap }
+  -- the best ref names the same tree; the commit id we track is snap itself
+  if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
+end
+
+--- Restores the work tree to snap (default: the best snapshot).
+function Run:restore(snap)
+  if not self.repo then return end
+  local ok, err = self.repo:restore(snap or self.best)
+  if not ok then error("restore failed: " .. tostring(err), 0) end
+end
+
+--- Records an iteration's outcome: results.tsv row, a journal record and
+--- the console line.
+---@param row {iteration: integer, status: string, score?: any, best?: any, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string}
+function Run:record(row)
+  self.journal:row {
+    iteration = row.iteration, snapshot = row.snapshot and row.snapshot:sub(1, 12),
+    score = row.score_text or row.score, status = row.status, delta = row.delta,
+    cost_usd = row.cost_usd, duration_s = row.duration_s, summary = row.summary,
+  }
+  self.journal:write("decision", row)
+  local parts = { ("iter %-3d %-8s"):format(row.iteration, row.status) }
+  if row.score_text then parts[#parts + 1] = row.score_text end
+  if row.best_text then parts[#parts + 1] = ("(best %s)"):format(row.best_text) end
+  parts[#parts + 1] = duration.format(self:elapsed())
+  if self.cost_usd > 0 then parts[#parts + 1] = ("$%.2f"):format(self.cost_usd) end
+  if row.summary and row.summary ~= "" then parts[#parts + 1] = "— " .. row.summary end
+  say(self, "%s", table.concat(parts, "  "))
+end
+
+--- The state given to stop_when and on_* hooks.
+function Run:state(extra)
+  local s = { run_id = self.id, iteration = self.iteration, elapsed = self:elapsed(),
+              cost_usd = self.cost_usd, best = self.best, base = self.base,
+              consecutive_failures = self.consecutive_failures, history = self.history }
+  for k, v in pairs(extra or {}) do s[k] = v end
+  return s
+end
+
+--- Whether the user's stop_when hook asks to stop; returns the reason.
+function Run:user_stop(extra)
+  local v = self:hook("stop_when", self:state(extra))
+  if v then return type(v) == "string" and v or "stop_when returned true" end
+end
+
+local function ensure_excluded(repo)
+  local _, gitdir = repo:path()
+  if not gitdir then return end
+  local common = gitdir:gsub("/worktrees/[^/]+/?$", "")
+  local path = common .. "/info/exclude"
+  local data = fs.read(path) or ""
+  for line in data:gmatch("[^\n]+") do
+    if line == ".beat/" or line == "/.beat/" or line == ".beat" then return end
+  end
+  fs.mkdir_p(common .. "/info")
+  fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
+end
+
+-- Ends the run: work tree at best, optional promote, summary, journal.
+local function finish(run, status, reason)
+  local o = run.opts
+  local notes = {}
+  if run.repo and run.best then
+    local ok, err = pcall(run.restore, run)
+    if not ok then notes[#notes + 1] = "could not restore the best snapshot: " .. tostring(err) end
+    if o.commit_to and status ~= "interrupted" then
+      local pok, perr = run.repo:promote(run.best, { branch = o.commit_to,
+        message = ("beat: run %s"):format(run.id) })
+      if pok then
+        notes[#notes + 1] = ("best result committed to branch %s"):format(o.commit_to)
+      else
+        notes[#notes + 1] = ("could not commit to %s: %s"):format(o.commit_to, tostring(perr))
+      end
+    end
+  end
+  local diff
+  if run.repo and run.base then
+    diff = run.repo:diff { from = run.base, to = "worktree", patch = false }
+  end
+  -- the last record: "run_end", or "interrupted" when a signal stopped the run
+  run.journal:write(status == "interrupted" and "interrupted" or "run_end", {
+    status = status, reason = reason, iterations = run.iteration, best = run.best,
+    base = run.base, cost_usd = run.cost_usd, elapsed = run:elapsed(),
+    best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
+  })
+  say(run, "")
+  say(run, "%s: %s", status, reason)
+  if run.best_score and run.baseline_score then
+    say(run, "best: %s (baseline: %s)", run.best_score, run.baseline_score)
+  end
+  say(run, "%d iteration%s in %s%s", run.iteration, run.iteration == 1 and "" or "s",
+    duration.format(run:elapsed()), run.cost_usd > 0 and ("; agent cost $%.2f"):format(run.cost_usd) or "")
+  if diff then
+    if diff.files_changed == 0 then
+      say(run, "the work tree is as it was before the run")
+    else
+      say(run, "changes kept (uncommitted): %d file%s, +%d -%d", diff.files_changed,
+        diff.files_changed == 1 and "" or "s", diff.insertions, diff.deletions)
+      for i, f in ipairs(diff.files) do
+        if i > 10 then say(run, "  ... and %d more", #diff.files - 10) break end
+        say(run, "  %-9s %s (+%d -%d)", f.status, f.path, f.insertions, f.deletions)
+      end
+      say(run, "review: git diff    undo: beat restore %s base", run.id)
+    end
+  elseif not run.repo then
+    say(run, "no snapshots were taken (git disabled): the work tree holds the last iteration")
+  end
+  for _, n in ipairs(notes) do say(run, "note: %s", n) end
+  say(run, "journal: %s", run.journal.dir)
+  run.status, run.reason = status, reason
+end
+
+--- Starts a run and calls body(run); see the module comment. body returns
+--- status ("passed"|"completed"|"failed"|"stopped"), reason.
+---@param strategy string
+---@param opts table validated options (see M.options)
+---@param body fun(run: beat.Run): (string, string)
+---@return integer exit_status, beat.Run run
+function M.run(strategy, opts, body)
+  local cwd = opts.cwd or fs.cwd()
+  if not fs.is_dir(cwd) then
+    error(("beat.strategy(%q): work tree %s is not a directory"):format(strategy, cwd), 0)
+  end
+  local run = setmetatable({ opts = opts, strategy = strategy, cwd = fs.realpath(cwd),
+    iteration = 0, cost_usd = 0, consecutive_failures = 0, history = {},
+    started = beat.clock() }, Run)
+
+  local lock
+  local root = run.cwd
+  if opts.git ~= false then
+    local repo, err = beat.git.open(run.cwd)
+    if not repo then
+      error(setmetatable({ usage = ("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
+        :format(err) }, { __tostring = function(e) return e.usage end }), 0)
+    end
+    run.repo = repo
+    root = repo:path()
+  end
+  local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
+  local j, jerr = journal.create(runs_dir, beat.now())
+  if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
+  run.journal, run.id = j, j.id
+
+  if run.repo then
+    local lerr
+    lock, lerr = run.repo:lock { id = run.id }
+    if not lock then
+      fs.rm_rf(j.dir)
+      error(setmetatable({ usage = lerr }, { __tostring = function(e) return e.usage end }), 0)
+    end
+    ensure_excluded(run.repo)
+    local base, berr = run.repo:snapshot { ref = ("refs/beat/%s/base"):format(run.id),
+      message = ("beat: run %s base (the work tree before the run)"):format(run.id) }
+    if not base then
+      lock:release()
+      error("cannot snapshot the work tree: " .. tostring(berr), 0)
+    end
+    run.base, run.best = base, base
+  end
+
+  j:write("run_start", {
+    id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = require("beat._runtime").pid(),
+    head = run.repo and run.repo:head() or nil, config = opts, git = run.repo ~= nil,
+  })
+  say(run, "beat run %s: %s in %s%s", run.id, strategy, run.cwd,
+    run.repo and ("; base snapshot %s"):format(run.base:sub(1, 10)) or " (no git: no snapshots)")
+
+  local res = table.pack(xpcall(body, function(e)
+    if task.is_cancelled(e) or getmetatable(e) == HookError then return e end
+    return debug.traceback(tostring(e), 2)
+  end, run))
+  local status, reason
+  if res[1] then
+    status, reason = res[2], res[3]
+  elseif task.is_cancelled(res[2]) then
+    status, reason = "interrupted", "interrupted by a signal"
+  elseif getmetatable(res[2]) == HookError then
+    status, reason = "failed", tostring(res[2])
+  else
+    status, reason = "failed", "error: " .. tostring(res[2])
+  end
+  -- cleanup must finish even if a second signal cancels us again
+  local ok, ferr = pcall(finish, run, status, reason)
+  if lock then lock:release() end
+  if not ok then io.stderr:write("beat: finishing the run failed: ", tostring(ferr), "\n") end
+  local code = (status == "passed" or status == "completed" or status == "stopped") and 0
+    or status == "interrupted" and 130 or 1
+  return code, run
+end
+
+return M

@@ -1,0 +1,117 @@
+-- retry: run the agent until a check command passes.
+--
+--   beat.strategy("retry"){agent = ..., prompt = "fix the failing test", check = "npm test"}
+--
+-- Each iteration: the agent works on the prompt (carrying the failing check's
+-- output) → snapshot → the check runs → exit 0 passes the run. Progress is
+-- kept between iterations unless reset_on_failure is set. Copy this file to
+-- strategies/retry.lua next to your recipe to change it: yours wins.
+local beat = require "beat"
+
+local DEFAULTS = {
+  max_iterations = 10, max_consecutive_failures = 3, max_no_progress = 3,
+  cooldown = 0, check_first = true, reset_on_failure = false, feedback_bytes = 4000,
+}
+local OPTIONS = {
+  check = "string|table", check_timeout = "number|string", check_first = "boolean",
+  reset_on_failure = "boolean", feedback_bytes = "number",
+}
+
+-- The tail of the failing check's output, for the next prompt.
+local function default_feedback(r, limit)
+  local out = ((r.stdout or "") .. (r.stderr ~= "" and ("\n" .. (r.stderr or "")) or ""))
+  if #out > limit then out = "[...]\n" .. out:sub(-limit) end
+  local what = r.timed_out and "timed out" or ("exited %d"):format(r.code)
+  return ("The check %s. Its output ends with:\n%s"):format(what, out)
+end
+
+return function(opts)
+  local o = beat.loop.options("retry", opts, OPTIONS, DEFAULTS)
+  if o.check == nil then error('beat.strategy("retry"): option check is required (the command that must pass)', 2) end
+
+  return beat.loop.run("retry", o, function(run)
+    local feedback_text
+
+    -- iteration 0: is there anything to fix?
+    if o.check_first then
+      local r = run:command(0, "check", o.check, o.check_timeout)
+      if r.code == 0 then
+        run:record { iteration = 0, status = "pass", summary = "the check already passes" }
+        return "passed", "the check already passes; the agent was not run"
+      end
+      feedback_text = o.feedback and run:hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+      run:record { iteration = 0, status = "fail", summary = ("check exited %d before any change"):format(r.code) }
+    end
+
+    local no_progress = 0
+    local last = run.base
+    for n = 1, o.max_iterations do
+      local stop = run:budget_stop() or run:user_stop()
+      if stop then return "failed", stop end
+      run.iteration = n
+      local t0 = beat.clock()
+      run:hook("on_iteration", run:state { iteration = n })
+
+      -- propose
+      local prompt = type(o.prompt) == "function"
+        and run:hook("prompt", run:state { iteration = n, feedback = feedback_text })
+        or o.prompt
+      if feedback_text and type(o.prompt) ~= "function" then
+        prompt = ("%s\n\nPrevious attempt (iteration %d of %d): %s"):format(prompt, n - 1, o.max_iterations, feedback_text)
+      end
+      local agent = run:propose(n, prompt)
+      local changed = run:changed_since(last)
+      local snap = run:snapshot(n)
+      last = snap or last
+
+      -- check
+      local status, summary, r
+      if not agent.ok then
+        status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
+      else
+        r = run:command(n, "check", o.check, o.check_timeout)
+        if r.code == 0 then
+          status, summary = "pass", "check passed"
+        else
+          status = "fail"
+          summary = ("check %s%s"):format(r.timed_out and "timed out" or ("exited " .. r.code),
+            changed and "" or "; agent changed nothing")
+        end
+      end
+
+      -- decide
+      no_progress = changed and 0 or no_progress + 1
+      local failure = status == "crash" or (status == "fail" and not changed)
+      run.consecutive_failures = failure and run.consecutive_failures + 1 or 0
+      if status == "pass" then
+        run:keep(snap)
+      elseif o.reset_on_failure then
+        run:restore(run.base)
+        last = run.base
+      elseif snap then
+        run:keep(snap)   -- progress is kept: the next attempt builds on this one
+      end
+      if r and r.code ~= 0 then
+        feedback_text = o.feedback and run:hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+      end
+      table.insert(run.history, { iteration = n, status = status, summary = summary })
+      run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,
+        duration_s = beat.clock() - t0, summary = summary }
+      if status == "pass" then
+        run:hook("on_keep", run:state { iteration = n, status = status })
+        return "passed", ("the check passed on iteration %d"):format(n)
+      end
+      run:hook("on_discard", run:state { iteration = n, status = status })
+
+      -- stop?
+      if run.consecutive_failures >= o.max_consecutive_failures then
+        return "failed", ("%d consecutive failures"):format(run.consecutive_failures)
+      end
+      if no_progress >= o.max_no_progress then
+        return "failed", ("no progress: the agent changed nothing %d times in a row"):format(no_progress)
+      end
+      if n < o.max_iterations and o.cooldown > 0 then beat.sleep(o.cooldown) end
+    end
+    return "failed", ("the check still fails after %d iterations"):format(o.max_iterations)
+  end)
+end

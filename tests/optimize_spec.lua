@@ -1,0 +1,229 @@
+-- strategies/optimize.lua, the run's safety guarantees, the journal, and
+-- `beat loop` as a user drives it.
+local beat = require "beat"
+local H = require "tests.helpers"
+
+local SET = "sh " .. H.root .. "/tests/fixtures/loop/set-value.sh"
+local EVAL = "cat value.txt"
+
+local function loop(dir, args, env)
+  local argv = { "loop" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return H.beat(argv, { cwd = dir, env = env })
+end
+
+local function statuses(dir)
+  local out = {}
+  for _, d in ipairs(H.events(H.last_run(dir), "decision")) do out[#out + 1] = d.status end
+  return out
+end
+
+-- every file of the work tree except .git and .beat, path → bytes
+local function tree(dir)
+  local files = {}
+  local r = assert(beat.exec({ "find", ".", "-path", "./.git", "-prune", "-o", "-path", "./.beat",
+    "-prune", "-o", "-type", "f", "-print" }, { cwd = dir }))
+  for path in r.stdout:gmatch("[^\n]+") do files[path] = H.read(dir .. "/" .. path) end
+  return files
+end
+
+describe("optimize", function()
+  it("keeps improvements, discards regressions and ties, ends on the best snapshot", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower it", "--eval", EVAL, "-a", SET, "--max-iterations", "5",
+      "--min-delta", "0.5" }, { VALUES = "90 95 90.2 80 85" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.same({ "baseline", "keep", "discard", "discard", "keep", "discard" }, statuses(dir))
+    assert.equal("80\n", H.read(dir .. "/value.txt"))
+    assert.matches("best: score 80 %(baseline: score 100%)", r.stdout)
+    -- byte-equal to the best snapshot
+    local recs, _, id = H.last_run(dir)
+    local best = recs[#recs].best
+    local show = assert(beat.exec({ "git", "show", best .. ":value.txt" }, { cwd = dir }))
+    assert.equal("80\n", show.stdout)
+    assert.equal("", assert(beat.exec({ "git", "diff", "--stat", best }, { cwd = dir })).stdout)
+    -- results.tsv has a row per iteration
+    local tsv = H.read(("%s/.beat/runs/%s/results.tsv"):format(dir, id))
+    local rows = 0
+    for _ in tsv:gmatch("\n") do rows = rows + 1 end
+    assert.equal(7, rows)
+    assert.matches("^iteration\tsnapshot\tscore\tstatus\tdelta\tcost_usd\tduration_s\tsummary\n", tsv)
+  end)
+
+  it("maximizes with --direction maximize and reads a named metric", function()
+    local dir = H.git_repo { ["value.txt"] = "acc: 0.5\n" }
+    local r = loop(dir, { "raise it", "--eval", EVAL, "-a", SET, "--max-iterations", "2",
+      "--maximize", "--metric", "acc" }, { VALUES = "acc:0.7 acc:0.6" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.same({ "baseline", "keep", "discard" }, statuses(dir))
+    assert.equal("acc:0.7\n", H.read(dir .. "/value.txt"))
+  end)
+
+  it("counts a failing guard as a crash and never keeps that candidate", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower it", "--eval", EVAL, "-a", SET, "--max-iterations", "2",
+      "--guard", "! grep -q 50 value.txt" }, { VALUES = "50 70" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.same({ "baseline", "crash", "keep" }, statuses(dir))
+    assert.equal("70\n", H.read(dir .. "/value.txt"))
+  end)
+
+  it("stops when the baseline cannot be scored", function()
+    local dir = H.git_repo { ["value.txt"] = "no number here\n" }
+    local r = loop(dir, { "lower it", "--eval", EVAL, "-a", SET }, { VALUES = "1" })
+    assert.equal(1, r.code)
+    assert.matches("failed: the baseline cannot be scored: eval printed no number", r.stdout)
+    assert.equal(0, #H.events(H.last_run(dir), "agent"))
+  end)
+
+  it("stops at the target and after patience runs out", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--target", "60" }, { VALUES = "90 50 40" })
+    assert.equal(0, r.code)
+    assert.matches("completed: target reached", r.stdout)
+    assert.equal(2, #H.events(H.last_run(dir), "agent"))
+    dir = H.git_repo { ["value.txt"] = "100\n" }
+    r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--patience", "2" }, { VALUES = "90 95 96 10" })
+    assert.equal(0, r.code)
+    assert.matches("no improvement in 2 iterations", r.stdout)
+    assert.equal("90\n", H.read(dir .. "/value.txt"))
+  end)
+
+  it("gives up after 3 consecutive crashes with the best result kept", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET }, { VALUES = "90 crash crash crash 1" })
+    assert.equal(1, r.code)
+    assert.matches("failed: 3 consecutive failures", r.stdout)
+    assert.equal("90\n", H.read(dir .. "/value.txt"))
+  end)
+
+  it("keeps the user's uncommitted and untracked work, and beat restore brings it back byte for byte", function()
+    local dir, git = H.git_repo { ["value.txt"] = "100\n", ["src/a.txt"] = "committed\n" }
+    H.write(dir .. "/src/a.txt", "uncommitted edit\n")
+    H.write(dir .. "/notes.txt", "untracked notes\n")
+    H.write(dir .. "/.gitignore", "ignored.log\n")
+    H.write(dir .. "/ignored.log", "ignored\n")
+    local before = tree(dir)
+    local head = git("rev-parse", "HEAD")
+    local status_before = git("status", "--porcelain")
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--max-iterations", "2" }, { VALUES = "90 80" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("80\n", H.read(dir .. "/value.txt"))
+    assert.equal("uncommitted edit\n", H.read(dir .. "/src/a.txt"))
+    assert.equal("untracked notes\n", H.read(dir .. "/notes.txt"))
+    assert.equal(head, git("rev-parse", "HEAD"))
+    local _, _, id = H.last_run(dir)
+    -- the base snapshot holds the original tree
+    assert.equal("uncommitted edit\n", git("show", ("refs/beat/%s/base:src/a.txt"):format(id)))
+    assert.equal("untracked notes\n", git("show", ("refs/beat/%s/base:notes.txt"):format(id)))
+    r = H.beat({ "restore", id }, { cwd = dir })
+    assert.equal(0, r.code, r.stderr)
+    assert.same(before, tree(dir))
+    assert.equal(status_before, git("status", "--porcelain"))
+    assert.matches("%.beat/", H.read(dir .. "/.git/info/exclude"))
+  end)
+
+  it("commits the best result to a branch only when asked, leaving HEAD alone", function()
+    local dir, git = H.git_repo { ["value.txt"] = "100\n" }
+    local head = git("rev-parse", "HEAD")
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--max-iterations", "1",
+      "--commit-to", "beat/best" }, { VALUES = "90" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("90\n", git("show", "beat/best:value.txt"))
+    assert.equal(head, git("rev-parse", "HEAD"))
+    assert.equal("refs/heads/main\n", git("symbolic-ref", "HEAD"))
+  end)
+
+  it("refuses a second run on the same work tree", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local first = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", "sleep 2; cat value.txt", "-a", SET,
+      "--max-iterations", "1" }, { cwd = dir, env = { VALUES = "90" } }))
+    local deadline = beat.clock() + 5
+    while not beat.fs.exists(dir .. "/.beat/runs") and beat.clock() < deadline do beat.sleep(0.05) end
+    beat.sleep(0.3)
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET }, { VALUES = "1" })
+    assert.equal(2, r.code)
+    assert.matches("work tree is in use by run", r.stderr)
+    assert.equal(0, first:wait().code)
+  end)
+end)
+
+describe("beat loop", function()
+  it("rejects bad command lines with exit 2 and one line", function()
+    local dir = H.git_repo {}
+    local cases = {
+      { { "x" }, "give %-%-until CMD" },
+      { { "x", "--until", "a", "--eval", "b" }, "not both" },
+      { { "--until", "true" }, "missing PROMPT" },
+      { { "x", "--until", "true", "--max-iterations", "zero" }, "must be a positive integer" },
+      { { "x", "--until", "true", "--cooldown", "soon" }, "%-%-cooldown must be a duration" },
+      { { "x", "--eval", "true", "--direction", "up" }, "must be minimize or maximize" },
+      { { "x", "--until", "true", "--runs", "3" }, "%-%-runs needs %-%-eval" },
+      { { "x", "--until", "true", "--frobnicate" }, "unknown option '%-%-frobnicate'" },
+    }
+    for _, c in ipairs(cases) do
+      local r = loop(dir, c[1])
+      assert.equal(2, r.code, table.concat(c[1], " "))
+      assert.matches(c[2], r.stderr)
+      assert.is_nil(r.stderr:find("\n.", 1))
+    end
+  end)
+
+  it("refuses a directory that is not a git repository unless --no-git", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/value.txt", "100\n")
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET }, { VALUES = "90" })
+    assert.equal(2, r.code)
+    assert.matches("not a git repository", r.stderr)
+    r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--no-git", "--max-iterations", "1" }, { VALUES = "90" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("%-%-no%-git: no snapshots", r.stderr)
+  end)
+
+  it("accepts bare milliseconds and unit durations", function()
+    local p = require("beat.cli_loop").parse(require("beat.cli"),
+      { "x", "--until", "true", "--cooldown", "1500", "--agent-timeout", "5m", "--max-duration", "30s" })
+    assert.equal(1.5, p.cooldown)
+    assert.equal(300, p.agent_timeout)
+    assert.equal(30, p.max_duration)
+  end)
+
+  it("on Ctrl-C mid-iteration ends every process, restores the best and journals the interruption", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local m = H.marker()
+    local agent = H.tmpdir() .. "/slow-agent.sh"
+    H.write(agent, ("#!/bin/sh\nif [ \"$BEAT_ITERATION\" = 2 ]; then echo 1 > value.txt; sleep %s; fi\necho 90 > value.txt\n"):format(m))
+    local p = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", EVAL, "-a", "sh " .. agent }, { cwd = dir }))
+    assert.is_true(H.wait_started(m, 10))
+    local pid
+    for _, r in ipairs(H.last_run(dir)) do if r.event == "run_start" then pid = r.pid end end
+    beat.exec { "kill", "-INT", ("%d"):format(pid) }
+    local r = assert(p:wait(30))
+    assert.equal(130, r.code, r.stdout .. r.stderr)
+    assert.same({}, H.wait_gone(m, 3))
+    assert.equal("90\n", H.read(dir .. "/value.txt"))    -- iteration 2's "1" was not kept
+    local recs = H.last_run(dir)
+    assert.equal("interrupted", recs[#recs].event)
+  end)
+
+  it("after kill -9 mid-iteration leaves no process and a journal of valid JSON lines", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local m = H.marker()
+    local agent = H.tmpdir() .. "/slow-agent.sh"
+    H.write(agent, ("#!/bin/sh\nif [ \"$BEAT_ITERATION\" = 2 ]; then sleep %s; fi\necho 9$BEAT_ITERATION > value.txt\n"):format(m))
+    local p = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", EVAL, "-a", "sh " .. agent }, { cwd = dir }))
+    assert.is_true(H.wait_started(m, 10))
+    local recs, rundir = H.last_run(dir)
+    beat.exec { "kill", "-KILL", ("%d"):format(recs[1].pid) }
+    assert.equal(137, assert(p:wait(30)).code)
+    assert.same({}, H.wait_gone(m, 1))
+    local data = H.read(rundir .. "/journal.jsonl")
+    local n = 0
+    for line in data:gmatch("([^\n]*)\n") do
+      n = n + 1
+      assert.is_table(beat.json.decode(line))
+    end
+    assert.is_true(n >= 4)
+    assert.equal("\n", data:sub(-1))
+  end)
+end)

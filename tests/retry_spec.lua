@@ -1,0 +1,130 @@
+-- strategies/retry.lua, driven through `beat loop --until` and recipes.
+local beat = require "beat"
+local H = require "tests.helpers"
+
+local FIX = H.root .. "/tests/fixtures/loop/fix-on-3.sh"
+local CHECK = "grep -q fixed bug.txt"
+
+local function loop(dir, args, env)
+  local argv = { "loop" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return H.beat(argv, { cwd = dir, env = env })
+end
+
+describe("retry", function()
+  it("passes when the agent fixes the check on iteration 3, building on each attempt", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local log = H.tmpdir() .. "/prompts"
+    local r = loop(dir, { "fix the bug", "--until", CHECK, "-a", "sh " .. FIX }, { PROMPT_LOG = log })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("passed: the check passed on iteration 3", r.stdout)
+    assert.equal("fixed\n", H.read(dir .. "/bug.txt"))
+    assert.equal("attempt 3\n", H.read(dir .. "/attempt.txt"))
+    local recs = H.last_run(dir)
+    assert.equal(3, #H.events(recs, "agent"))
+    assert.equal("run_end", recs[#recs].event)
+    assert.equal("passed", recs[#recs].status)
+    -- the failing check's output reached the next prompt
+    local prompts = H.read(log)
+    assert.matches("Previous attempt", prompts)
+    assert.matches("exited 1", prompts)
+  end)
+
+  it("does not run the agent when the check already passes", function()
+    local dir = H.git_repo { ["bug.txt"] = "fixed\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX })
+    assert.equal(0, r.code)
+    assert.matches("already passes", r.stdout)
+    assert.equal(0, #H.events(H.last_run(dir), "agent"))
+  end)
+
+  it("stops after exactly 10 iterations by default", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX }, { FIX_AT = "99" })
+    assert.equal(1, r.code)
+    assert.matches("still fails after 10 iterations", r.stdout)
+    assert.equal(10, #H.events(H.last_run(dir), "agent"))
+  end)
+
+  it("stops after exactly 3 consecutive failures by default", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh -c 'exit 3'" })
+    assert.equal(1, r.code)
+    assert.matches("failed: 3 consecutive failures", r.stdout)
+    local recs = H.last_run(dir)
+    assert.equal(3, #H.events(recs, "agent"))
+    for _, d in ipairs(H.events(recs, "decision")) do
+      if d.iteration > 0 then assert.equal("crash", d.status) end
+    end
+  end)
+
+  it("stops when the agent makes no progress", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "true", "--max-failures", "9" })
+    assert.equal(1, r.code)
+    assert.matches("no progress: the agent changed nothing 3 times in a row", r.stdout)
+  end)
+
+  it("honours the cooldown between iterations", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX, "--cooldown", "400ms" })
+    assert.equal(0, r.code)
+    local agents = H.events(H.last_run(dir), "agent")
+    local checks = H.events(H.last_run(dir), "check")
+    -- the agent of iteration n+1 starts at least a cooldown after the check of n ends
+    for n = 1, 2 do
+      local check_end = checks[n + 1].time            -- checks[1] is iteration 0
+      local next_agent_end = agents[n + 1].time - agents[n + 1].duration
+      assert.is_true(next_agent_end - check_end >= 0.39, ("gap %.3f"):format(next_agent_end - check_end))
+    end
+  end)
+
+  it("restores the base after a failed attempt with --reset-on-failure", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX, "--reset-on-failure",
+      "--max-iterations", "2" }, { FIX_AT = "99" })
+    assert.equal(1, r.code)
+    assert.is_nil(H.read(dir .. "/attempt.txt"))
+  end)
+
+  it("waits out a rate limit instead of counting a failure, and stops at max_cost_usd", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      local calls = 0
+      return (beat.strategy("retry") {
+        cwd = %q, prompt = "fix", check = %q, max_consecutive_failures = 1,
+        rate_limit_cooldown = 0.05, max_cost_usd = 1.0,
+        agent = beat.agent.fn(function(ctx)
+          calls = calls + 1
+          if calls == 1 then return { rate_limited = true, ok = false, error = "429" } end
+          local f = io.open(ctx.cwd .. "/attempt.txt", "w"); f:write(calls); f:close()
+          return { cost_usd = 0.4 }
+        end),
+      })
+    ]]):format(dir, CHECK))
+    local r = H.beat { "run", recipe }
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("rate limited; waiting", r.stdout)
+    assert.matches("cost budget of %$1.00 reached %(%$1.20 spent%)", r.stdout)
+    local recs = H.last_run(dir)
+    assert.equal(1, #H.events(recs, "rate_limited"))
+    assert.equal(3, #H.events(recs, "decision") - 1)
+  end)
+
+  it("stops with the hook's name when a hook raises, leaving the best snapshot", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      return (beat.strategy("retry") {
+        cwd = %q, prompt = "fix", check = %q,
+        agent = beat.agent.command { argv = { "sh", %q, "{prompt}" } },
+        on_iteration = function(ctx) if ctx.iteration == 2 then error("hook exploded") end end,
+      })
+    ]]):format(dir, CHECK, FIX))
+    local r = H.beat { "run", recipe }
+    assert.equal(1, r.code)
+    assert.matches("hook on_iteration failed: .*hook exploded", r.stdout)
+    assert.equal("attempt 1\n", H.read(dir .. "/attempt.txt"))
+  end)
+end)
