@@ -73,7 +73,7 @@ bench: $(BUILD)/beat
 	@for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || exit 1; done
 
 demo: $(BUILD)/beat
-	$(BUILD)/beat run recipes/concurrent.lua
+	$(BUILD)/beat run recipes/tune-demo.lua
 
 install: $(BUILD)/beat
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

@@ -23,8 +23,8 @@ return (beat.strategy("optimize") {
   eval_timeout = "10m",                   -- each training run has a fixed budget
   score = beat.score.metrics(),           -- every `name: value` line
   objective = beat.objective {
-    metrics = { val_bpb = { direction = "minimize", min_delta = 0.001 } },
-    constraints = { { metric = "peak_vram_mb", max = memory_mb } },
+    metric = "val_bpb", direction = "minimize", min_delta = 0.001,
+    constraints = { { metric = "peak_vram_mb", max = memory_mb, unit = "MB" } },
   },
   max_duration = "8h",                    -- overnight
   max_iterations = 100,

@@ -289,7 +289,7 @@ end
 function Run:record(row)
   self.journal:row {
     iteration = row.iteration, snapshot = row.snapshot and row.snapshot:sub(1, 12),
-    score = row.score_text or row.score, status = row.status, delta = row.delta,
+    score = row.score or row.score_text, status = row.status, delta = row.delta,
     cost_usd = row.cost_usd, duration_s = row.duration_s, summary = row.summary,
   }
   self.journal:write("decision", row)
