@@ -111,6 +111,28 @@ describe("beat CLI", function()
     end)
   end
 
+  it("exits at once on a second Ctrl-C while cleanup is still running", function()
+    local dir = H.tmpdir()
+    local m = H.marker()
+    local recipe = H.recipe(dir, ([[
+      local beat = require "beat"
+      local f = io.open("%s/pid", "w"); f:write(require("beat._runtime").pid()); f:close()
+      pcall(beat.sleep, 100)
+      io.open("%s/cleanup", "w"):write("started"):close()
+      beat.exec("sleep %s")   -- a cleanup that hangs
+    ]]):format(dir, dir, m))
+    local p = assert(beat.spawn { H.bin, "run", recipe })
+    local pid = wait_file(dir .. "/pid")
+    beat.exec { "kill", "-INT", pid }
+    assert.equal("started", wait_file(dir .. "/cleanup"))
+    assert.is_true(H.wait_started(m))
+    beat.exec { "kill", "-INT", pid }
+    local r = assert(p:wait(10))
+    assert.equal(130, r.code)
+    assert.matches("interrupted again, exiting now", r.stderr)
+    assert.same({}, H.wait_gone(m, 2))
+  end)
+
   it("leaves no process behind when killed with SIGKILL", function()
     local dir = H.tmpdir()
     local m1, m2 = H.marker(), H.marker()
