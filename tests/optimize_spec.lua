@@ -180,6 +180,14 @@ describe("beat loop", function()
     assert.matches("%-%-no%-git: no snapshots", r.stderr)
   end)
 
+  it("refuses an agent that is not installed before touching anything", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", "beat-no-such-agent --fast" })
+    assert.equal(2, r.code)
+    assert.equal("beat: agent command: beat-no-such-agent is not installed or not executable (see 'beat agents')\n", r.stderr)
+    assert.is_false(beat.fs.exists(dir .. "/.beat"))
+  end)
+
   it("accepts bare milliseconds and unit durations", function()
     local p = require("beat.cli_loop").parse(require("beat.cli"),
       { "x", "--until", "true", "--cooldown", "1500", "--agent-timeout", "5m", "--max-duration", "30s" })

@@ -384,6 +384,23 @@ local function finish(run, status, reason)
   run.status, run.reason = status, reason
 end
 
+-- An agent that runs a program which is not installed is a usage error,
+-- reported before anything is snapshotted or spent.
+local function preflight(agent, cwd)
+  if type(agent.command) ~= "function" or type(agent.spec) ~= "table" or agent.spec.run then return end
+  local ok, cmd = pcall(agent.command, agent, { prompt = "", cwd = cwd })
+  if not ok or type(cmd) ~= "table" or type(cmd.argv) ~= "table" or type(cmd.argv[1]) ~= "string" then
+    return
+  end
+  local bin = cmd.argv[1]
+  local full = bin:find("/", 1, true) and (bin:sub(1, 1) == "/" and bin or cwd .. "/" .. bin) or nil
+  local found = require("beat.agent.list").which(full or bin)
+  if not found then
+    error(setmetatable({ usage = ("agent %s: %s is not installed or not executable (see 'beat agents')")
+      :format(agent.name or "?", bin) }, { __tostring = function(e) return e.usage end }), 0)
+  end
+end
+
 --- Starts a run and calls body(run); see the module comment. body returns
 --- status ("passed"|"completed"|"failed"|"stopped"), reason.
 ---@param strategy string
@@ -399,6 +416,7 @@ function M.run(strategy, opts, body)
     iteration = 0, cost_usd = 0, consecutive_failures = 0, history = {},
     started = beat.clock() }, Run)
 
+  preflight(opts.agent, run.cwd)
   local lock
   local root = run.cwd
   if opts.git ~= false then
