@@ -48,7 +48,8 @@ struct proc {
     lua_State *L;
     struct proc **box;        /* the userdata's pointer, cleared at completion */
     int self_ref, on_exit_ref;
-    int in_open, status_open, exited, handles;
+    int in_open, status_open, exited, handles, abandoned;
+    pid_t cmd_pid;            /* the command itself (its process group), from the shim */
     int64_t exit_status;
     int term_signal;
     char report[64];
@@ -107,6 +108,22 @@ static void push_captured(lua_State *L, stream *s)
     luaL_pushresult(&b);
 }
 
+/* Finds "key N" among the shim's report lines. */
+static int report_value(const char *report, const char *key, int *out)
+{
+    size_t klen = strlen(key);
+    for (const char *line = report; line != NULL && *line != '\0';) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+            *out = atoi(line + klen + 1);
+            return 1;
+        }
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return 0;
+}
+
 /* Runs on_exit(result) once the shim has exited and all pipes are drained. */
 static void maybe_complete(proc *p)
 {
@@ -119,10 +136,10 @@ static void maybe_complete(proc *p)
     lua_createtable(L, 0, 8);
     {
         int code = -1, sig = 0, err = 0;
-        if (sscanf(p->report, "exit %d", &code) == 1) {
-        } else if (sscanf(p->report, "signal %d", &sig) == 1) {
+        if (report_value(p->report, "exit", &code)) {
+        } else if (report_value(p->report, "signal", &sig)) {
             code = 128 + sig;
-        } else if (sscanf(p->report, "error %d", &err) == 1) {
+        } else if (report_value(p->report, "error", &err)) {
             code = 127;
         } else if (p->term_signal != 0) { /* the shim itself was killed */
             sig = p->term_signal;
@@ -178,6 +195,15 @@ static void maybe_complete(proc *p)
 static void on_process_exit(uv_process_t *h, int64_t status, int sig)
 {
     proc *p = h->data;
+    if (p->abandoned) { /* hard-killed: stop waiting for pipes held by orphans */
+        if (p->out.open)
+            uv_read_stop((uv_stream_t *)&p->out.pipe);
+        if (p->err.open)
+            uv_read_stop((uv_stream_t *)&p->err.pipe);
+        if (p->status_open)
+            uv_read_stop((uv_stream_t *)&p->status);
+        p->out.open = p->err.open = p->status_open = 0;
+    }
     p->exited = 1;
     p->exit_status = status;
     p->term_signal = sig;
@@ -304,6 +330,11 @@ static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         memcpy(p->report + p->report_len, buf->base, k);
         p->report_len += k;
         p->report[p->report_len] = '\0';
+        if (p->cmd_pid == 0) {
+            int pid;
+            if (report_value(p->report, "pid", &pid))
+                p->cmd_pid = (pid_t)pid;
+        }
     }
     if (nread < 0) {
         uv_read_stop(h);
@@ -400,6 +431,8 @@ static void read_spec(lua_State *L, int idx, const char *field, stream *s,
     if (s->mode == OUT_CAPTURE) {
         s->head = malloc(s->max / 2 + 1);
         s->tail = malloc(s->max / 2 + 1);
+        if (s->head == NULL || s->tail == NULL)
+            s->open_errno = ENOMEM;
     }
     switch (s->mode) {
     case OUT_IGNORE:
@@ -567,7 +600,7 @@ static int exec_spawn(lua_State *L)
             free(p);
         lua_pushnil(L);
         if (file_error)
-            lua_pushfstring(L, "cannot open output file: %s", uv_strerror(rc));
+            lua_pushfstring(L, "cannot set up output: %s", uv_strerror(rc));
         else
             lua_pushstring(L, uv_strerror(rc));
         lua_pushinteger(L, -rc);
@@ -597,19 +630,24 @@ static int proc_pid(lua_State *L)
 }
 
 /* proc:kill(sig) -> true, or false if the command has already completed.
- * SIGTERM and SIGINT end the whole tree with the grace period; SIGKILL ends
- * it at once; other signals go to the command's process group. */
+ * SIGTERM and SIGINT go to the shim, which ends the whole tree with the
+ * grace period; SIGKILL makes it end the tree at once; other signals
+ * (SIGSTOP, SIGUSR1, ...) go straight to the command's process group. */
 static int proc_kill(lua_State *L)
 {
     proc **box = checkproc(L);
     int sig = (int)luaL_optinteger(L, 2, SIGTERM);
-    if (*box == NULL) {
+    proc *p = *box;
+    if (p == NULL) {
         lua_pushboolean(L, 0);
         return 1;
     }
     if (sig == SIGKILL)
         sig = BEAT_SIG_KILLALL;
-    lua_pushboolean(L, kill((*box)->handle.pid, sig) == 0);
+    if (sig == SIGTERM || sig == SIGINT || sig == BEAT_SIG_KILLALL || p->cmd_pid <= 0)
+        lua_pushboolean(L, kill(p->handle.pid, sig) == 0);
+    else
+        lua_pushboolean(L, kill(-p->cmd_pid, sig) == 0);
     return 1;
 }
 
@@ -618,8 +656,16 @@ static int proc_kill(lua_State *L)
 static int proc_hard_kill(lua_State *L)
 {
     proc **box = checkproc(L);
-    if (*box != NULL)
-        kill((*box)->handle.pid, SIGKILL);
+    proc *p = *box;
+    if (p == NULL)
+        return 0;
+    p->abandoned = 1;
+    if (p->cmd_pid > 0) {
+        kill(-p->cmd_pid, SIGCONT);
+        kill(-p->cmd_pid, SIGKILL);
+    }
+    kill(p->handle.pid, SIGCONT);
+    kill(p->handle.pid, SIGKILL);
     return 0;
 }
 

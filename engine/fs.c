@@ -133,6 +133,14 @@ static int fs_mkdir_p(lua_State *L)
     return luaL_fileresult(L, 1, NULL);
 }
 
+/* fs.mkdir(path) -> true | nil, err, errno: one directory; an existing one
+ * is an error (EEXIST), so two processes never both think they created it. */
+static int fs_mkdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    return luaL_fileresult(L, mkdir(path, 0755) == 0, path);
+}
+
 /* fs.stat(path) -> {type=, size=, mode=, mtime=} | nil, err (lstat: links
  * are reported as links). */
 static int fs_stat(lua_State *L)
@@ -254,6 +262,7 @@ static const luaL_Reg funcs[] = {
     {"list", fs_list},
     {"write", fs_write},
     {"append", fs_append},
+    {"mkdir", fs_mkdir},
     {"mkdir_p", fs_mkdir_p},
     {"stat", fs_stat},
     {"access", fs_access},

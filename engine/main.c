@@ -39,7 +39,7 @@ int main(int argc, char **argv)
         }
     }
     fflush(stdout);
-    beat_kill_descendants(getpid(), SIGKILL);
+    beat_kill_all_descendants();
     beat_close_state(L);
     return status;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime.h"
 
@@ -41,11 +42,11 @@ static pid_t read_ppid(pid_t pid)
     return (pid_t)ppid;
 }
 
-/* Sends sig to every live descendant of root (not root itself) and returns
- * how many were signalled. Parents are signalled before their children are
- * looked at again, so a caller that loops until it returns 0 also catches
- * processes forked while it ran. */
-int beat_kill_descendants(pid_t root, int sig)
+/* Sends sig to every live descendant of root (not root itself), except the
+ * members of process group skip_group (0: none), and returns how many were
+ * signalled. A caller that loops until it returns 0 also catches processes
+ * forked while it ran. */
+int beat_kill_descendants(pid_t root, int sig, pid_t skip_group)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -89,9 +90,12 @@ int beat_kill_descendants(pid_t root, int sig)
             if (all[i].ppid == parent && all[i].pid != root)
                 found[nfound++] = all[i].pid, all[i].ppid = -1;
     }
-    for (size_t i = 1; i < nfound; i++)
+    for (size_t i = 1; i < nfound; i++) {
+        if (skip_group > 0 && getpgid(found[i]) == skip_group)
+            continue;
         if (kill(found[i], sig) == 0)
             count++;
+    }
     free(found);
     free(all);
     return count;

@@ -48,8 +48,9 @@ static void on_readable(uv_poll_t *h, int status, int events)
         rl_callback_read_char();
 }
 
-/* readline.prompt(text, fn): shows the prompt; fn(line) runs once with the
- * line, or nil at end of input (Ctrl-D). */
+/* readline.prompt(text, fn) -> true | nil, err: shows the prompt; fn(line)
+ * runs once with the line, or nil at end of input (Ctrl-D). Fails when
+ * standard input cannot be polled (a regular file). */
 static int ed_prompt(lua_State *L)
 {
     const char *prompt = luaL_checkstring(L, 1);
@@ -58,9 +59,17 @@ static int ed_prompt(lua_State *L)
         ed = calloc(1, sizeof *ed);
         if (ed == NULL)
             return luaL_error(L, "out of memory");
+        int rc;
         ed->L = beat_main_thread(L);
         ed->on_line_ref = LUA_NOREF;
-        uv_poll_init(beat_loop(L), &ed->poll, STDIN_FILENO);
+        rc = uv_poll_init(beat_loop(L), &ed->poll, STDIN_FILENO);
+        if (rc != 0) { /* a regular file or /dev/null cannot be polled */
+            free(ed);
+            ed = NULL;
+            lua_pushnil(L);
+            lua_pushfstring(L, "cannot watch standard input: %s", uv_strerror(rc));
+            return 2;
+        }
         rl_catch_signals = 0;
         rl_catch_sigwinch = 1;
     }
@@ -71,7 +80,8 @@ static int ed_prompt(lua_State *L)
     ed->active = 1;
     rl_callback_handler_install(prompt, on_line);
     uv_poll_start(&ed->poll, UV_READABLE, on_readable);
-    return 0;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /* readline.interrupt(): Ctrl-C at the prompt drops the line being typed

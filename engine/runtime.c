@@ -274,8 +274,18 @@ static int core_isatty(lua_State *L)
 static int core_kill_descendants(lua_State *L)
 {
     int sig = (int)luaL_optinteger(L, 1, SIGKILL);
-    lua_pushinteger(L, beat_kill_descendants(getpid(), sig));
+    lua_pushinteger(L, beat_kill_descendants(getpid(), sig, 0));
     return 1;
+}
+
+/* Kills every process below beat, sweeping again until none is left, so
+ * processes forked during a sweep (and children of killed shims, which beat
+ * inherits as subreaper) are caught too. */
+void beat_kill_all_descendants(void)
+{
+    for (int i = 0; i < 100; i++)
+        if (beat_kill_descendants(getpid(), SIGKILL, 0) == 0)
+            return;
 }
 
 /* core.exit(code): leaves at once, with no unwinding; every process below
@@ -285,7 +295,7 @@ static int core_exit(lua_State *L)
     int code = (int)luaL_optinteger(L, 1, 0);
     fflush(stdout);
     fflush(stderr);
-    beat_kill_descendants(getpid(), SIGKILL);
+    beat_kill_all_descendants();
     _exit(code);
     return 0;
 }

@@ -31,6 +31,7 @@ const char *beat_exe_path(void);
 int beat_shim_main(int argc, char **argv);
 
 /* proctree.c */
-int beat_kill_descendants(pid_t root, int sig);
+int beat_kill_descendants(pid_t root, int sig, pid_t skip_group);
+void beat_kill_all_descendants(void);
 
 #endif

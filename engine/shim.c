@@ -11,9 +11,11 @@
  *   - on SIGTERM/SIGINT it forwards the signal to the command's group and
  *     every descendant, and after GRACE_MS sends SIGKILL to all of them;
  *   - when the command exits, leftovers get the same TERM-then-KILL.
- * It reports the command's fate on fd 3 as one line: "exit N",
- * "signal N" or "error ERRNO" (the command could not be executed), then
- * exits with the same status (128+N for a signal).
+ * On fd 3 it reports "pid N" when the command has started (beat sends
+ * job-control signals such as SIGSTOP straight to that process group), and
+ * the command's fate as one line: "exit N", "signal N" or "error ERRNO" (it
+ * could not be executed); then it exits with the same status (128+N for a
+ * signal).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,11 +47,12 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Signals the command's group and every process below the shim. */
+/* Signals the command's group and every process below the shim that left
+ * it; each process gets the signal once. */
 static void signal_all(pid_t group, int sig)
 {
     kill(-group, sig);
-    beat_kill_descendants(getpid(), sig);
+    beat_kill_descendants(getpid(), sig, group);
 }
 
 /* Reaps every child that has exited; records the command's own status.
@@ -147,6 +150,7 @@ int beat_shim_main(int argc, char **argv)
         report("error", (int)-child);
         return 127;
     }
+    report("pid", (int)child);
 
     for (;;) {
         siginfo_t info;
@@ -156,6 +160,7 @@ int beat_shim_main(int argc, char **argv)
             struct timespec ts;
             if (left <= 0) {
                 signal_all(child, SIGKILL);
+                beat_kill_descendants(getpid(), SIGKILL, 0);
                 deadline = now_ms() + 100; /* keep killing late forks */
                 left = 100;
             }
@@ -182,9 +187,11 @@ int beat_shim_main(int argc, char **argv)
             }
         } else if (sig == BEAT_SIG_KILLALL) {
             signal_all(child, SIGKILL);
+            beat_kill_descendants(getpid(), SIGKILL, 0);
             deadline = now_ms() + 100;
         } else if (sig == SIGTERM || sig == SIGINT) {
             signal_all(child, sig);
+            signal_all(child, SIGCONT); /* a stopped process acts on it only once continued */
             if (deadline < 0)
                 deadline = now_ms() + grace_ms;
         } else {

@@ -70,8 +70,8 @@ return function(opts)
     local function evaluate(n)
       local ctx = { cwd = run.cwd, label = "eval" }
       if o.runs > 1 then
-        local m, why = beat.measure(o.eval, { runs = o.runs, warmup = o.warmup, timeout = o.eval_timeout,
-          score = score, cwd = run.cwd })
+        local m, why = beat.measure(o.eval, { runs = o.runs, warmup = o.warmup,
+          timeout = run:limit(o.eval_timeout), score = score, cwd = run.cwd })
         run.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
           values = m and m.values, value = m and m.value, stddev = m and m.stddev })
         return m, why
@@ -83,6 +83,7 @@ return function(opts)
 
     -- baseline
     local baseline, why = evaluate(0)
+    run:clean()   -- what the eval wrote is not the agent's work
     if baseline == nil then
       run:record { iteration = 0, status = "crash", summary = "baseline: " .. tostring(why) }
       return "failed", "the baseline cannot be scored: " .. tostring(why)
@@ -109,7 +110,7 @@ return function(opts)
       -- propose
       local best_text, base_text = objective:describe(best), objective:describe(baseline)
       local prompt = type(o.prompt) == "function"
-        and run:hook("prompt", run:state { iteration = n, best_score = best, best_text = best_text })
+        and run:prompt_hook(run:state { iteration = n, best_score = best, best_text = best_text })
         or default_prompt(o, run, best_text, base_text)
       local agent = run:propose(n, prompt, { history = run.history })
       local changed = run:changed_since(run.best)
@@ -157,6 +158,7 @@ return function(opts)
         best = candidate
         run.best_score = objective:describe(best)
         run:keep(snap)
+        run:clean()   -- the kept snapshot holds the agent's change, not the eval's files
         since_keep = 0
         run:hook("on_keep", run:state { iteration = n, score = candidate, best_score = best })
       else
@@ -179,6 +181,8 @@ return function(opts)
         duration_s = beat.clock() - t0, summary = summary }
 
       -- stop?
+      local budget = run:budget_stop()
+      if budget then return "stopped", budget end
       if status == "keep" then
         local hit, why_hit = objective:target_reached(best)
         if hit then return "completed", "target reached: " .. why_hit end
@@ -192,7 +196,7 @@ return function(opts)
       if no_progress >= o.max_no_progress then
         return "stopped", ("no progress: the agent changed nothing %d times in a row"):format(no_progress)
       end
-      if n < o.max_iterations and o.cooldown > 0 then beat.sleep(o.cooldown) end
+      if n < o.max_iterations then run:cooldown() end
     end
     return "completed", ("%d iterations done"):format(o.max_iterations)
   end)

@@ -35,6 +35,7 @@ return function(opts)
     -- iteration 0: is there anything to fix?
     if o.check_first then
       local r = run:command(0, "check", o.check, o.check_timeout)
+      run:clean()   -- what the check wrote is not the agent's work
       if r.code == 0 then
         run:record { iteration = 0, status = "pass", summary = "the check already passes" }
         return "passed", "the check already passes; the agent was not run"
@@ -54,7 +55,7 @@ return function(opts)
 
       -- propose
       local prompt = type(o.prompt) == "function"
-        and run:hook("prompt", run:state { iteration = n, feedback = feedback_text })
+        and run:prompt_hook(run:state { iteration = n, feedback = feedback_text })
         or o.prompt
       if feedback_text and type(o.prompt) ~= "function" then
         prompt = ("%s\n\nPrevious attempt (iteration %d of %d): %s"):format(prompt, n - 1, o.max_iterations, feedback_text)
@@ -70,6 +71,7 @@ return function(opts)
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       else
         r = run:command(n, "check", o.check, o.check_timeout)
+        run:clean(snap)
         if r.code == 0 then
           status, summary = "pass", "check passed"
         else
@@ -104,13 +106,15 @@ return function(opts)
       run:hook("on_discard", run:state { iteration = n, status = status })
 
       -- stop?
+      local budget = run:budget_stop()
+      if budget then return "failed", budget end
       if run.consecutive_failures >= o.max_consecutive_failures then
         return "failed", ("%d consecutive failures"):format(run.consecutive_failures)
       end
       if no_progress >= o.max_no_progress then
         return "failed", ("no progress: the agent changed nothing %d times in a row"):format(no_progress)
       end
-      if n < o.max_iterations and o.cooldown > 0 then beat.sleep(o.cooldown) end
+      if n < o.max_iterations then run:cooldown() end
     end
     return "failed", ("the check still fails after %d iterations"):format(o.max_iterations)
   end)

@@ -123,6 +123,36 @@ describe("optimize", function()
     assert.matches("%.beat/", H.read(dir .. "/.git/info/exclude"))
   end)
 
+  it("does not take files the eval writes for the agent's work", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower", "--eval", "date +%N > bench-results.txt; cat value.txt", "-a", "true",
+      "--max-iterations", "2" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.same({ "baseline", "discard", "discard" }, statuses(dir))
+    assert.matches("the agent changed nothing", r.stdout)
+    assert.is_false(beat.fs.exists(dir .. "/bench-results.txt"))
+  end)
+
+  it("keeps a backup for every restore and finds runs whose .beat/ was deleted", function()
+    local dir, git = H.git_repo { ["value.txt"] = "100\n" }
+    local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--max-iterations", "1" }, { VALUES = "90" })
+    assert.equal(0, r.code, r.stderr)
+    local _, _, id = H.last_run(dir)
+    H.write(dir .. "/later.txt", "written after the run\n")
+    r = H.beat({ "restore", id, "base" }, { cwd = dir })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("undo this: beat restore " .. id .. " before%-restore%-1", r.stdout)
+    assert.is_false(beat.fs.exists(dir .. "/later.txt"))
+    r = H.beat({ "restore", id, "base" }, { cwd = dir })      -- again: nothing to do, nothing lost
+    assert.matches("nothing to do", r.stdout)
+    beat.fs.rm_rf(dir .. "/.beat")
+    r = H.beat({ "restore", id, "before-restore-1" }, { cwd = dir })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("written after the run\n", H.read(dir .. "/later.txt"))
+    assert.equal("90\n", H.read(dir .. "/value.txt"))
+    assert.matches(id, H.beat({ "runs" }, { cwd = dir }).stdout)
+  end)
+
   it("commits the best result to a branch only when asked, leaving HEAD alone", function()
     local dir, git = H.git_repo { ["value.txt"] = "100\n" }
     local head = git("rev-parse", "HEAD")
@@ -212,6 +242,21 @@ describe("beat loop", function()
     assert.equal("90\n", H.read(dir .. "/value.txt"))    -- iteration 2's "1" was not kept
     local recs = H.last_run(dir)
     assert.equal("interrupted", recs[#recs].event)
+  end)
+
+  it("on Ctrl-C waits for the agent to end before restoring, so its last writes are undone", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local m = H.marker()
+    local agent = H.tmpdir() .. "/stubborn.sh"
+    H.write(agent, ("#!/bin/sh\ntrap 'sleep 0.5; echo late > late.txt; exit 1' TERM\nsleep %s & wait\n"):format(m))
+    local p = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", EVAL, "-a", "sh " .. agent }, { cwd = dir }))
+    assert.is_true(H.wait_started(m, 10))
+    local pid = H.last_run(dir)[1].pid
+    beat.exec { "kill", "-INT", ("%d"):format(pid) }
+    local r = assert(p:wait(30))
+    assert.equal(130, r.code, r.stdout .. r.stderr)
+    assert.is_false(beat.fs.exists(dir .. "/late.txt"))
+    assert.matches("the work tree is as it was before the run", r.stdout)
   end)
 
   it("after kill -9 mid-iteration leaves no process and a journal of valid JSON lines", function()

@@ -112,6 +112,52 @@ describe("retry", function()
     assert.equal(3, #H.events(recs, "decision") - 1)
   end)
 
+  it("stops on Ctrl-C even when a hook swallows the cancellation with pcall", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local m = H.marker()
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      return (beat.strategy("retry") {
+        cwd = %q, prompt = "fix", check = %q, max_iterations = 5,
+        agent = beat.agent.command { argv = { "sh", %q, "{prompt}" } },
+        on_iteration = function() pcall(beat.exec, "sleep %s") end,
+      })
+    ]]):format(dir, CHECK, FIX, m))
+    local p = assert(beat.spawn({ H.bin, "run", recipe }, { env = { FIX_AT = "99" } }))
+    assert.is_true(H.wait_started(m, 10))
+    local pid = H.last_run(dir)[1].pid
+    beat.exec { "kill", "-INT", ("%d"):format(pid) }
+    local r = assert(p:wait(30))
+    assert.equal(130, r.code)
+    local recs = H.last_run(dir)
+    assert.equal("interrupted", recs[#recs].event)
+    assert.equal(0, #H.events(recs, "agent"))
+  end)
+
+  it("keeps every command inside max_duration, a hanging check included", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local t0 = beat.clock()
+    local r = loop(dir, { "fix", "--until", "sleep 60; false", "-a", "sh " .. FIX, "--max-duration", "2s",
+      "--cooldown", "60s" })
+    assert.is_true(beat.clock() - t0 < 30)
+    assert.equal(1, r.code)
+    assert.matches("time budget of 2%.0s used", r.stdout)
+  end)
+
+  it("stops with a clear error when the prompt hook returns nothing", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      return (beat.strategy("retry") {
+        cwd = %q, check = %q, agent = beat.agent.command { argv = { "true" } },
+        prompt = function(ctx) local forgot_return = "fix it" end,
+      })
+    ]]):format(dir, CHECK))
+    local r = H.beat { "run", recipe }
+    assert.equal(1, r.code)
+    assert.matches("hook prompt failed: must return the prompt as a string, returned nil", r.stdout)
+  end)
+
   it("stops with the hook's name when a hook raises, leaving the best snapshot", function()
     local dir = H.git_repo { ["bug.txt"] = "broken\n" }
     local recipe = H.recipe(H.tmpdir(), ([[

@@ -30,7 +30,7 @@ describe("tasks", function()
     assert.same({ 1, 2, 3, 4, 5 }, beat.all(ts))
   end)
 
-  it("cancel kills the task's process and runs its <close> variables", function()
+  it("cancel ends the task's process before the task moves on, and runs its <close> variables", function()
     local m = H.marker()
     local closed = false
     local t = beat.go(function()
@@ -40,26 +40,63 @@ describe("tasks", function()
     end)
     assert.is_true(H.wait_started(m))
     t:cancel()
+    t:join()          -- the blocking call returns once the process is gone
     assert.equal("cancelled", t.status)
     assert.is_true(closed)
-    assert.same({}, H.wait_gone(m, 2))
+    assert.same({}, H.pids_with(m))
     local ok, err = pcall(t.wait, t)
     assert.is_false(ok)
     assert.is_true(beat.is_cancelled(err))
   end)
 
-  it("lets a cancelled task catch the cancellation and clean up", function()
+  it("lets a cancelled task catch the cancellation and clean up inside beat.shield", function()
     local log = {}
     local t = beat.go(function()
       local ok, err = pcall(beat.sleep, 10)
       log[#log + 1] = beat.is_cancelled(err) and "cancelled" or tostring(ok)
-      beat.sleep(0.01) -- cleanup may still wait
-      log[#log + 1] = "cleaned"
+      beat.shield(function()
+        beat.sleep(0.01) -- cleanup that waits
+        log[#log + 1] = "cleaned"
+      end)
       return "finished"
     end)
     t:cancel()
     assert.equal("finished", t:wait())
     assert.same({ "cancelled", "cleaned" }, log)
+  end)
+
+  it("keeps a cancellation that a pcall swallowed: the next blocking call raises again", function()
+    local reached = false
+    local t = beat.go(function()
+      pcall(beat.sleep, 10)
+      pcall(beat.sleep, 10)     -- raises at once, does not wait 10 s
+      beat.sleep(10)
+      reached = true
+    end)
+    t:cancel()
+    assert.equal("cancelled", t.status)
+    assert.is_false(reached)
+  end)
+
+  it("treats a bare coroutine.yield() in a task as giving other tasks a turn", function()
+    local order = {}
+    local a = beat.go(function() order[#order + 1] = "a1"; coroutine.yield(); order[#order + 1] = "a2" end)
+    local b = beat.go(function() order[#order + 1] = "b" end)
+    a:wait()
+    b:wait()
+    assert.same({ "a1", "b", "a2" }, order)
+  end)
+
+  it("does not report a failed task that is waited for later", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local beat = require "beat"
+      local t = beat.go(function() error("handled later") end)
+      assert(not pcall(t.wait, t))
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code)
+    assert.equal("", r.stderr)
   end)
 
   it("end the processes a task spawned when the task finishes", function()

@@ -37,7 +37,7 @@ local function install_signals()
       local handled = interrupt_handler(code)
       if handled then return end
     end
-    if interrupted and sig == SIG.SIGINT then
+    if interrupted then
       io.stderr:write("\nbeat: interrupted again, exiting now\n")
       runtime.exit(code)
     end

@@ -28,9 +28,29 @@ local function take_dir_flag(cli, args)
   return rest, dir
 end
 
-local function find_run(cli, root, id)
+-- Runs known to the work tree: journals in .beat/runs, plus runs whose
+-- snapshots are still in git when the journal is gone (an agent or a
+-- `git clean -x` removed .beat/).
+local function known_runs(root, repo)
   local journal = require "beat.journal"
   local runs = journal.list(root .. "/.beat/runs")
+  if repo then
+    local seen = {}
+    for _, r in ipairs(runs) do seen[r.id] = true end
+    for _, ref in ipairs(repo:refs("refs/beat/") or {}) do
+      local id = ref.name:match("^refs/beat/([^/]+)/")
+      if id and not seen[id] then
+        seen[id] = true
+        runs[#runs + 1] = { id = id, dir = root .. "/.beat/runs/" .. id, journal_gone = true }
+      end
+    end
+    table.sort(runs, function(a, b) return a.id < b.id end)
+  end
+  return runs
+end
+
+local function find_run(cli, root, id, repo)
+  local runs = known_runs(root, repo)
   if #runs == 0 then cli.usage_error("no runs in %s/.beat/runs", root) end
   if id == nil or id == "last" or id == "latest" then return runs[#runs] end
   local found
@@ -63,16 +83,20 @@ function M.register(cli)
     run = function(args)
       local rest, dir = take_dir_flag(cli, args)
       if rest[1] then cli.usage_error("runs: unexpected argument '%s'", rest[1]) end
-      local _, root = work_tree(cli, dir)
+      local repo, root = work_tree(cli, dir)
       local journal = require "beat.journal"
-      local runs = journal.list(root .. "/.beat/runs")
+      local runs = known_runs(root, repo)
       if #runs == 0 then print("no runs yet") return 0 end
       for _, r in ipairs(runs) do
-        local j = assert(journal.open(r.dir))
-        local start, last, status, iters = summarize(j)
-        print(("%s  %s  %-9s  %-11s %3d iter  %s"):format(r.id,
-          os.date("%Y-%m-%d %H:%M", math.floor(start.time or 0)), start.strategy or "?", status,
-          iters, last.reason or ""))
+        local j = journal.open(r.dir)
+        if j then
+          local start, last, status, iters = summarize(j)
+          print(("%s  %s  %-9s  %-11s %3d iter  %s"):format(r.id,
+            os.date("%Y-%m-%d %H:%M", math.floor(start.time or 0)), start.strategy or "?", status,
+            iters, last.reason or ""))
+        else
+          print(("%s  (journal gone; snapshots kept in refs/beat/%s/)"):format(r.id, r.id))
+        end
       end
       return 0
     end,
@@ -83,10 +107,15 @@ function M.register(cli)
     usage = "beat show [RUN|last] [-w DIR]",
     run = function(args)
       local rest, dir = take_dir_flag(cli, args)
-      local _, root = work_tree(cli, dir)
-      local r = find_run(cli, root, rest[1])
+      local repo, root = work_tree(cli, dir)
+      local r = find_run(cli, root, rest[1], repo)
       local journal = require "beat.journal"
-      local j = assert(journal.open(r.dir))
+      local j = journal.open(r.dir)
+      if not j then
+        print(("run %s: its journal is gone; its snapshots are in refs/beat/%s/ ('beat restore %s base' still works)")
+          :format(r.id, r.id, r.id))
+        return 0
+      end
       local start, last, status, iters, _, warning = summarize(j)
       print(("run %s (%s) in %s"):format(r.id, start.strategy or "?", start.cwd or root))
       print(("status: %s%s"):format(status, last.reason and (" — " .. last.reason) or ""))
@@ -103,38 +132,51 @@ function M.register(cli)
 
   cli.command("restore", {
     summary = "put the work tree back as it was at a point of a run",
-    usage = "beat restore RUN [base|best|iter-N] [-w DIR]",
+    usage = "beat restore RUN [base|best|iter-N|before-restore-N] [-w DIR]",
     help = [[
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):
 base (default) is the work tree as it was before the run — uncommitted and
 untracked files included — so this undoes the run; best is the best result;
 iter-N is iteration N. Ignored files are never touched, HEAD, the index and
 branches are not changed. The work tree as it is now is first saved as
-refs/beat/RUN/before-restore, so a restore can itself be undone.]],
+refs/beat/RUN/before-restore-N (a new N each time), so a restore can itself
+be undone. Works from the snapshots in git even when .beat/ was deleted.]],
     run = function(args)
       local rest, dir = take_dir_flag(cli, args)
       if not rest[1] then cli.usage_error("restore: missing RUN (see 'beat runs')") end
       if rest[3] then cli.usage_error("restore: unexpected argument '%s'", rest[3]) end
       local which = rest[2] or "base"
-      if not (which == "base" or which == "best" or which:match("^iter%-%d+$") or which == "before-restore") then
-        cli.usage_error("restore: WHICH must be base, best or iter-N, got '%s'", which)
+      if not (which == "base" or which == "best" or which:match("^iter%-%d+$")
+          or which:match("^before%-restore%-%d+$")) then
+        cli.usage_error("restore: WHICH must be base, best, iter-N or before-restore-N, got '%s'", which)
       end
       local repo, root, err = work_tree(cli, dir)
       if not repo then cli.usage_error("restore: %s", err) end
-      local r = find_run(cli, root, rest[1])
-      local ref = ("refs/beat/%s/%s"):format(r.id, which)
-      local refs = repo:refs(ref)
-      local target
-      for _, x in ipairs(refs) do if x.name == ref then target = x.id end end
+      local r = find_run(cli, root, rest[1], repo)
+      local prefix = ("refs/beat/%s/"):format(r.id)
+      local target, backups = nil, 0
+      for _, x in ipairs(repo:refs(prefix) or {}) do
+        if x.name == prefix .. which then target = x.id end
+        local n = tonumber(x.name:match("/before%-restore%-(%d+)$"))
+        if n and n > backups then backups = n end
+      end
       if not target then cli.usage_error("restore: run %s has no snapshot '%s'", r.id, which) end
       local lock, lerr = repo:lock { id = "restore" }
       if not lock then io.stderr:write("beat: restore: ", lerr, "\n") return 1 end
-      local res, rerr = repo:restore { commit = target, backup = ("refs/beat/%s/before-restore"):format(r.id) }
+      local changed = repo:changed(target)
+      if changed == false then
+        lock:release()
+        print(("the work tree already equals %s of run %s; nothing to do"):format(which, r.id))
+        return 0
+      end
+      -- every restore keeps its own backup: none is ever overwritten
+      local backup = ("before-restore-%d"):format(backups + 1)
+      local res, rerr = repo:restore { commit = target, backup = prefix .. backup }
       lock:release()
       if not res then io.stderr:write("beat: restore: ", tostring(rerr), "\n") return 1 end
       print(("work tree restored to %s of run %s (%s): %d written, %d removed"):format(
         which, r.id, target:sub(1, 10), res.written, res.removed))
-      print(("undo this: beat restore %s before-restore"):format(r.id))
+      print(("undo this: beat restore %s %s"):format(r.id, backup))
       return 0
     end,
   })

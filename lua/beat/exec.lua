@@ -15,6 +15,7 @@ local M = {}
 local SIG = runtime.signals
 local DEFAULT_MAX_OUTPUT = 1024 * 1024
 local DEFAULT_GRACE = 5
+local MAX_OUTPUT_LIMIT = 1 << 30
 
 ---@class beat.ExecOpts
 ---@field cwd? string working directory
@@ -168,8 +169,8 @@ local function prepare(fn, cmd, opts)
     if not grace then fail(fn, "opts.grace %s", why) end
   end
   local max = opts.max_output == nil and DEFAULT_MAX_OUTPUT or opts.max_output
-  if math.type(max) ~= "integer" or max < 2 then
-    fail(fn, "opts.max_output must be an integer >= 2, got %s", tostring(max))
+  if math.type(max) ~= "integer" or max < 2 or max > MAX_OUTPUT_LIMIT then
+    fail(fn, "opts.max_output must be an integer from 2 to %d (1 GiB), got %s", MAX_OUTPUT_LIMIT, tostring(max))
   end
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
     fail(fn, "opts.cwd must be a string, got %s", type(opts.cwd))
@@ -274,7 +275,18 @@ function Proc:wait(timeout)
       return function() self:_end() end
     end)
     if timer then timer:close() end
-    if not ok then error(err, 0) end
+    if not ok then
+      if task.is_cancelled(err) and not self.result then
+        -- cancelled: the tree is being ended; wait until it is gone (bounded
+        -- by the grace period and the backstop) so nothing it does lands
+        -- after the caller has moved on, e.g. restored the work tree
+        self:_end()
+        pcall(task.shield, task.await, "proc:wait", function(wake)
+          table.insert(self.waiters, wake)
+        end)
+      end
+      error(err, 0)
+    end
     if not self.result then return nil, "timeout" end
   end
   if self.exec_error then return nil, self.exec_error end

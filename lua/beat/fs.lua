@@ -26,6 +26,9 @@ M.write = core.write
 ---@param durable? boolean
 M.append = core.append
 
+--- Creates one directory; fails with EEXIST if it exists (nil, err, errno).
+M.mkdir = core.mkdir
+
 --- Creates a directory and its missing parents.
 M.mkdir_p = core.mkdir_p
 

@@ -15,6 +15,7 @@ M.go = task.go
 M.all = task.all
 M.cancelled = task.cancelled
 M.is_cancelled = task.is_cancelled
+M.shield = task.shield
 
 --- Suspends the running task for d (seconds or a duration string).
 ---@param d number|string

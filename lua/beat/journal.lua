@@ -25,12 +25,37 @@ local function looks_secret(k)
   return false
 end
 
+-- Valid UTF-8: invalid bytes (binary output, a character cut in half)
+-- become U+FFFD, so every line of the journal is valid JSON text.
+local function utf8_clean(s)
+  if utf8.len(s) then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    if pcall(utf8.codepoint, s, i) then
+      local c = s:byte(i)
+      local size = c < 0x80 and 1 or c < 0xE0 and 2 or c < 0xF0 and 3 or 4
+      out[#out + 1] = s:sub(i, i + size - 1)
+      i = i + size
+    else
+      out[#out + 1] = "\u{FFFD}"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+M.utf8_clean = utf8_clean
+
 --- A copy of v safe to write: functions become "<function>", secret-looking
---- keys and every `env` table's values are redacted, cycles are cut.
+--- keys and every `env` table's values are redacted, cycles are cut, text
+--- is made valid UTF-8.
 ---@param v any
 ---@return any
 function M.sanitize(v, seen, in_env)
   local t = type(v)
+  if t == "string" then
+    if in_env then return "[redacted]" end
+    return utf8_clean(v)
+  end
   if t == "function" then return "<function>" end
   if t == "userdata" or t == "thread" then return "<" .. t .. ">" end
   if t == "number" and (v ~= v or v == math.huge or v == -math.huge) then return tostring(v) end
@@ -84,7 +109,7 @@ local function tsv_field(v)
     if math.type(v) == "integer" then return tostring(v) end
     return ("%.6g"):format(v)
   end
-  return (tostring(v):gsub("[\t\r\n]+", " "))
+  return (utf8_clean(tostring(v)):gsub("[\t\r\n]+", " "))
 end
 
 --- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`).
@@ -98,14 +123,15 @@ function M.create(root, now)
   for _ = 1, 1000 do
     local id = M.new_id(t)
     local dir = root .. "/" .. id
-    if not fs.exists(dir) then
-      ok, err = fs.mkdir_p(dir)
-      if not ok then return nil, err end
+    local made, merr, code = fs.mkdir(dir)
+    if made then
       local j = setmetatable({ id = id, dir = dir, path = dir .. "/journal.jsonl",
                                tsv = dir .. "/results.tsv" }, Journal)
       ok, err = fs.append(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n", true)
       if not ok then return nil, err end
       return j
+    elseif code ~= 17 then -- not EEXIST
+      return nil, merr
     end
     t = t + 0.001
   end

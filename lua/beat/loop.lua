@@ -166,14 +166,37 @@ function Run:budget_stop()
   return nil
 end
 
---- The agent's timeout for this iteration: its own, cut to the time left.
-function Run:agent_timeout()
-  local t = self.opts.agent_timeout
+--- A timeout for something run now: `t` (nil: none) cut to the time left
+--- under max_duration, so no command, agent or pause outlives the budget.
+---@param t? number seconds
+---@return number|nil
+function Run:limit(t)
   if self.opts.max_duration then
-    local left = math.max(1, self.opts.max_duration - self:elapsed())
-    t = t and math.min(t, left) or left
+    local left = math.max(0.1, self.opts.max_duration - self:elapsed())
+    return t and math.min(t, left) or left
   end
   return t
+end
+
+--- The agent's timeout for this iteration: its own, cut to the time left.
+function Run:agent_timeout()
+  return self:limit(self.opts.agent_timeout)
+end
+
+--- Pauses for the cooldown (cut to the time left).
+function Run:cooldown()
+  local c = self.opts.cooldown
+  if c and c > 0 then beat.sleep(self:limit(c)) end
+end
+
+--- Calls the prompt hook; it must return a string.
+function Run:prompt_hook(ctx)
+  local p = self:hook("prompt", ctx)
+  if type(p) ~= "string" then
+    error(setmetatable({ hook = "prompt", traceback = ("must return the prompt as a string, returned %s")
+      :format(type(p)) }, HookError), 0)
+  end
+  return p
 end
 
 --- Runs the agent for iteration n; waits out rate limits (not failures).
@@ -232,7 +255,7 @@ end
 ---@param cmd string|string[]
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
-  local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = timeout, max_output = 256 * 1024 })
+  local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
           timed_out = false }
@@ -401,6 +424,12 @@ local function preflight(agent, cwd)
   end
 end
 
+--- Restores the work tree to snap (default best) after a check or eval,
+--- so files they wrote (reports, caches) are not taken for the agent's work.
+function Run:clean(snap)
+  if self.repo then self:restore(snap) end
+end
+
 --- Starts a run and calls body(run); see the module comment. body returns
 --- status ("passed"|"completed"|"failed"|"stopped"), reason.
 ---@param strategy string
@@ -471,8 +500,8 @@ function M.run(strategy, opts, body)
   else
     status, reason = "failed", "error: " .. tostring(res[2])
   end
-  -- cleanup must finish even if a second signal cancels us again
-  local ok, ferr = pcall(finish, run, status, reason)
+  -- cleanup runs shielded from the cancellation that may have ended the body
+  local ok, ferr = pcall(task.shield, finish, run, status, reason)
   if lock then lock:release() end
   if not ok then io.stderr:write("beat: finishing the run failed: ", tostring(ferr), "\n") end
   local code = (status == "passed" or status == "completed" or status == "stopped") and 0

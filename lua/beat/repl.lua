@@ -92,11 +92,33 @@ function M.run(cli)
     run_line(chunk)
   end
 
-  function prompt()
-    rl.prompt(buffer and ">> " or "beat> ", on_line)
+  -- standard input that cannot be polled (a file, /dev/null): read it
+  -- line by line without line editing; each line on a fresh turn of the
+  -- loop, so a long script does not nest calls
+  local plain = false
+  local function next_plain_line()
+    local timer = runtime.timer()
+    timer:start(0, function()
+      timer:close()
+      on_line(io.read("l"))
+    end)
   end
 
-  cli.on_interrupt(function()
+  function prompt()
+    if plain then return next_plain_line() end
+    local ok = rl.prompt(buffer and ">> " or "beat> ", on_line)
+    if not ok then
+      plain = true
+      next_plain_line()
+    end
+  end
+
+  local status = 0
+  cli.on_interrupt(function(code)
+    if code ~= cli.EXIT_INT then      -- SIGTERM: leave, cancelling what runs
+      done, status = true, code
+      return false
+    end
     if running then
       running:cancel()
     else
@@ -115,7 +137,7 @@ function M.run(cli)
   cli.on_interrupt(nil)
   task.cancel_all()
   runtime.run("default")
-  return 0
+  return status
 end
 
 return M

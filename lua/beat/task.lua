@@ -53,19 +53,47 @@ local function finish(t, ok, ...)
   local waiters = t.waiters
   t.waiters = {}
   if t.status == "failed" and #waiters == 0 and not t.observed then
+    -- reported on the next turn of the loop unless someone waits for it first
     unobserved[t] = true
-    io.stderr:write(("beat: task %s failed: %s\n"):format(t.name, t.traceback))
+    local timer = require("beat._runtime").timer()
+    timer:start(0, function()
+      timer:close()
+      if unobserved[t] then
+        io.stderr:write(("beat: task %s failed: %s\n"):format(t.name, t.traceback))
+      end
+    end)
   end
   for _, wake in ipairs(waiters) do wake() end
 end
 
-local function step(t, ...)
+local step
+
+-- A task that called coroutine.yield() itself (not through a beat call)
+-- is resumed on the next turn of the loop: a plain yield gives the other
+-- tasks a turn, like beat.sleep(0).
+local function reschedule(t)
+  local timer = require("beat._runtime").timer()
+  local token = {}
+  t.token = token
+  timer:start(0, function()
+    timer:close()
+    if t.token == token then
+      t.token = nil
+      step(t)
+    end
+  end)
+end
+
+function step(t, ...)
   local prev = current
   current = t
+  t.in_await = false
   local res = table.pack(coroutine.resume(t.co, ...))
   current = prev
   if coroutine.status(t.co) == "dead" then
     finish(t, table.unpack(res, 1, res.n))
+  elseif not t.in_await and t.token == nil then
+    reschedule(t)
   end
 end
 
@@ -88,7 +116,7 @@ function M.start(observed, fn, ...)
   next_id = next_id + 1
   local t = setmetatable({
     co = coroutine.create(fn), status = "running", name = "#" .. next_id,
-    cleanups = {}, waiters = {}, observed = observed,
+    cleanups = {}, waiters = {}, observed = observed, shielded = 0,
   }, Task)
   live[t] = true
   step(t, ...)
@@ -133,10 +161,7 @@ end
 ---@param start fun(wake: fun(...)): (fun()|nil)
 function M.await(what, start)
   local t = M.current(what)
-  if t.cancel_pending then
-    t.cancel_pending = nil
-    error(M.cancelled, 0)
-  end
+  if t.cancelled and t.shielded == 0 then error(M.cancelled, 0) end
   local token, early = {}, nil
   t.token = token
   local function wake(...)
@@ -151,6 +176,7 @@ function M.await(what, start)
   local cancel = start(wake)
   if early then return table.unpack(early, 1, early.n) end
   t.on_cancel = cancel
+  t.in_await = true
   local res = table.pack(coroutine.yield())
   t.on_cancel = nil
   if res[1] == M.cancelled and res.n == 1 and t.cancelling then
@@ -160,23 +186,41 @@ function M.await(what, start)
   return table.unpack(res, 1, res.n)
 end
 
+--- Runs fn(...) in the running task with cancellation held off: blocking
+--- calls inside it work even after the task was cancelled (cleanup that must
+--- wait: the end of a process, a final journal record). A cancel that
+--- arrives meanwhile takes effect at the first blocking call after it.
+function M.shield(fn, ...)
+  local t = M.current("beat.shield")
+  t.shielded = t.shielded + 1
+  local res = table.pack(pcall(fn, ...))
+  t.shielded = t.shielded - 1
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
 --- Cancels the task: stops what it waits for and raises `beat.cancelled`
---- at its blocking call, so pcall handlers and <close> variables run. A
---- task may wait again while it cleans up; cancelling it again interrupts
---- that wait too. Cancelling a finished task does nothing.
+--- at its blocking call, so pcall handlers and <close> variables run. The
+--- cancellation sticks: every later blocking call raises it again (so a
+--- pcall cannot swallow it), except inside beat.shield(fn). Cancelling a
+--- finished task does nothing.
 function Task:cancel()
   if self.status ~= "running" then return false end
-  if self == M.running() then error(M.cancelled, 0) end
-  if self.token then
+  self.cancelled = true
+  if self == M.running() then
+    if self.shielded == 0 then error(M.cancelled, 0) end
+    return true
+  end
+  if self.token and self.shielded == 0 then
     self.token = nil
     local cancel = self.on_cancel
     self.on_cancel = nil
     if cancel then pcall(cancel) end
     self.cancelling = true
     step(self, M.cancelled)
-  else
-    self.cancel_pending = true  -- it is resuming another task; raise at its next wait
   end
+  -- otherwise it is shielded, or resuming another task: it raises at its
+  -- next blocking call outside a shield
   return true
 end
 
