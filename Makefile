@@ -3,13 +3,14 @@
 
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := lua5.4 libuv libgit2 lua5.4-cjson
+PKGS     := lua5.4 libuv libgit2
 DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev lua-cjson-dev \
             lua-busted libreadline-dev git tmux
 WARN     := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Werror
 CFLAGS   ?= -O2 -g
 BEAT_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iengine -Ibuild
-BEAT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lreadline
+# lua-cjson is linked statically, from Debian's liblua5.4-cjson.a
+BEAT_LIBS   = -l:liblua5.4-cjson.a $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lreadline
 
 BUILD    ?= build
 C_SRC    := $(wildcard engine/*.c)
