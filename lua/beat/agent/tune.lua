@@ -172,13 +172,7 @@ local function locate(p, text)
   end
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local read_file = require("beat.fs").read
 
 local function write_file(path, data)
   local f, err = io.open(path, "wb")
