@@ -13,12 +13,19 @@
  *    trees computed from the work tree; ignored untracked paths are never in
  *    such a tree, so they are never touched. `.beat/` and `.git` never are.
  *
+ * A file is stored as its bytes on disk, never through git's clean filters
+ * (eol conversion, ident, filter drivers), and restored as those bytes, never
+ * through checkout filters: a restore gives back every byte, whatever
+ * .gitattributes or core.autocrlf say.
+ *
  * The work-tree tree is built from the previous one with a recursive tree
  * builder fed by the paths an inotify watch saw change (cost grows with the
  * change set), or, when the watch is not usable, from a full scan: the real
  * index's tree plus every path git_diff_index_to_workdir reports (the index
- * is the stat cache, so unchanged files are not hashed).  Both paths hash a
- * file with the same function, so they give the same tree.
+ * is the stat cache, so unchanged files are not hashed), plus every tracked
+ * file a filter may have applied to when it was added (its index blob id is
+ * then not its bytes).  Both paths hash a file with the same function, so
+ * they give the same tree.
  */
 
 #include <dirent.h>
@@ -30,10 +37,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <git2.h>
@@ -308,6 +317,7 @@ typedef struct {
 	int filemode;          /* core.fileMode */
 	int use_watch;
 	unsigned long tmp_counter;  /* names restore's temporary files */
+	git_index *rawcache;   /* <gitdir>/beat/raw-index, once opened */
 	watch w;
 } brepo;
 
@@ -384,6 +394,8 @@ static void repo_close(brepo *r)
 	free(r->w.pend.v);
 	r->w.pend.v = NULL;
 	r->w.pend.cap = 0;
+	git_index_free(r->rawcache);
+	r->rawcache = NULL;
 	if (r->repo)
 		git_repository_free(r->repo);
 	r->repo = NULL;
@@ -500,54 +512,226 @@ static int apply_changes(git_repository *repo, const git_oid *base_id,
 }
 
 /*
- * Hashes one work-tree path into the object database the way `git add`
- * would (clean filters and eol rules applied; symlinks stored as links).
- * Returns 1 with *oid and *mode set for a file or symlink, 2 for a directory,
- * 0 when there is nothing there to store, -1 on error.
+ * Stores bytes as a blob.  git_odb_write hashes first and, when the object is
+ * already there, only refreshes its time, as git does (a `git gc` prunes
+ * unreachable loose objects by age; refreshed, the object is not pruned
+ * before the snapshot that uses it is referenced).  A loose object written
+ * or refreshed in the last hour needs no refreshing: a stat finds it, where
+ * the refresh would be a write.  (git_blob_create_from_buffer would stream
+ * through a temporary file every time: a file creation per blob.)
  */
-static int hash_path(brepo *r, git_index *idx, const char *rel, git_oid *oid,
-	uint32_t *mode, errbuf *e)
+static int put_blob(brepo *r, git_oid *oid, const void *data, size_t len)
+{
+	git_odb *odb = NULL;
+	int rc;
+	if (git_odb_hash(oid, data, len, GIT_OBJECT_BLOB) == 0) {
+		char hex[GIT_OID_HEXSZ + 1], *p = NULL;
+		struct stat st;
+		int fresh;
+		git_oid_tostr(hex, sizeof hex, oid);
+		if (asprintf(&p, "%sobjects/%.2s/%s", git_repository_commondir(r->repo),
+			hex, hex + 2) < 0)
+			p = NULL;
+		fresh = p && stat(p, &st) == 0 && st.st_mtime > time(NULL) - 3600;
+		free(p);
+		if (fresh)
+			return 0;
+	}
+	if (git_repository_odb(&odb, r->repo) < 0)
+		return -1;
+	rc = git_odb_write(oid, odb, data, len, GIT_OBJECT_BLOB);
+	git_odb_free(odb);
+	return rc;
+}
+
+/*
+ * Stores the bytes of the regular file at abs exactly as they are on disk, as
+ * a blob: no clean filter, no eol conversion, no ident, whatever
+ * .gitattributes or core.autocrlf say.  An object already in the database is
+ * not written again.  Returns 1 with *oid and *read_st (the stat of the file
+ * read) set; 0 when abs is gone; 3 when it is not a regular file (any more:
+ * the caller looks again); -1 on error.
+ */
+static int store_file(brepo *r, const char *rel, const char *abs, git_oid *oid,
+	struct stat *read_st, errbuf *e)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0, cap;
+	int fd, rc = -1;
+
+	/* O_NOFOLLOW: a symlink swapped in since the lstat is not followed;
+	 * O_NONBLOCK: nor does a fifo swapped in block the open */
+	fd = open(abs, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0;
+		if (errno == ELOOP)
+			return 3;
+		return osfail(e, "snapshot", rel);
+	}
+	if (fstat(fd, &st) < 0) {
+		osfail(e, "snapshot", rel);
+		goto done;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = 3;
+		goto done;
+	}
+	*read_st = st;
+	/* one byte more than the size, so that the end of file is seen without
+	 * growing the buffer when the file does not grow meanwhile */
+	cap = (size_t)st.st_size + 1;
+	if (!(buf = malloc(cap))) {
+		fail(e, "snapshot: %s: out of memory (%lld bytes)", rel,
+			(long long)st.st_size);
+		goto done;
+	}
+	for (;;) {
+		if (len == cap) {
+			char *nb = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+			if (!nb) {
+				fail(e, "snapshot: %s: out of memory", rel);
+				goto done;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			osfail(e, "snapshot", rel);
+			goto done;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (put_blob(r, oid, buf, len) < 0) {
+		fail(e, "snapshot: %s: %s", rel, gitmsg());
+		goto done;
+	}
+	rc = 1;
+done:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Stores a symlink's target as a blob (what git stores for a link).  Returns
+ * 1 with *oid set, 0 when abs is gone, 3 when it is no longer a symlink, -1
+ * on error.
+ */
+static int store_link(brepo *r, const char *rel, const char *abs, git_oid *oid,
+	errbuf *e)
+{
+	size_t cap = 256;
+	int rc = -1;
+	for (;;) {
+		char *buf = malloc(cap);
+		ssize_t n;
+		if (!buf)
+			return fail(e, "snapshot: out of memory");
+		n = readlink(abs, buf, cap);
+		if (n < 0) {
+			int err = errno;
+			free(buf);
+			if (err == ENOENT || err == ENOTDIR)
+				return 0;
+			if (err == EINVAL)
+				return 3;
+			errno = err;
+			return osfail(e, "snapshot", rel);
+		}
+		if ((size_t)n < cap) {
+			if (put_blob(r, oid, buf, (size_t)n) < 0)
+				fail(e, "snapshot: %s: %s", rel, gitmsg());
+			else
+				rc = 1;
+			free(buf);
+			return rc;
+		}
+		free(buf);  /* possibly truncated: try again with more room */
+		if (cap > (size_t)1 << 24)
+			return fail(e, "snapshot: %s: symlink target too long", rel);
+		cap *= 2;
+	}
+}
+
+/*
+ * Hashes one work-tree path into the object database: a file's bytes exactly
+ * as they are on disk (no filters, see store_file), a symlink as a link.
+ * Returns 1 with *oid and *mode set for a file or symlink (and *read_st, when
+ * not NULL, to the stat of a regular file read; st_mode 0 for a link), 2 for
+ * a directory, 0 when there is nothing there to store, -1 on error.  With
+ * reg set (the caller just saw a regular file there) the file is opened
+ * without an lstat first; whatever else it turns out to be is looked at again.
+ */
+static int hash_path_st(brepo *r, git_index *idx, const char *rel, int reg,
+	git_oid *oid, uint32_t *mode, struct stat *read_st, errbuf *e)
 {
 	struct stat st;
 	char *abs = abspath(r, rel);
+	int rc = -1;
 	if (!abs)
 		return fail(e, "snapshot: out of memory");
-	if (lstat(abs, &st) < 0) {
-		int err = errno;
-		free(abs);
-		if (err == ENOENT || err == ENOTDIR)
-			return 0;
-		errno = err;
-		return osfail(e, "snapshot", rel);
-	}
-	free(abs);
-	if (S_ISDIR(st.st_mode))
-		return 2;
-	if (S_ISLNK(st.st_mode)) {
-		*mode = GIT_FILEMODE_LINK;
-	} else if (S_ISREG(st.st_mode)) {
-		if (r->filemode) {
-			*mode = (st.st_mode & S_IXUSR) ? GIT_FILEMODE_BLOB_EXECUTABLE
-				: GIT_FILEMODE_BLOB;
-		} else {
-			const git_index_entry *ie = idx ? git_index_get_bypath(idx, rel, 0)
-				: NULL;
-			*mode = ie && ie->mode == GIT_FILEMODE_BLOB_EXECUTABLE
-				? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
+	/* a path changing type under us is looked at again, a few times */
+	for (int tries = 0; tries < 8; tries++) {
+		if (!reg || tries > 0) {
+			if (lstat(abs, &st) < 0) {
+				if (errno == ENOENT || errno == ENOTDIR)
+					rc = 0;
+				else
+					rc = osfail(e, "snapshot", rel);
+				goto done;
+			}
+			if (S_ISDIR(st.st_mode)) {
+				rc = 2;
+				goto done;
+			}
+			if (S_ISLNK(st.st_mode)) {
+				*mode = GIT_FILEMODE_LINK;
+				if (read_st)
+					read_st->st_mode = 0;
+				rc = store_link(r, rel, abs, oid, e);
+				if (rc != 3)
+					goto done;
+				continue;
+			}
+			if (!S_ISREG(st.st_mode)) {
+				rc = 0;  /* fifo, socket, device: git does not store these */
+				goto done;
+			}
 		}
-	} else {
-		return 0;  /* fifo, socket, device: git does not store these */
+		rc = store_file(r, rel, abs, oid, &st, e);
+		if (rc == 1) {
+			if (r->filemode) {
+				*mode = (st.st_mode & S_IXUSR) ? GIT_FILEMODE_BLOB_EXECUTABLE
+					: GIT_FILEMODE_BLOB;
+			} else {
+				const git_index_entry *ie = idx
+					? git_index_get_bypath(idx, rel, 0) : NULL;
+				*mode = ie && ie->mode == GIT_FILEMODE_BLOB_EXECUTABLE
+					? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
+			}
+			if (read_st)
+				*read_st = st;
+		}
+		if (rc != 3)
+			goto done;
 	}
-	if (git_blob_create_from_workdir(oid, r->repo, rel) < 0) {
-		char *again = abspath(r, rel);
-		int gone = again && lstat(again, &st) < 0 &&
-			(errno == ENOENT || errno == ENOTDIR);
-		free(again);
-		if (gone)
-			return 0;  /* removed while we read it */
-		return fail(e, "snapshot: %s: %s", rel, gitmsg());
-	}
-	return 1;
+	rc = fail(e, "snapshot: %s: keeps changing type while being read", rel);
+done:
+	free(abs);
+	return rc;
+}
+
+static int hash_path(brepo *r, git_index *idx, const char *rel, git_oid *oid,
+	uint32_t *mode, errbuf *e)
+{
+	return hash_path_st(r, idx, rel, 0, oid, mode, NULL, e);
 }
 
 static int is_ignored(brepo *r, const char *rel)
@@ -914,14 +1098,15 @@ static int process_pending(brepo *r, git_index *idx, changes *out,
 	return rc;
 }
 
-/* True when a pending path may change which files are included or how they
- * are filtered: then only a full scan is right. */
+/* True when a pending path may change which files are included: then only a
+ * full scan is right.  (.gitattributes does not matter here: files are stored
+ * as their bytes, whatever the attributes say.) */
 static int pend_touches_rules(const watch *w)
 {
 	for (size_t i = 0; i < w->pend.n; i++) {
 		const char *s = strrchr(w->pend.v[i].path, '/');
 		s = s ? s + 1 : w->pend.v[i].path;
-		if (strcmp(s, ".gitignore") == 0 || strcmp(s, ".gitattributes") == 0)
+		if (strcmp(s, ".gitignore") == 0)
 			return 1;
 	}
 	return 0;
@@ -951,7 +1136,326 @@ static int watch_start(brepo *r, git_index *idx, errbuf *e)
 }
 
 /* ------------------------------------------------------------------------ */
+/* filters: when the index's blob ids are not the files' bytes               */
+
+static char *gitdir_file(brepo *r, const char *name)
+{
+	const char *gd = git_repository_path(r->repo);
+	size_t a = strlen(gd), b = strlen(name);
+	char *p = malloc(a + b + 1);
+	if (p) {
+		memcpy(p, gd, a);
+		memcpy(p + a, name, b + 1);
+	}
+	return p;
+}
+
+static int nonempty_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+}
+
+/* Whether some directory of a ':'-separated search path holds file name. */
+static int search_path_has(int level, const char *name)
+{
+	git_buf sp = {0};
+	int found = 0;
+	if (git_libgit2_opts(GIT_OPT_GET_SEARCH_PATH, level, &sp) < 0)
+		return 1;  /* cannot tell: assume it does */
+	for (const char *s = sp.ptr ? sp.ptr : ""; *s && !found;) {
+		size_t n = strcspn(s, ":");
+		char *p = NULL;
+		if (n && asprintf(&p, "%.*s/%s", (int)n, s, name) >= 0) {
+			found = nonempty_file(p);
+			free(p);
+		}
+		s += n;
+		if (*s == ':')
+			s++;
+	}
+	git_buf_dispose(&sp);
+	return found;
+}
+
+/* Whether a .gitattributes file is in dir (rel, "" = root) of the work tree. */
+static int dir_has_attrs(brepo *r, const char *dir, size_t dlen)
+{
+	char *p = NULL;
+	int found;
+	if (asprintf(&p, "%s%.*s%s.gitattributes", r->workdir, (int)dlen, dir,
+		dlen ? "/" : "") < 0)
+		return 1;
+	found = access(p, F_OK) == 0;
+	free(p);
+	return found;
+}
+
+/*
+ * Whether `git add` could have stored some tracked file as other bytes than
+ * the file's (eol conversion, ident, a filter driver, a working-tree
+ * encoding): then the index's blob ids cannot stand for the files' bytes.
+ * True when core.autocrlf is on or any attribute source exists: the system
+ * and global attribute files, info/attributes, a .gitattributes in the index,
+ * or a .gitattributes file in a directory that holds a tracked file or in one
+ * above it (an untracked directory's own files are hashed anyway).  Cheap:
+ * a few config reads and one access(2) per directory of the index.
+ */
+static int filters_possible(brepo *r, git_index *idx)
+{
+	git_config *cfg = NULL;
+	git_buf b = {0};
+	char *last = NULL, *p = NULL;
+	int any = 0, autocrlf = 0;
+
+	if (git_repository_config_snapshot(&cfg, r->repo) < 0)
+		return 1;
+	const char *s;
+	if (git_config_get_string(&s, cfg, "core.autocrlf") == 0) {
+		int v;
+		autocrlf = git_config_parse_bool(&v, s) == 0 ? v
+			: strcasecmp(s, "input") == 0;
+	}
+	if (git_config_get_path(&b, cfg, "core.attributesfile") == 0)
+		any = nonempty_file(b.ptr);
+	else
+		any = search_path_has(GIT_CONFIG_LEVEL_XDG, "attributes");
+	git_buf_dispose(&b);
+	git_config_free(cfg);
+	if (autocrlf || any || search_path_has(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes"))
+		return 1;
+	if (asprintf(&p, "%sinfo/attributes", git_repository_commondir(r->repo)) < 0)
+		return 1;
+	any = nonempty_file(p);
+	free(p);
+	if (any || dir_has_attrs(r, "", 0))
+		return 1;
+	/* the index is sorted, so each directory's entries are contiguous and
+	 * each directory is looked at once, when its first entry comes */
+	if (!(last = xstrdup("")))
+		return 1;
+	size_t n = git_index_entrycount(idx);
+	for (size_t i = 0; i < n && !any; i++) {
+		const git_index_entry *ie = git_index_get_byindex(idx, i);
+		const char *path = ie->path, *slash = strrchr(path, '/');
+		size_t dlen = slash ? (size_t)(slash - path) : 0, c = 0;
+		if (strcmp(slash ? slash + 1 : path, ".gitattributes") == 0) {
+			any = 1;
+			break;
+		}
+		if (strlen(last) == dlen && strncmp(last, path, dlen) == 0)
+			continue;
+		/* c: length of the directories path shares with last */
+		while (c < dlen && last[c] && last[c] == path[c])
+			c++;
+		if (!((c == dlen || path[c] == '/') && (last[c] == '\0' || last[c] == '/')))
+			while (c > 0 && path[c] != '/')
+				c--;
+		for (size_t j = c + 1; j <= dlen && !any; j++)
+			if (j == dlen || path[j] == '/')
+				any = dir_has_attrs(r, path, j);
+		free(last);
+		if (!(last = strndup(path, dlen)))
+			any = 1;
+	}
+	free(last);
+	return any;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The raw stat cache, <gitdir>/beat/raw-index: an index file (git's format,
+ * never git's index) whose entries say "the file at this path, with exactly
+ * this stat data, has these bytes".  It spares a full scan from reading every
+ * tracked file again where filters are possible (see check_index_blobs).
+ * Only a cache: unreadable, it is started afresh; unwritable, it is not
+ * kept.  Returns NULL when it cannot be had at all.
+ */
+static git_index *raw_cache(brepo *r)
+{
+	if (r->rawcache) {
+		if (git_index_read(r->rawcache, 0) < 0 && git_index_clear(r->rawcache) < 0) {
+			git_index_free(r->rawcache);
+			r->rawcache = NULL;
+		}
+		return r->rawcache;
+	}
+	char *p = gitdir_file(r, "beat/raw-index");
+	if (!p)
+		return NULL;
+	if (git_index_open(&r->rawcache, p) < 0) {
+		unlink(p);
+		if (git_index_open(&r->rawcache, p) < 0)
+			r->rawcache = NULL;
+	}
+	free(p);
+	git_error_clear();
+	return r->rawcache;
+}
+
+/* Whether two entries record the same stat data (all the fields git
+ * compares, ctime included) and mode. */
+static int same_stat(const git_index_entry *a, const git_index_entry *b)
+{
+	return a->mode == b->mode && a->file_size == b->file_size &&
+		a->ino == b->ino && a->uid == b->uid && a->gid == b->gid &&
+		a->mtime.seconds == b->mtime.seconds &&
+		a->mtime.nanoseconds == b->mtime.nanoseconds &&
+		a->ctime.seconds == b->ctime.seconds &&
+		a->ctime.nanoseconds == b->ctime.nanoseconds;
+}
+
+/* An entry with st's stat data as git records it. */
+static void entry_from_stat(git_index_entry *ie, const struct stat *st)
+{
+	memset(ie, 0, sizeof *ie);
+	ie->ctime.seconds = (int32_t)st->st_ctim.tv_sec;
+	ie->ctime.nanoseconds = (uint32_t)st->st_ctim.tv_nsec;
+	ie->mtime.seconds = (int32_t)st->st_mtim.tv_sec;
+	ie->mtime.nanoseconds = (uint32_t)st->st_mtim.tv_nsec;
+	ie->dev = (uint32_t)st->st_dev;
+	ie->ino = (uint32_t)st->st_ino;
+	ie->uid = st->st_uid;
+	ie->gid = st->st_gid;
+	ie->file_size = (uint32_t)st->st_size;
+}
+
+/*
+ * For a full scan where filters are possible (filters_possible): the blob id
+ * of an index entry the diff found unchanged is the clean-filtered content,
+ * not necessarily the file's bytes.  Gives every such tracked regular file
+ * its own bytes' id: from the raw stat cache when it holds the path with the
+ * entry's exact stat data, else by reading the file (and then remembering it,
+ * unless the file changed in the last seconds: a write in the same clock
+ * tick could keep the stat data and change the bytes).  Adds a change for
+ * each file whose bytes are not its index blob.
+ *
+ * An unchanged entry's stat data is the file's as it is now, except for
+ * the paths in `uncertain` (sorted): those git found unchanged only by
+ * hashing them through the clean filter, their stat data being stale; the
+ * cache is not consulted for them.
+ * seen[0..nd) are the paths the diff reported, sorted: they are hashed
+ * already.  Entries git does not look at (assume-unchanged, skip-worktree,
+ * intent-to-add) keep their index blob, as `git add -A` keeps them.
+ */
+static int check_index_blobs(brepo *r, git_index *use, const strvec *uncertain,
+	const char **seen, size_t nd, changes *c, size_t *nhashed, errbuf *e)
+{
+	git_index *cache = raw_cache(r);
+	git_odb *odb = NULL;
+	size_t ne = git_index_entrycount(use), added = 0;
+	time_t now = time(NULL);
+	int rc = -1;
+
+	/* the cache names blobs that only snapshots may hold: a gc may have
+	 * pruned them since, so such an id is used only while it exists */
+	if (cache && git_repository_odb(&odb, r->repo) < 0) {
+		git_error_clear();
+		cache = NULL;
+	}
+	/* paths no longer tracked linger in the cache; harmless (an entry only
+	 * counts when its stat data matches), but start afresh when they pile
+	 * up: this scan refills it */
+	if (cache && git_index_entrycount(cache) > 2 * ne + 1024 &&
+	    git_index_clear(cache) < 0) {
+		git_error_clear();
+		cache = NULL;
+	}
+	for (size_t i = 0; i < ne; i++) {
+		const git_index_entry *ie = git_index_get_byindex(use, i);
+		const char *path = ie->path;
+		git_oid oid;
+		uint32_t mode = ie->mode;
+		if (GIT_INDEX_ENTRY_STAGE(ie) != 0 ||
+		    (ie->mode != GIT_FILEMODE_BLOB && ie->mode != GIT_FILEMODE_BLOB_EXECUTABLE) ||
+		    (ie->flags & GIT_INDEX_ENTRY_VALID) ||
+		    (ie->flags_extended & (GIT_INDEX_ENTRY_SKIP_WORKTREE | GIT_INDEX_ENTRY_INTENT_TO_ADD)) ||
+		    excluded(path) ||
+		    (nd && bsearch(&path, seen, nd, sizeof *seen, cmp_str)))
+			continue;
+		const git_index_entry *ce = cache && !(uncertain->n &&
+			bsearch(&path, uncertain->v, uncertain->n, sizeof *uncertain->v, cmp_str))
+			? git_index_get_bypath(cache, path, 0) : NULL;
+		if (ce && same_stat(ce, ie) &&
+		    (git_oid_equal(&ce->id, &ie->id) || git_odb_exists(odb, &ce->id))) {
+			git_oid_cpy(&oid, &ce->id);
+		} else {
+			struct stat st;
+			memset(&st, 0, sizeof st);
+			int h = hash_path_st(r, use, path, 1, &oid, &mode, &st, e);
+			if (h < 0)
+				goto done;
+			if (h != 1) {
+				/* gone since the diff looked, or a directory now */
+				if (changes_add(c, path, NULL, 0) < 0) {
+					fail(e, "snapshot: out of memory");
+					goto done;
+				}
+				continue;
+			}
+			(*nhashed)++;
+			/* remembered only when what was read is what the entry's
+			 * stat data describes, and not too fresh */
+			git_index_entry ne2;
+			entry_from_stat(&ne2, &st);
+			ne2.mode = mode;
+			if (cache && S_ISREG(st.st_mode) && same_stat(&ne2, ie) &&
+			    st.st_mtim.tv_sec + 2 < now && st.st_ctim.tv_sec + 2 < now) {
+				ne2.path = path;
+				git_oid_cpy(&ne2.id, &oid);
+				if (git_index_add(cache, &ne2) == 0)
+					added++;
+				else
+					git_error_clear();
+			}
+		}
+		if ((!git_oid_equal(&oid, &ie->id) || mode != ie->mode) &&
+		    changes_add(c, path, &oid, mode) < 0) {
+			fail(e, "snapshot: out of memory");
+			goto done;
+		}
+	}
+	rc = 0;
+done:
+	if (cache && added) {
+		char *dir = gitdir_file(r, "beat");
+		if (dir && (mkdir(dir, 0777) == 0 || errno == EEXIST) &&
+		    git_index_write(cache) < 0)
+			git_error_clear();  /* a cache: the scan is right without it */
+		free(dir);
+	}
+	git_odb_free(odb);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* the work tree's tree                                                      */
+
+typedef struct {
+	strvec uncertain;  /* unchanged only by content: stale stat data */
+	int oom;
+} scan_notes;
+
+/* Drops the diff's unchanged entries as they come (only changes are kept),
+ * noting those git had to hash to call unchanged. */
+static int note_delta(const git_diff *diff, const git_diff_delta *d,
+	const char *pathspec, void *payload)
+{
+	scan_notes *n = payload;
+	(void)diff;
+	(void)pathspec;
+	if (d->status != GIT_DELTA_UNMODIFIED)
+		return 0;
+	/* the work tree side has an id only when git hashed the file */
+	if (!git_oid_is_zero(&d->new_file.id) &&
+	    strvec_add(&n->uncertain, d->old_file.path) < 0)
+		n->oom = 1;
+	return 1;
+}
 
 static int scan_full(brepo *r, git_index *idx, git_oid *out, size_t *nhashed,
 	git_oid *itree, errbuf *e)
@@ -961,7 +1465,9 @@ static int scan_full(brepo *r, git_index *idx, git_oid *out, size_t *nhashed,
 	git_diff_options o;
 	changes c = {0};
 	git_oid base;
-	int rc = -1;
+	const char **seen = NULL;
+	scan_notes notes = {{0}, 0};
+	int rc = -1, filters;
 
 	git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
 	if (git_index_has_conflicts(idx)) {
@@ -980,9 +1486,22 @@ static int scan_full(brepo *r, git_index *idx, git_oid *out, size_t *nhashed,
 	git_oid_cpy(itree, &base);
 	o.flags = GIT_DIFF_INCLUDE_UNTRACKED | GIT_DIFF_RECURSE_UNTRACKED_DIRS |
 		GIT_DIFF_INCLUDE_TYPECHANGE | GIT_DIFF_SKIP_BINARY_CHECK;
+	/* with filters possible, check_index_blobs must know which unchanged
+	 * entries git could not vouch for by their stat data alone.  (Not
+	 * GIT_DIFF_UPDATE_INDEX: libgit2 then writes the index file.) */
+	filters = filters_possible(r, use);
+	if (filters) {
+		o.flags |= GIT_DIFF_INCLUDE_UNMODIFIED;
+		o.notify_cb = note_delta;
+		o.payload = &notes;
+	}
 	o.ignore_submodules = GIT_SUBMODULE_IGNORE_ALL;
 	if (git_diff_index_to_workdir(&diff, r->repo, use, &o) < 0) {
 		gitfail(e, "snapshot: scan");
+		goto done;
+	}
+	if (notes.oom) {
+		fail(e, "snapshot: out of memory");
 		goto done;
 	}
 	size_t nd = git_diff_num_deltas(diff);
@@ -1000,7 +1519,9 @@ static int scan_full(brepo *r, git_index *idx, git_oid *out, size_t *nhashed,
 		    d->new_file.mode == GIT_FILEMODE_COMMIT)
 			continue;
 		if (d->status != GIT_DELTA_DELETED) {
-			h = hash_path(r, use, path, &oid, &mode, e);
+			int reg = d->new_file.mode == GIT_FILEMODE_BLOB ||
+				d->new_file.mode == GIT_FILEMODE_BLOB_EXECUTABLE;
+			h = hash_path_st(r, use, path, reg, &oid, &mode, NULL, e);
 			if (h < 0)
 				goto done;
 		}
@@ -1015,28 +1536,38 @@ static int scan_full(brepo *r, git_index *idx, git_oid *out, size_t *nhashed,
 			goto done;
 		}
 	}
+	/* the index's blob id of a file the diff found unchanged is that file's
+	 * bytes only when no filter applied on `git add` */
+	if (filters) {
+		if (nd && !(seen = malloc(nd * sizeof *seen))) {
+			fail(e, "snapshot: out of memory");
+			goto done;
+		}
+		for (size_t i = 0; i < nd; i++) {
+			const git_diff_delta *d = git_diff_get_delta(diff, i);
+			seen[i] = d->status == GIT_DELTA_DELETED ? d->old_file.path
+				: d->new_file.path;
+		}
+		if (nd)
+			qsort(seen, nd, sizeof *seen, cmp_str);
+		if (notes.uncertain.n)
+			qsort(notes.uncertain.v, notes.uncertain.n, sizeof *notes.uncertain.v,
+				cmp_str);
+		if (check_index_blobs(r, use, &notes.uncertain, seen, nd, &c, nhashed, e) < 0)
+			goto done;
+	}
 	if (changes_add(&c, ".beat", NULL, 0) < 0) {
 		fail(e, "snapshot: out of memory");
 		goto done;
 	}
 	rc = apply_changes(r->repo, &base, &c, out, e);
 done:
+	free(seen);
+	strvec_free(&notes.uncertain);
 	changes_free(&c);
 	git_diff_free(diff);
 	git_index_free(priv);
 	return rc;
-}
-
-static char *gitdir_file(brepo *r, const char *name)
-{
-	const char *gd = git_repository_path(r->repo);
-	size_t a = strlen(gd), b = strlen(name);
-	char *p = malloc(a + b + 1);
-	if (p) {
-		memcpy(p, gd, a);
-		memcpy(p + a, name, b + 1);
-	}
-	return p;
 }
 
 /*
@@ -1092,8 +1623,8 @@ static int worktree_tree(brepo *r, int full, git_oid *out, const char **how,
 		goto done;
 	}
 	/* the watch only knows about paths; when the rules deciding which paths
-	 * are in (index, ignore files) or how they are stored (attributes)
-	 * change, scan, and watch anew so the watched set follows the rules */
+	 * are in (index, ignore files) change, scan, and watch anew so the
+	 * watched set follows the rules */
 	const char *why = NULL;
 	int rewatch = 0;
 	incremental = w->fd >= 0 && w->valid && w->has_base && !full;
@@ -1112,7 +1643,7 @@ static int worktree_tree(brepo *r, int full, git_oid *out, const char **how,
 	} else if (incremental && pend_touches_rules(w)) {
 		incremental = 0;
 		rewatch = 1;
-		why = ".gitignore or .gitattributes changed";
+		why = ".gitignore changed";
 	}
 	if (incremental) {
 		if (process_pending(r, idx, &c, nhashed, e) < 0 ||
@@ -1208,13 +1739,12 @@ static int mkdir_parents(brepo *r, const char *rel, errbuf *e)
 	return 0;
 }
 
-/* Writes one blob to rel through a temporary file renamed into place, so a
- * reader never sees a half-written file. */
+/* Writes one blob's bytes, unfiltered, to rel through a temporary file
+ * renamed into place, so a reader never sees a half-written file. */
 static int write_entry(brepo *r, const char *rel, const git_oid *id,
 	uint32_t mode, errbuf *e)
 {
 	git_blob *blob = NULL;
-	git_buf buf = {0};
 	char *abs = NULL, *tmp = NULL, *slash;
 	int rc = -1, fd = -1;
 
@@ -1263,21 +1793,9 @@ static int write_entry(brepo *r, const char *rel, const git_oid *id,
 		}
 	}
 	if (fd >= 0) {
-		git_blob_filter_options fo;
-		const char *data;
-		size_t len;
-		git_blob_filter_options_init(&fo, GIT_BLOB_FILTER_OPTIONS_VERSION);
-		if (git_blob_filter(&buf, blob, rel, &fo) < 0) {
-			fail(e, "restore: %s: %s", rel, gitmsg());
-			goto fail_tmp;
-		}
-		if (buf.size || buf.ptr) {
-			data = buf.ptr;
-			len = buf.size;
-		} else {
-			data = git_blob_rawcontent(blob);
-			len = (size_t)git_blob_rawsize(blob);
-		}
+		/* the stored bytes as they are: snapshots hold files unfiltered */
+		const char *data = git_blob_rawcontent(blob);
+		size_t len = (size_t)git_blob_rawsize(blob);
 		while (len > 0) {
 			ssize_t w = write(fd, data, len);
 			if (w < 0) {
@@ -1314,7 +1832,6 @@ fail_tmp:
 done:
 	if (fd >= 0)
 		close(fd);
-	git_buf_dispose(&buf);
 	git_blob_free(blob);
 	free(abs);
 	free(tmp);
@@ -1340,17 +1857,12 @@ static int set_exec(brepo *r, const char *rel, int exec, errbuf *e)
 	return rc;
 }
 
-static int is_attr_file(const char *path)
-{
-	const char *s = strrchr(path, '/');
-	return strcmp(s ? s + 1 : path, ".gitattributes") == 0;
-}
-
 /*
  * Makes the work tree go from tree `from` (what it holds now) to tree `to`:
- * removes what `to` lacks, then writes what differs (.gitattributes first, so
- * the eol rules in force are the restored ones).  Only paths in one of the
- * two trees are touched.  Keeps going after an error and reports the first.
+ * removes what `to` lacks, then writes what differs, each file's stored bytes
+ * as they are (no checkout filter: a snapshot holds files unfiltered, so this
+ * gives back every byte).  Only paths in one of the two trees are touched.
+ * Keeps going after an error and reports the first.
  */
 static int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
 	size_t *written, size_t *removed, errbuf *e)
@@ -1396,30 +1908,27 @@ static int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
 		}
 		free(abs);
 	}
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < nd; i++) {
-			const git_diff_delta *d = git_diff_get_delta(diff, i);
-			const char *path = d->new_file.path;
-			errbuf one;
-			int r2;
-			if ((d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_MODIFIED) ||
-			    excluded(path) || d->new_file.mode == GIT_FILEMODE_COMMIT ||
-			    is_attr_file(path) != (pass == 0))
-				continue;
-			if (d->status == GIT_DELTA_MODIFIED &&
-			    git_oid_equal(&d->old_file.id, &d->new_file.id) &&
-			    d->old_file.mode != GIT_FILEMODE_LINK &&
-			    d->new_file.mode != GIT_FILEMODE_LINK)
-				r2 = set_exec(r, path,
-					d->new_file.mode == GIT_FILEMODE_BLOB_EXECUTABLE, &one);
-			else
-				r2 = write_entry(r, path, &d->new_file.id, d->new_file.mode, &one);
-			if (r2 < 0) {
-				if (!failed++)
-					first = one;
-			} else {
-				(*written)++;
-			}
+	for (size_t i = 0; i < nd; i++) {
+		const git_diff_delta *d = git_diff_get_delta(diff, i);
+		const char *path = d->new_file.path;
+		errbuf one;
+		int r2;
+		if ((d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_MODIFIED) ||
+		    excluded(path) || d->new_file.mode == GIT_FILEMODE_COMMIT)
+			continue;
+		if (d->status == GIT_DELTA_MODIFIED &&
+		    git_oid_equal(&d->old_file.id, &d->new_file.id) &&
+		    d->old_file.mode != GIT_FILEMODE_LINK &&
+		    d->new_file.mode != GIT_FILEMODE_LINK)
+			r2 = set_exec(r, path,
+				d->new_file.mode == GIT_FILEMODE_BLOB_EXECUTABLE, &one);
+		else
+			r2 = write_entry(r, path, &d->new_file.id, d->new_file.mode, &one);
+		if (r2 < 0) {
+			if (!failed++)
+				first = one;
+		} else {
+			(*written)++;
 		}
 	}
 	git_diff_free(diff);

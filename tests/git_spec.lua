@@ -88,9 +88,41 @@ end
 local function cli_tree(dir)
   local idx = os.tmpname()
   os.remove(idx)
-  if exists(dir .. "/.git/index") then sh("cp .git/index " .. q(idx), dir) end
+  -- cp -p: the copy keeps the index's mtime, so git still sees racily clean entries
+  if exists(dir .. "/.git/index") then sh("cp -p .git/index " .. q(idx), dir) end
   G(dir, { "add", "-A" }, { GIT_INDEX_FILE = idx })
   local tree = G(dir, { "write-tree" }, { GIT_INDEX_FILE = idx }):gsub("%s+$", "")
+  os.remove(idx)
+  return tree
+end
+
+--- The id git gives a file's bytes as they are, no filter applied.
+local function raw_id(dir, path)
+  return (G(dir, { "hash-object", "--no-filters", "--", path }):gsub("%s+$", ""))
+end
+
+--- What the git CLI says the work tree's tree is when every file is stored as
+--- its bytes, no filter applied: `git add -A` on a temporary index for the set
+--- of paths and their modes, then each regular file's entry replaced by
+--- `git hash-object -w --no-filters`. Where no filter applies, this is cli_tree.
+local function cli_raw_tree(dir)
+  local idx = os.tmpname()
+  os.remove(idx)
+  -- cp -p: the copy keeps the index's mtime, so git still sees racily clean entries
+  if exists(dir .. "/.git/index") then sh("cp -p .git/index " .. q(idx), dir) end
+  local env = { GIT_INDEX_FILE = idx }
+  G(dir, { "add", "-A" }, env)
+  local info = {}
+  for mode, path in G(dir, { "ls-files", "-s", "-z" }, env):gmatch("(%d+) %x+ %d\t([^%z]*)%z") do
+    if mode == "100644" or mode == "100755" then
+      local id = G(dir, { "hash-object", "-w", "--no-filters", "--", path }):gsub("%s+$", "")
+      info[#info + 1] = ("%s %s\t%s\0"):format(mode, id, path)
+    end
+  end
+  local r = assert(beat.exec({ "git", "update-index", "-z", "--index-info" },
+    { cwd = dir, env = cli_env(env), stdin = table.concat(info) }))
+  assert(r.code == 0, r.stderr)
+  local tree = G(dir, { "write-tree" }, env):gsub("%s+$", "")
   os.remove(idx)
   return tree
 end
@@ -509,7 +541,7 @@ describe("beat.git", function()
     repo:close()
   end)
 
-  it("stores files as git would under .gitattributes eol rules and restores them as checkout would", function()
+  it("stores every file's bytes as they are under .gitattributes eol rules and restores them byte for byte", function()
     dir = new_repo()
     write(dir .. "/.gitattributes", "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n")
     write(dir .. "/win.bat", "@echo off\r\necho hi\r\n")
@@ -518,22 +550,200 @@ describe("beat.git", function()
     write(dir .. "/plain.txt", "line\n")
     G(dir, { "add", "-A" })
     G(dir, { "commit", "-q", "-m", "attributes" })
+    assert.equal("@echo off\necho hi\n", G(dir, { "show", "HEAD:win.bat" })) -- git add normalized it
     local want = manifest(dir)
     local repo = open(dir)
-    local base = assert(repo:snapshot {})
-    assert.equal("@echo off\necho hi\n", G(dir, { "show", base .. ":win.bat" }))
+    local base, binfo = assert(repo:snapshot {})
+    -- the snapshot holds the bytes in the work tree, not what git add stored
+    assert.equal("@echo off\r\necho hi\r\n", G(dir, { "show", base .. ":win.bat" }))
+    assert.equal(raw_id(dir, "win.bat"), G(dir, { "rev-parse", base .. ":win.bat" }):gsub("%s+$", ""))
     assert.equal("a\r\nb\r\n", G(dir, { "show", base .. ":data.bin" }))
+    assert.equal(cli_raw_tree(dir), binfo.tree)
+    assert.not_equal(cli_tree(dir), binfo.tree) -- the referee does tell the two apart
     write(dir .. "/win.bat", "@echo off\r\necho changed\r\n")
     write(dir .. "/data.bin", "changed\r\n")
     write(dir .. "/new.bat", "new\r\n")
+    write(dir .. "/lf.bat", "lf only\n") -- checkout would give it CRLF; the snapshot keeps LF
     local id, info = assert(repo:snapshot {})
-    assert.equal(cli_tree(dir), info.tree)
-    assert.equal("new\n", G(dir, { "show", id .. ":new.bat" }))
+    assert.equal("watch", info.scan)
+    assert.equal(cli_raw_tree(dir), info.tree)
+    local _, full = assert(repo:snapshot { full = true })
+    assert.equal(info.tree, full.tree)
+    assert.equal("new\r\n", G(dir, { "show", id .. ":new.bat" }))
     assert(repo:restore(base))
     assert.same(want, manifest(dir))
     assert(repo:restore(id))
     assert.equal("new\r\n", read(dir .. "/new.bat"))
+    assert.equal("lf only\n", read(dir .. "/lf.bat"))
     assert.equal("@echo off\r\necho changed\r\n", read(dir .. "/win.bat"))
+    repo:close()
+  end)
+
+  it("gives a user's CRLF files back byte for byte under * text=auto after an agent edit and a restore", function()
+    for _, watch in ipairs { true, false } do
+      dir = new_repo()
+      write(dir .. "/.gitattributes", "* text=auto\n")
+      write(dir .. "/tracked.txt", "one\ntwo\n")
+      G(dir, { "add", "-A" })
+      G(dir, { "commit", "-q", "-m", "text=auto" })
+      -- the user's uncommitted work, with CRLF line ends
+      write(dir .. "/notes.txt", "user line\r\nsecond\r\n")
+      write(dir .. "/tracked.txt", "one\r\ntwo\r\nthree\r\n")
+      write(dir .. "/mixed.txt", "lf\ncrlf\r\nlone cr\r")
+      local want = manifest(dir)
+      local status = G(dir, { "status", "--porcelain=v1", "-z", "--untracked-files=all" })
+      local repo = open(dir, { watch = watch })
+      local base, info = assert(repo:snapshot { ref = "t/base" })
+      assert.equal(cli_raw_tree(dir), info.tree)
+      for _, f in ipairs { "notes.txt", "tracked.txt", "mixed.txt" } do
+        assert.equal(raw_id(dir, f), G(dir, { "rev-parse", base .. ":" .. f }):gsub("%s+$", ""), f)
+        assert.equal(want[f].data, G(dir, { "show", base .. ":" .. f }), f)
+      end
+      -- the agent rewrites them all
+      write(dir .. "/notes.txt", "agent\n")
+      write(dir .. "/tracked.txt", "agent\n")
+      os.remove(dir .. "/mixed.txt")
+      write(dir .. "/agent.txt", "new\r\n")
+      local _, edited = assert(repo:snapshot {})
+      assert.equal(cli_raw_tree(dir), edited.tree)
+      assert(repo:restore(base))
+      assert.same(want, manifest(dir))
+      assert.equal("user line\r\nsecond\r\n", read(dir .. "/notes.txt"))
+      assert.equal(status, G(dir, { "status", "--porcelain=v1", "-z", "--untracked-files=all" }))
+      assert.is_false(repo:changed(base))
+      repo:close()
+      beat.fs.rm_rf(dir)
+    end
+    dir = nil
+  end)
+
+  it("gives files back byte for byte with core.autocrlf=true, where the index holds LF and the files CRLF", function()
+    dir = new_repo()
+    G(dir, { "config", "core.autocrlf", "true" })
+    -- check the files out again: autocrlf writes CRLF, the index keeps the LF blobs
+    -- and stat data that match the CRLF files, so git calls them unchanged
+    sh("rm README.md src/main.c docs/guide.md", dir)
+    G(dir, { "checkout", "--", "." })
+    assert.equal("# project\r\n", read(dir .. "/README.md"))
+    assert.equal("", G(dir, { "status", "--porcelain" }))
+    write(dir .. "/untracked.txt", "user\r\n")
+    write(dir .. "/lf-only.txt", "no cr here\n")
+    local want = manifest(dir)
+    local index = read(dir .. "/.git/index")
+    for _, watch in ipairs { false, true } do
+      local repo = open(dir, { watch = watch })
+      local base, info = assert(repo:snapshot {})
+      assert.equal("full", info.scan)
+      assert.equal(cli_raw_tree(dir), info.tree)
+      assert.equal(raw_id(dir, "README.md"), G(dir, { "rev-parse", base .. ":README.md" }):gsub("%s+$", ""))
+      assert.equal("# project\r\n", G(dir, { "show", base .. ":README.md" }))
+      assert.equal("# project\n", G(dir, { "show", "HEAD:README.md" }))
+      write(dir .. "/README.md", "agent\n")
+      sh("rm -r src docs untracked.txt", dir)
+      write(dir .. "/agent.txt", "agent\n")
+      local _, edited = assert(repo:snapshot {})
+      assert.equal(cli_raw_tree(dir), edited.tree)
+      assert(repo:restore(base))
+      assert.same(want, manifest(dir))
+      local _, again = assert(repo:snapshot { full = true })
+      assert.equal(info.tree, again.tree)
+      repo:close()
+    end
+    assert.equal(index, read(dir .. "/.git/index"))
+  end)
+
+  it("trusts what a full scan remembers of a file's bytes only while its stat data is unchanged", function()
+    dir = new_repo()
+    write(dir .. "/.gitattributes", "* text=auto\n")
+    write(dir .. "/mixed.txt", "a\r\nb\n")
+    G(dir, { "add", "-A" })
+    G(dir, { "commit", "-q", "-m", "text=auto" })
+    assert.equal("a\nb\n", G(dir, { "show", "HEAD:mixed.txt" }))
+    local index = read(dir .. "/.git/index")
+    beat.sleep(3) -- what changed in the last seconds is not remembered (same-tick writes)
+    local repo = open(dir, { watch = false })
+    local id, first = assert(repo:snapshot {})
+    assert.equal("a\r\nb\n", G(dir, { "show", id .. ":mixed.txt" }))
+    assert.is_true(first.hashed > 0)
+    local _, second = assert(repo:snapshot {})
+    assert.equal(first.tree, second.tree)
+    assert.equal(0, second.hashed) -- remembered
+    -- a gc prunes what no ref holds, the remembered CRLF blob with it: the file is read again
+    G(dir, { "gc", "-q", "--prune=now" })
+    local gone = assert(beat.exec({ "git", "cat-file", "-e", id }, { cwd = dir, env = cli_env() }))
+    assert.not_equal(0, gone.code)
+    local idg, after_gc = assert(repo:snapshot {})
+    assert.equal(1, after_gc.hashed)
+    assert.equal("a\r\nb\n", G(dir, { "show", idg .. ":mixed.txt" }))
+    -- same size, same clean-filtered content, other bytes: git's stat check says
+    -- "look again", its filtered hash says "unchanged"; beat must still read it
+    write(dir .. "/mixed.txt", "a\nb\r\n")
+    local id3, third = assert(repo:snapshot {})
+    assert.equal("a\nb\r\n", G(dir, { "show", id3 .. ":mixed.txt" }))
+    assert.equal(cli_raw_tree(dir), third.tree)
+    assert(repo:restore(idg))
+    assert.equal("a\r\nb\n", read(dir .. "/mixed.txt"))
+    assert.equal(index, read(dir .. "/.git/index"))
+    repo:close()
+  end)
+
+  it("stores a file's bytes, not what git add -A would stage, after a tracked .gitattributes was edited", function()
+    dir = new_repo { empty = true }
+    write(dir .. "/.gitattributes", "* text=auto\n")
+    G(dir, { "add", ".gitattributes" })
+    write(dir .. "/.gitattributes", "*.txt eol=crlf\n")
+    write(dir .. "/f", "line\r\n")
+    write(dir .. "/g.txt", "crlf\r\nhere\r\n")
+    assert.not_equal(raw_id(dir, "g.txt"), G(dir, { "hash-object", "g.txt" }):gsub("%s+$", ""))
+    local repo = open(dir)
+    local full = open(dir, { watch = false })
+    local tree = assert(full:tree())
+    assert.equal(cli_raw_tree(dir), tree)
+    assert.equal(raw_id(dir, "g.txt"), G(dir, { "rev-parse", tree .. ":g.txt" }):gsub("%s+$", ""))
+    assert.equal(raw_id(dir, "f"), G(dir, { "rev-parse", tree .. ":f" }):gsub("%s+$", ""))
+    assert.equal(tree, (assert(repo:tree())))
+    -- attributes change nothing of what is stored: the watch carries on
+    write(dir .. "/.gitattributes", "* text=auto\n")
+    local tw, info = assert(repo:tree())
+    assert.equal("watch", info.scan)
+    assert.equal(assert(full:tree()), tw)
+    assert.equal(cli_raw_tree(dir), tw)
+    repo:close()
+    full:close()
+  end)
+
+  it("gets the same tree from the watch as from a full scan when a directory becomes a symlink", function()
+    dir = new_repo { empty = true }
+    write(dir .. "/Z/f", "a\n")
+    write(dir .. "/target/f", "t\n")
+    local repo = open(dir)
+    local full = open(dir, { watch = false })
+    assert(repo:tree())
+    sh("echo b > Z/f && rm -rf Z && ln -s target Z", dir)
+    local tw, info = assert(repo:tree())
+    assert.equal("watch", info.scan)
+    assert.equal(assert(full:tree()), tw)
+    assert.equal(cli_tree(dir), tw)
+    assert.equal("120000", G(dir, { "ls-tree", tw, "Z" }):match("^(%d+)"))
+    repo:close()
+    full:close()
+  end)
+
+  it("never removes a file outside the work tree, even through a symlinked directory", function()
+    dir = new_repo { empty = true }
+    local outside = tmpdir()
+    dirs[#dirs + 1] = outside
+    write(outside .. "/f", "not yours\n")
+    write(dir .. "/keep", "k\n")
+    local repo = open(dir)
+    local target = assert(repo:snapshot { ref = "t/target" })
+    write(dir .. "/Z/f", "a\n")
+    assert(repo:tree())
+    sh(("echo b > Z/f && rm -rf Z && ln -s %s Z"):format(q(outside)), dir)
+    assert(repo:restore(target))
+    assert.equal("not yours\n", read(outside .. "/f"))
+    assert.is_false(exists(dir .. "/Z"))
+    assert.equal("k\n", read(dir .. "/keep"))
     repo:close()
   end)
 
@@ -749,6 +959,22 @@ describe("beat.git", function()
     assert.is_nil(none)
     assert.truthy(err:find("not a work tree", 1, true))
     assert.equal("main.c", (read(dir .. "/src/main.c") and "main.c"))
+    repo:close()
+  end)
+
+  it("refuses to remove a work tree the user made, and keeps its uncommitted work", function()
+    dir = new_repo()
+    local parent = tmpdir()
+    dirs[#dirs + 1] = parent
+    local wt = parent .. "/wt"
+    G(dir, { "worktree", "add", "-q", "--detach", wt })
+    write(wt .. "/uncommitted", "precious\n")
+    local repo = open(dir)
+    local none, err = repo:remove_worktree(wt)
+    assert.is_nil(none)
+    assert.truthy(err:find("not created by beat", 1, true), err)
+    assert.equal("precious\n", read(wt .. "/uncommitted"))
+    assert.truthy(G(dir, { "worktree", "list", "--porcelain" }):find("/wt\n", 1, true))
     repo:close()
   end)
 

@@ -1,7 +1,9 @@
 --- beat.git — snapshots of a work tree in git, without ever losing the user's work.
 ---
 --- A snapshot is a commit of the whole work tree as it is (modified, deleted and
---- untracked-but-not-ignored files, exec bits, symlinks) stored under refs/beat/.
+--- untracked-but-not-ignored files, exec bits, symlinks) stored under refs/beat/,
+--- each file as the bytes it holds on disk: no eol conversion or other git
+--- filter, either way, so a restore gives back every byte.
 --- Taking one never moves HEAD, never writes the index file, never changes a
 --- branch and never writes the work tree. Restoring one rewrites only paths that
 --- are not ignored. See docs/api/git.md.
@@ -190,7 +192,7 @@ end
 ---@class beat.git.TreeInfo
 ---@field tree string the tree id
 ---@field scan "watch"|"full" how the changed files were found
----@field hashed integer files read and hashed
+---@field hashed integer files read and hashed (their bytes as they are, unfiltered)
 ---@field watch string state of the watch ("watching", "first scan", "index changed", ...)
 
 --- The tree id of the work tree as it is now: the tree a snapshot would get.
@@ -268,9 +270,10 @@ end
 ---@field removed integer files removed
 
 --- Make the work tree equal to a snapshot for every path that is not ignored:
---- changed files rewritten, added files removed, deleted files back, modes
---- back, directories emptied by the removals removed. Ignored paths, `.beat/`,
---- HEAD, the index and branches are not touched.
+--- changed files rewritten with the snapshot's bytes (no checkout filter),
+--- added files removed, deleted files back, modes back, directories emptied by
+--- the removals removed. Ignored paths, `.beat/`, HEAD, the index and branches
+--- are not touched.
 ---@param opts string|beat.git.RestoreOptions the snapshot, or options
 ---@return beat.git.RestoreResult|nil result
 ---@return string? err
@@ -431,7 +434,8 @@ function Repo:worktree(path, commit)
 end
 
 --- Delete a work tree made by repo:worktree: its directory and git's record
---- of it. A path that is not a linked work tree of this repository is refused.
+--- of it. A linked work tree the user made, or a path that is not a linked
+--- work tree of this repository, is refused with `nil, "worktree: ..."`.
 ---@param opts string|{path: string}
 ---@return true|nil ok
 ---@return string? err
