@@ -41,6 +41,8 @@ describe("optimize", function()
     local best = recs[#recs].best
     local show = assert(beat.exec({ "git", "show", best .. ":value.txt" }, { cwd = dir }))
     assert.equal("80\n", show.stdout)
+    local ref = assert(beat.exec({ "git", "rev-parse", ("refs/beat/%s/best"):format(id) }, { cwd = dir }))
+    assert.equal(best .. "\n", ref.stdout)
     assert.equal("", assert(beat.exec({ "git", "diff", "--stat", best }, { cwd = dir })).stdout)
     -- results.tsv has a row per iteration
     local tsv = H.read(("%s/.beat/runs/%s/results.tsv"):format(dir, id))

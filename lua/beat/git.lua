@@ -379,6 +379,25 @@ function Repo:refs(opts)
   return list
 end
 
+--- Point a ref under refs/beat/ at an existing commit (a snapshot): how a
+--- strategy names its best result without taking another snapshot.
+---@param opts {ref: string, commit: string} ref "refs/beat/<x>" or "<x>"; commit a revision
+---@return string|nil id the commit id
+---@return string? err
+function Repo:set_ref(opts)
+  local fname = "repo:set_ref"
+  if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 2) end
+  only(fname, opts, { ref = true, commit = true })
+  check(fname, opts, "ref", "string", true)
+  check(fname, opts, "commit", "string", true)
+  local ref = beat_ref(fname, opts.ref, "opts.ref")
+  local r, rerr = resolve_commit(self, "set_ref", opts.commit)
+  if not r then return nil, rerr end
+  local ok, err = self._c:set_ref(ref, r.commit, "beat: set ref")
+  if not ok then return nil, "set_ref: " .. err end
+  return r.commit
+end
+
 --- Delete the refs under refs/beat/ whose names start with a prefix.
 ---@param opts string|{prefix: string} "refs/beat/<x>" or "<x>"
 ---@return integer|nil deleted how many were deleted

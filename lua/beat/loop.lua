@@ -293,9 +293,7 @@ end
 function Run:keep(snap)
   if not self.repo then return end
   self.best = snap
-  local ok, err = self.repo:snapshot { ref = ("refs/beat/%s/best"):format(self.id),
-    message = ("beat: run %s best"):format(self.id), parent = snap }
-  -- the best ref names the same tree; the commit id we track is snap itself
+  local ok, err = self.repo:set_ref { ref = ("refs/beat/%s/best"):format(self.id), commit = snap }
   if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
 end
 
