@@ -125,6 +125,46 @@ describe("optimize", function()
     assert.matches("%.beat/", H.read(dir .. "/.git/info/exclude"))
   end)
 
+  it("with --runs measures each candidate repeatedly and keeps only significant improvements", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    -- the eval adds noise -2, -1, 0, 1, 2 in turn: 99.5 is within the noise, 90 is not
+    local counter = H.tmpdir() .. "/n"
+    local eval = ([[n=$(cat %s 2>/dev/null || echo 0); echo $((n + 1)) > %s; ]] ..
+      [[awk -v k=$((n %% 5)) '{ print $1 + k - 2 }' value.txt]]):format(counter, counter)
+    local r = loop(dir, { "lower", "--eval", eval, "-a", SET, "--runs", "5", "--max-iterations", "2" },
+      { VALUES = "99.5 90" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.same({ "baseline", "discard", "keep" }, statuses(dir))
+    local evals = H.events(H.last_run(dir), "eval")
+    assert.equal(5, #evals[1].values)
+    assert.equal("90\n", H.read(dir .. "/value.txt"))
+  end)
+
+  it("keeps every candidate that enters the Pareto front", function()
+    local dir = H.git_repo { ["value.txt"] = "size: 10\nspeed: 10\n" }
+    local agent = H.tmpdir() .. "/pareto.sh"
+    H.write(agent, [[
+case "$BEAT_ITERATION" in
+  1) printf 'size: 5\nspeed: 12\n' > value.txt ;;
+  2) printf 'size: 8\nspeed: 8\n' > value.txt ;;
+  3) printf 'size: 6\nspeed: 13\n' > value.txt ;;
+esac
+]])
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      return (beat.strategy("optimize") {
+        cwd = %q, prompt = "smaller and faster", max_iterations = 3,
+        agent = beat.agent.command { argv = { "sh", %q } },
+        eval = "cat value.txt", score = beat.score.metrics(),
+        objective = beat.objective { pareto = true, metrics = { size = "minimize", speed = "maximize" } },
+      })
+    ]]):format(dir, agent))
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    -- 1 dominates the baseline; 2 is dominated by 1; 3 trades off against 1 (enters)
+    assert.same({ "baseline", "keep", "discard", "keep" }, statuses(dir))
+  end)
+
   it("does not take files the eval writes for the agent's work", function()
     local dir = H.git_repo { ["value.txt"] = "100\n" }
     local r = loop(dir, { "lower", "--eval", "date +%N > bench-results.txt; cat value.txt", "-a", "true",
