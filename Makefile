@@ -58,17 +58,24 @@ $(BUILD):
 	mkdir -p $(BUILD)
 
 # Every spec runs inside the real runtime: busted is a Lua program and
-# build/beat runs it like any recipe.
+# build/beat runs it like any recipe. The specs' temp dirs live in one
+# directory, removed afterwards.
 test: $(BUILD)/beat
 	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
-	BEAT_BIN=$(abspath $(BUILD)/beat) $(BUILD)/beat run $(BUSTED) $(SPECS)
+	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
+	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS)"; \
+	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS); \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # The whole suite again, on a build with AddressSanitizer and UBSan.
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
+	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
+	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS)"; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		BEAT_BIN=$(abspath build-asan/beat) build-asan/beat run $(BUSTED) $(SPECS)
+		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS); \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat
 	@for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || exit 1; done
