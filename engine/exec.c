@@ -413,7 +413,7 @@ static void read_spec(lua_State *L, int idx, const char *field, stream *s,
         s->mode = luaL_checkoption(L, -1, NULL, modes);
         lua_pop(L, 1);
         lua_getfield(L, -1, "max");
-        s->max = (size_t)luaL_optinteger(L, -1, 1 << 20);
+        s->max = (size_t)luaL_optinteger(L, -1, 0); /* the default (1 MiB) is policy: exec.lua */
         lua_pop(L, 1);
         if (s->mode == OUT_FILE) {
             lua_getfield(L, -1, "path");
@@ -499,7 +499,7 @@ static int exec_spawn(lua_State *L)
     lua_getfield(L, 1, "cwd");
     cwd = luaL_optstring(L, -1, NULL);
     lua_getfield(L, 1, "grace_ms");
-    snprintf(grace, sizeof grace, "%lld", (long long)luaL_optinteger(L, -1, 5000));
+    snprintf(grace, sizeof grace, "%lld", (long long)luaL_checkinteger(L, -1));
     lua_pop(L, 1);
     lua_getfield(L, 1, "args");
     luaL_checktype(L, -1, LUA_TTABLE);

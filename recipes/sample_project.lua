@@ -28,7 +28,7 @@ M.params = {
 }
 
 --- The eval: train with beat's own binary (no other Lua needed).
-M.eval = { require("beat._runtime").exepath(), "run", "train.lua" }
+M.eval = { beat.exepath(), "run", "train.lua" }
 
 --- The diff of the work tree against HEAD.
 function M.diff(dir)

@@ -110,7 +110,7 @@ return function(opts)
       -- propose
       local best_text, base_text = objective:describe(best), objective:describe(baseline)
       local prompt = type(o.prompt) == "function"
-        and run:prompt_hook(run:state { iteration = n, best_score = best, best_text = best_text })
+        and run:text_hook("prompt", run:state { iteration = n, best_score = best, best_text = best_text })
         or default_prompt(o, run, best_text, base_text)
       local agent = run:propose(n, prompt, { history = run.history })
       local changed = run:changed_since(run.best)

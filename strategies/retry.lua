@@ -40,7 +40,7 @@ return function(opts)
         run:record { iteration = 0, status = "pass", summary = "the check already passes" }
         return "passed", "the check already passes; the agent was not run"
       end
-      feedback_text = o.feedback and run:hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+      feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
       run:record { iteration = 0, status = "fail", summary = ("check exited %d before any change"):format(r.code) }
     end
 
@@ -55,7 +55,7 @@ return function(opts)
 
       -- propose
       local prompt = type(o.prompt) == "function"
-        and run:prompt_hook(run:state { iteration = n, feedback = feedback_text })
+        and run:text_hook("prompt", run:state { iteration = n, feedback = feedback_text })
         or o.prompt
       if feedback_text and type(o.prompt) ~= "function" then
         prompt = ("%s\n\nPrevious attempt (iteration %d of %d): %s"):format(prompt, n - 1, o.max_iterations, feedback_text)
@@ -94,7 +94,7 @@ return function(opts)
         run:keep(snap)   -- progress is kept: the next attempt builds on this one
       end
       if r and r.code ~= 0 then
-        feedback_text = o.feedback and run:hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+        feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
       end
       table.insert(run.history, { iteration = n, status = status, summary = summary })
       run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,

@@ -36,6 +36,50 @@ describe("beat CLI", function()
     assert.matches("cannot read recipe /nonexistent/recipe.lua", r.stderr)
   end)
 
+  it("answers --help for every command, and help for an unknown one with exit 2", function()
+    for _, cmd in ipairs { "run", "loop", "repl", "runs", "show", "restore", "agents", "version", "help" } do
+      local r = H.beat { cmd, "--help" }
+      assert.equal(0, r.code, cmd)
+      assert.matches("^Usage: beat " .. cmd, r.stdout)
+      assert.equal(r.stdout, H.beat({ "help", cmd }).stdout)
+    end
+    local r = H.beat { "help", "nope" }
+    assert.equal(2, r.code)
+    assert.equal("beat: unknown command 'nope' (see 'beat help')\n", r.stderr)
+  end)
+
+  it("lists the agent adapters and finds an installed CLI with its version", function()
+    local r = H.beat({ "agents" }, { env = { PATH = H.root .. "/tests/fixtures/agents:" .. os.getenv("PATH") } })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("claude%s+yes%s+2%.1%.332", r.stdout)
+    assert.matches("tune%s+yes%s+built in", r.stdout)
+    r = H.beat { "agents", "extra" }
+    assert.equal(2, r.code)
+  end)
+
+  it("rejects a malformed --set with exit 2 before running anything", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, 'io.open("' .. dir .. '/ran", "w"):close()')
+    for _, bad in ipairs { { "--set" }, { "--set", "novalue" }, { "--set", "=1" } } do
+      local args = { "run", recipe }
+      for _, a in ipairs(bad) do args[#args + 1] = a end
+      local r = H.beat(args)
+      assert.equal(2, r.code, table.concat(bad, " "))
+      assert.matches("^beat: run: %-%-set needs key=value", r.stderr)
+    end
+    assert.is_false(beat.fs.exists(dir .. "/ran"))
+  end)
+
+  it("installs the binary and the man page under PREFIX", function()
+    local prefix = H.tmpdir()
+    local r = assert(beat.exec({ "make", "-s", "install", "PREFIX=" .. prefix, "BUILD=" .. H.bin:match("^(.*)/beat$") },
+      { cwd = H.root }))
+    assert.equal(0, r.code, r.stderr)
+    assert.is_true(beat.fs.access(prefix .. "/bin/beat", "x"))
+    assert.is_true(beat.fs.exists(prefix .. "/share/man/man1/beat.1"))
+    assert.matches("^beat ", assert(beat.exec { prefix .. "/bin/beat", "version" }).stdout)
+  end)
+
   it("runs a recipe with arguments and uses its integer result as exit status", function()
     local dir = H.tmpdir()
     local recipe = H.recipe(dir, [[

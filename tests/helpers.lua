@@ -80,6 +80,13 @@ function H.beat(args, opts)
   return assert(beat.exec(argv, opts))
 end
 
+--- Runs `beat loop ARGS...` in dir with extra environment.
+function H.loop(dir, args, env)
+  local argv = { "loop" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return H.beat(argv, { cwd = dir, env = env })
+end
+
 --- Writes a recipe file and returns its path.
 function H.recipe(dir, src)
   local path = dir .. "/recipe.lua"

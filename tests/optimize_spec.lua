@@ -6,11 +6,7 @@ local H = require "tests.helpers"
 local SET = "sh " .. H.root .. "/tests/fixtures/loop/set-value.sh"
 local EVAL = "cat value.txt"
 
-local function loop(dir, args, env)
-  local argv = { "loop" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return H.beat(argv, { cwd = dir, env = env })
-end
+local loop = H.loop
 
 local function statuses(dir)
   local out = {}
@@ -50,6 +46,11 @@ describe("optimize", function()
     for _ in tsv:gmatch("\n") do rows = rows + 1 end
     assert.equal(7, rows)
     assert.matches("^iteration\tsnapshot\tscore\tstatus\tdelta\tcost_usd\tduration_s\tsummary\n", tsv)
+    for n = 1, 5 do
+      local iter = ("%s/.beat/runs/%s/iter-%d/"):format(dir, id, n)
+      assert.matches("set value to", H.read(iter .. "agent.log"))
+      assert.matches("^%$ cat value.txt\n# exit 0", H.read(iter .. "eval.log"))
+    end
   end)
 
   it("maximizes with --direction maximize and reads a named metric", function()
@@ -165,6 +166,34 @@ esac
     assert.same({ "baseline", "keep", "discard", "keep" }, statuses(dir))
   end)
 
+  it("tells an LLM agent the best score and what was tried, and calls every hook", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local log = H.tmpdir() .. "/prompts"
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      local calls = { on_iteration = 0, on_keep = 0, on_discard = 0 }
+      local code = beat.strategy("optimize") {
+        cwd = %q, prompt = "lower the value", eval = "cat value.txt", max_iterations = 5,
+        agent = beat.agent.command { argv = { "sh", "-c", 'printf "%%s\n===\n" "$1" >> %s; sh %s', "agent", "{prompt}" } },
+        on_iteration = function() calls.on_iteration = calls.on_iteration + 1 end,
+        on_keep = function() calls.on_keep = calls.on_keep + 1 end,
+        on_discard = function() calls.on_discard = calls.on_discard + 1 end,
+        stop_when = function(state) if state.iteration == 3 then return "enough for today" end end,
+      }
+      print(("hooks %%d %%d %%d"):format(calls.on_iteration, calls.on_keep, calls.on_discard))
+      return code
+    ]]):format(dir, log, H.root .. "/tests/fixtures/loop/set-value.sh"))
+    local r = H.beat({ "run", recipe }, { env = { VALUES = "90 95 80 70" } })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("stopped: enough for today", r.stdout)
+    assert.matches("hooks 3 2 1\n", r.stdout)     -- kept 90 and 80, discarded 95
+    local prompts = H.read(log)
+    assert.matches("lower the value", prompts)
+    assert.matches("baseline score 100, best so far score 90", prompts)
+    assert.matches("iteration 1: keep %(score 90%)", prompts)
+    assert.matches("iteration 2: discard %(score 95%)", prompts)
+  end)
+
   it("does not take files the eval writes for the agent's work", function()
     local dir = H.git_repo { ["value.txt"] = "100\n" }
     local r = loop(dir, { "lower", "--eval", "date +%N > bench-results.txt; cat value.txt", "-a", "true",
@@ -239,6 +268,29 @@ describe("beat loop", function()
       assert.matches(c[2], r.stderr)
       assert.is_nil(r.stderr:find("\n.", 1))
     end
+  end)
+
+  it("answers bad runs/show/restore arguments with exit 2 and one line, changing nothing", function()
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    local r = H.beat({ "show", "last" }, { cwd = dir })
+    assert.equal(2, r.code)
+    assert.matches("^beat: no runs in .*%.beat/runs\n$", r.stderr)
+    assert.equal(0, loop(dir, { "lower", "--eval", EVAL, "-a", SET, "--max-iterations", "1" }, { VALUES = "90" }).code)
+    local cases = {
+      { { "show", "zzzz" }, "no run 'zzzz'" },
+      { { "restore" }, "missing RUN" },
+      { { "restore", "last", "sideways" }, "WHICH must be base, best, iter%-N" },
+      { { "restore", "last", "iter-9" }, "has no snapshot 'iter%-9'" },
+      { { "runs", "-w", dir .. "/missing" }, "does not exist" },
+      { { "runs", "--bogus" }, "unknown option '%-%-bogus'" },
+    }
+    for _, c in ipairs(cases) do
+      r = H.beat(c[1], { cwd = dir })
+      assert.equal(2, r.code, table.concat(c[1], " "))
+      assert.matches(c[2], r.stderr)
+      assert.is_nil(r.stderr:find("\n.", 1))
+    end
+    assert.equal("90\n", H.read(dir .. "/value.txt"))
   end)
 
   it("refuses a directory that is not a git repository unless --no-git", function()

@@ -5,11 +5,7 @@ local H = require "tests.helpers"
 local FIX = H.root .. "/tests/fixtures/loop/fix-on-3.sh"
 local CHECK = "grep -q fixed bug.txt"
 
-local function loop(dir, args, env)
-  local argv = { "loop" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return H.beat(argv, { cwd = dir, env = env })
-end
+local loop = H.loop
 
 describe("retry", function()
   it("passes when the agent fixes the check on iteration 3, building on each attempt", function()
@@ -155,7 +151,23 @@ describe("retry", function()
     ]]):format(dir, CHECK))
     local r = H.beat { "run", recipe }
     assert.equal(1, r.code)
-    assert.matches("hook prompt failed: must return the prompt as a string, returned nil", r.stdout)
+    assert.matches("hook prompt failed: must return a string, returned nil", r.stdout)
+  end)
+
+  it("puts what the feedback hook returns into the next prompt", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local log = H.tmpdir() .. "/prompts"
+    local recipe = H.recipe(H.tmpdir(), ([[
+      local beat = require "beat"
+      return (beat.strategy("retry") {
+        cwd = %q, prompt = "fix", check = %q,
+        agent = beat.agent.command { argv = { "sh", %q, "{prompt}" } },
+        feedback = function(r) return "CUSTOM FEEDBACK exit=" .. r.code end,
+      })
+    ]]):format(dir, CHECK, FIX))
+    local r = H.beat({ "run", recipe }, { env = { PROMPT_LOG = log } })
+    assert.equal(0, r.code, r.stdout)
+    assert.matches("CUSTOM FEEDBACK exit=1", H.read(log))
   end)
 
   it("stops with the hook's name when a hook raises, leaving the best snapshot", function()

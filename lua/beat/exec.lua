@@ -16,6 +16,7 @@ local SIG = runtime.signals
 local DEFAULT_MAX_OUTPUT = 1024 * 1024
 local DEFAULT_GRACE = 5
 local MAX_OUTPUT_LIMIT = 1 << 30
+local DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 ---@class beat.ExecOpts
 ---@field cwd? string working directory
@@ -65,22 +66,27 @@ local function output_spec(fn, name, v, max)
   fail(fn, "opts.%s must be true, false, a file path or a function, got %s", name, type(v))
 end
 
+--- The environment beat was started with, as a table name → value.
+---@return table<string, string>
+function M.environ()
+  local vars = {}
+  local f = io.open("/proc/self/environ", "rb")
+  if f then
+    for kv in f:read("a"):gmatch("([^%z]+)") do
+      local k, v = kv:match("^([^=]+)=(.*)$")
+      if k then vars[k] = v end
+    end
+    f:close()
+  end
+  return vars
+end
+
 local function build_env(fn, opts)
   if opts.env == nil and not opts.clear_env then return nil, os.getenv("PATH") end
   if opts.env ~= nil and type(opts.env) ~= "table" then
     fail(fn, "opts.env must be a table of strings, got %s", type(opts.env))
   end
-  local vars = {}
-  if not opts.clear_env then
-    local f = io.open("/proc/self/environ", "rb")
-    if f then
-      for kv in f:read("a"):gmatch("([^%z]+)") do
-        local k, v = kv:match("^([^=]+)=(.*)$")
-        if k then vars[k] = v end
-      end
-      f:close()
-    end
-  end
+  local vars = opts.clear_env and {} or M.environ()
   for k, v in pairs(opts.env or {}) do
     if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
       fail(fn, "opts.env keys must be variable names, got %q", tostring(k))
@@ -96,12 +102,18 @@ local function build_env(fn, opts)
   local list = {}
   for k, v in pairs(vars) do list[#list + 1] = k .. "=" .. v end
   table.sort(list)
-  return list, vars.PATH
+  return list, vars.PATH or DEFAULT_PATH   -- execvp's default when the child has no PATH
 end
 
---- Finds the executable for argv[1] the way execvp would, with PATH from
---- the child's environment; returns nil, reason when there is none.
-local function resolve(name, path, cwd)
+--- Finds the executable for a command name the way execvp would: a name
+--- with a slash is taken as a path (relative to cwd), others are looked up
+--- in PATH (default: beat's own). Returns the absolute path, or nil and why.
+---@param name string
+---@param path? string
+---@param cwd? string
+---@return string|nil, string?
+function M.which(name, path, cwd)
+  path = path or os.getenv("PATH")
   if name == "" then return nil, "empty command" end
   if name:find("/", 1, true) then
     local full = (name:sub(1, 1) == "/" or not cwd) and name or (cwd .. "/" .. name)
@@ -112,7 +124,7 @@ local function resolve(name, path, cwd)
     return full
   end
   local denied = false
-  for dir in (path or "/usr/local/bin:/usr/bin:/bin"):gmatch("[^:]*") do
+  for dir in (path or DEFAULT_PATH):gmatch("[^:]*") do
     if dir == "" then dir = "." end
     local full = dir .. "/" .. name
     local st = fsc.stat(full)
@@ -197,7 +209,7 @@ local function start(fn, cmd, opts)
       return nil, ("exec: %s: cwd %s: no such directory"):format(p.label, p.cwd)
     end
   end
-  local file, why = resolve(p.argv[1], p.path, p.cwd)
+  local file, why = M.which(p.argv[1], p.path, p.cwd)
   if not file then return nil, ("exec: %s: %s"):format(p.label, why) end
 
   local proc = setmetatable({ label = p.label, started = runtime.clock(), waiters = {},

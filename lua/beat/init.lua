@@ -30,6 +30,11 @@ function M.sleep(d)
   if not ok then error(err, 0) end
 end
 
+--- The path of the running beat binary (to run `beat` from a recipe).
+M.exepath = runtime.exepath
+--- beat's process id.
+M.pid = runtime.pid
+
 --- Wall-clock time in seconds since the epoch (float).
 M.now = runtime.now
 --- Monotonic seconds (float), for measuring durations.

@@ -108,6 +108,13 @@ function M.options(strategy, opts, extra, defaults)
   return o
 end
 
+-- A mistake in what the user asked for (not a repository, a missing agent,
+-- a locked work tree): `beat run` and `beat loop` report it on one line and
+-- exit 2, the same error object cli.usage_error raises.
+local function usage_error(msg)
+  error(setmetatable({ usage = msg }, { __tostring = function(e) return e.usage end }), 0)
+end
+
 -- A failure of a user hook: stops the run, names the hook.
 local HookError = {}
 HookError.__index = HookError
@@ -189,14 +196,15 @@ function Run:cooldown()
   if c and c > 0 then beat.sleep(self:limit(c)) end
 end
 
---- Calls the prompt hook; it must return a string.
-function Run:prompt_hook(ctx)
-  local p = self:hook("prompt", ctx)
-  if type(p) ~= "string" then
-    error(setmetatable({ hook = "prompt", traceback = ("must return the prompt as a string, returned %s")
-      :format(type(p)) }, HookError), 0)
+--- Calls a hook that must return text (prompt, feedback); anything else
+--- stops the run as a failing hook.
+function Run:text_hook(name, ...)
+  local text = self:hook(name, ...)
+  if type(text) ~= "string" then
+    error(setmetatable({ hook = name, traceback = ("must return a string, returned %s")
+      :format(type(text)) }, HookError), 0)
   end
-  return p
+  return text
 end
 
 --- Runs the agent for iteration n; waits out rate limits (not failures).
@@ -414,11 +422,9 @@ local function preflight(agent, cwd)
     return
   end
   local bin = cmd.argv[1]
-  local full = bin:find("/", 1, true) and (bin:sub(1, 1) == "/" and bin or cwd .. "/" .. bin) or nil
-  local found = require("beat.agent.list").which(full or bin)
-  if not found then
-    error(setmetatable({ usage = ("agent %s: %s is not installed or not executable (see 'beat agents')")
-      :format(agent.name or "?", bin) }, { __tostring = function(e) return e.usage end }), 0)
+  if not require("beat.exec").which(bin, nil, cwd) then
+    usage_error(("agent %s: %s is not installed or not executable (see 'beat agents')")
+      :format(agent.name or "?", bin))
   end
 end
 
@@ -449,8 +455,8 @@ function M.run(strategy, opts, body)
   if opts.git ~= false then
     local repo, err = beat.git.open(run.cwd)
     if not repo then
-      error(setmetatable({ usage = ("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
-        :format(err) }, { __tostring = function(e) return e.usage end }), 0)
+      usage_error(("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
+        :format(err))
     end
     run.repo = repo
     root = repo:path()
@@ -465,7 +471,7 @@ function M.run(strategy, opts, body)
     lock, lerr = run.repo:lock { id = run.id }
     if not lock then
       fs.rm_rf(j.dir)
-      error(setmetatable({ usage = lerr }, { __tostring = function(e) return e.usage end }), 0)
+      usage_error(lerr)
     end
     ensure_excluded(run.repo)
     local base, berr = run.repo:snapshot { ref = ("refs/beat/%s/base"):format(run.id),
@@ -478,7 +484,7 @@ function M.run(strategy, opts, body)
   end
 
   j:write("run_start", {
-    id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = require("beat._runtime").pid(),
+    id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = beat.pid(),
     head = run.repo and run.repo:head() or nil, config = opts, git = run.repo ~= nil,
   })
   say(run, "beat run %s: %s in %s%s", run.id, strategy, run.cwd,

@@ -129,19 +129,8 @@ end
 -- The names of the variables beat itself was started with.
 local function inherited_names()
   local names = {}
-  local f = io.open("/proc/self/environ", "rb")
-  if f then
-    for kv in f:read("a"):gmatch("([^%z]+)") do
-      local k = kv:match("^([^=]+)=")
-      if k then names[#names + 1] = k end
-    end
-    f:close()
-  else
-    for _, k in ipairs { "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT",
-                         "CLAUDE_CODE_SESSION_ID", "CLAUDE_CODE_CHILD_SESSION" } do
-      if os.getenv(k) then names[#names + 1] = k end
-    end
-  end
+  for k in pairs(require("beat.exec").environ()) do names[#names + 1] = k end
+  table.sort(names)
   return names
 end
 

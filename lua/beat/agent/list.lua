@@ -26,16 +26,7 @@ M.adapters = {
 ---@param path? string PATH to search (default: $PATH)
 ---@return string|nil
 function M.which(name, path)
-  local fs = require("beat").fs
-  if name:find("/", 1, true) then
-    return fs.access(name, "x") and name or nil
-  end
-  for dir in (path or os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin"):gmatch("[^:]+") do
-    local full = dir .. "/" .. name
-    local st = fs.stat(full)
-    if st and st.type ~= "directory" and fs.access(full, "x") then return full end
-  end
-  return nil
+  return (require("beat.exec").which(name, path))
 end
 
 ---@class beat.AgentListRow
