@@ -85,7 +85,7 @@ describe("beat.score run checks", function()
 
   it("raises when handed something that is not a result, with a hint", function()
     assert.has_error(function() score.last_number() end,
-      "beat.score: expected an exec result table, got nil (pass the extractor itself, e.g. score = beat.score.last_number)")
+      "beat.score: result must be an exec result table (pass the extractor itself, e.g. score = beat.score.last_number), got nil")
   end)
 
   it("says so when stdout was not captured", function()
@@ -222,7 +222,9 @@ describe("beat.score.metric", function()
     assert.has_error(function() score.metric { name = "x", stream = "stdin" } end,
       'beat.score.metric: opts.stream must be "stdout", "stderr" or "both", got "stdin"')
     assert.has_error(function() score.metric { name = "x", exit_code = 1 } end,
-      "beat.score.metric: unknown option exit_code")
+      "beat.score.metric: unknown option opts.exit_code")
+    assert.has_error(function() score.metric { name = "x", exit_codes = { 0, 1.5 } } end,
+      'beat.score.metric: opts.exit_codes must be a list of integers or "any", got {0, 1.5}')
   end)
 end)
 
@@ -336,7 +338,8 @@ describe("beat.score.regex", function()
   end
 
   it("rejects an invalid Lua pattern at construction", function()
-    assert.has_error(function() score.regex "[a" end)
+    assert.has_error(function() score.regex "[a" end,
+      [[beat.score.regex: opts.pattern must be a valid Lua pattern (malformed pattern (missing ']')), got "[a"]])
     assert.has_error(function() score.regex "" end,
       'beat.score.regex: opts.pattern must be a non-empty Lua pattern, got ""')
   end)
@@ -376,7 +379,7 @@ describe("beat.score.fn", function()
 
   it("raises when given something that is not a function", function()
     assert.has_error(function() score.fn(3) end,
-      "beat.score.fn: expected a function or an options table, got number")
+      "beat.score.fn: opts must be a function or an options table, got 3")
   end)
 end)
 
