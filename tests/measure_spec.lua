@@ -152,10 +152,11 @@ describe("beat.measure", function()
       'beat.measure: opts.aggregate must be "median", "mean", "min" or "max", got "avg"')
     assert.has_error(function() measure("true", { score = "last_number" }) end,
       'beat.measure: opts.score must be an extractor function such as beat.score.last_number, got "last_number"')
-    assert.has_error(function() measure("true", { timeout = "soon" }) end)
-    assert.has_error(function() measure("true", { run = 3 }) end, "beat.measure: unknown option run")
+    assert.has_error(function() measure("true", { timeout = "soon" }) end,
+      'beat.measure: opts.timeout must be a duration like "90s" or a number of seconds, got "soon"')
+    assert.has_error(function() measure("true", { run = 3 }) end, "beat.measure: unknown option opts.run")
     assert.has_error(function() measure(42) end,
-      "beat.measure: cmd must be an argv table, a shell string or a function, got number")
+      "beat.measure: cmd must be an argv table, a shell string or a function, got 42")
   end)
 
   it("raises when the score returns something that cannot be aggregated", function()

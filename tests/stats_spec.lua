@@ -68,7 +68,7 @@ describe("beat.stats descriptive statistics", function()
 
   it("raises on NaN, infinity and non-numbers, naming the position", function()
     assert.has_error(function() stats.mean { 1, 0 / 0 } end,
-      "beat.stats.mean: value 2 must be a finite number, got " .. tostring(0 / 0))
+      "beat.stats.mean: value 2 must be a finite number, got nan")
     assert.has_error(function() stats.median { 1, math.huge } end)
     assert.has_error(function() stats.median {} end, "beat.stats.median: needs at least 1 value, got 0")
     assert.has_error(function() stats.stddev "x" end)

@@ -13,27 +13,23 @@
 --- beat.objective compares measurements directly: `value` is compared and `values` are the
 --- samples for its significance test.
 
+local check = require "beat.check"
 local stats = require "beat.stats"
 
 local M = {}
 
 local format = string.format
 
-local AGGREGATES = { median = true, mean = true, min = true, max = true }
-local EXEC_OPTS = { cwd = true, env = true, clear_env = true, stdin = true, grace = true,
-  max_output = true, stderr = true }
-local KNOWN = { runs = true, warmup = true, aggregate = true, timeout = true, score = true,
-  label = true, on_run = true }
-for k in pairs(EXEC_OPTS) do KNOWN[k] = true end
-
-local function show(v)
-  if type(v) == "string" then return format("%q", v) end
-  return tostring(v)
-end
-
-local function fail(fmt, ...)
-  error("beat.measure: " .. format(fmt, ...), 3)
-end
+local WHERE = "beat.measure"
+local OPTS = {
+  runs = "posint", warmup = "nonnegint", timeout = "duration", label = "string", on_run = "function",
+  aggregate = { enum = { "median", "mean", "min", "max" } },
+  score = { "function", what = "an extractor function such as beat.score.last_number" },
+  cwd = { "string", what = "a directory path" },
+  -- passed on to beat.exec, which checks them
+  env = "any", clear_env = "any", stdin = "any", grace = "any", max_output = "any", stderr = "any",
+}
+local EXEC_OPTS = { "cwd", "env", "clear_env", "stdin", "grace", "max_output", "stderr" }
 
 ---@class beat.MeasureOptions
 ---@field runs? integer       measured runs (default 5)
@@ -91,51 +87,21 @@ end
 ---@return string? reason
 ---@return beat.ExecResult? result of the failing run
 function M.measure(cmd, opts)
+  check.value(WHERE, "cmd", cmd, { "string|table|function", required = true,
+    what = "an argv table, a shell string or a function" })
   local tc = type(cmd)
-  if not (tc == "string" or tc == "table" or tc == "function") then
-    fail("cmd must be an argv table, a shell string or a function, got %s", tc)
-  end
-  if tc == "string" and cmd:match("^%s*$") then fail("cmd must not be empty") end
-  if tc == "table" and #cmd == 0 then fail("cmd must not be an empty argv table") end
-  opts = opts or {}
-  if type(opts) ~= "table" then fail("opts must be a table, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not KNOWN[k] then fail("unknown option %s", tostring(k)) end
-  end
-  local runs = opts.runs == nil and 5 or opts.runs
-  if math.type(runs) ~= "integer" or runs < 1 then
-    fail("opts.runs must be a positive integer, got %s", show(runs))
-  end
-  local warmup = opts.warmup == nil and 0 or opts.warmup
-  if math.type(warmup) ~= "integer" or warmup < 0 then
-    fail("opts.warmup must be a non-negative integer, got %s", show(warmup))
-  end
-  local aggregate = opts.aggregate == nil and "median" or opts.aggregate
-  if not AGGREGATES[aggregate] then
-    fail('opts.aggregate must be "median", "mean", "min" or "max", got %s', show(aggregate))
-  end
-  local score = opts.score
-  if score == nil then score = require("beat.score").last_number end
-  if type(score) ~= "function" then
-    fail("opts.score must be an extractor function such as beat.score.last_number, got %s", show(score))
-  end
-  local label = opts.label == nil and "eval" or opts.label
-  if type(label) ~= "string" then fail("opts.label must be a string, got %s", show(label)) end
-  if opts.on_run ~= nil and type(opts.on_run) ~= "function" then
-    fail("opts.on_run must be a function, got %s", show(opts.on_run))
-  end
-  local timeout
-  if opts.timeout ~= nil then
-    local why
-    timeout, why = require("beat.duration").parse(opts.timeout)
-    if not timeout then fail("opts.timeout %s", why) end
-  end
-  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
-    fail("opts.cwd must be a directory path, got %s", show(opts.cwd))
-  end
+  if tc == "string" and cmd:match("^%s*$") then check.error(WHERE, "cmd must not be empty") end
+  if tc == "table" and #cmd == 0 then check.error(WHERE, "cmd must not be an empty argv table") end
+  opts = check.options(WHERE, opts, OPTS)
+  local runs = opts.runs or 5
+  local warmup = opts.warmup or 0
+  local aggregate = opts.aggregate or "median"
+  local score = opts.score or require("beat.score").last_number
+  local label = opts.label or "eval"
+  local timeout = opts.timeout and require("beat.duration").parse(opts.timeout)
 
   local exec_opts = { timeout = opts.timeout }
-  for k in pairs(EXEC_OPTS) do exec_opts[k] = opts[k] end
+  for _, k in ipairs(EXEC_OPTS) do exec_opts[k] = opts[k] end
   local ctx = { label = label, cwd = opts.cwd, timeout = timeout }
 
   local function run_once(i, is_warmup)
@@ -143,7 +109,7 @@ function M.measure(cmd, opts)
       local r, why = cmd(i, is_warmup)
       if r == nil then return nil, tostring(why or "the function returned no result") end
       if type(r) ~= "table" then
-        fail("cmd function must return an exec result table or nil, reason; got %s", type(r))
+        check.fail(WHERE, "the cmd function's result", "an exec result table, or nil and a reason", r, 3)
       end
       return r
     end
@@ -168,12 +134,12 @@ function M.measure(cmd, opts)
       if tv == "number" then
         if not finite(v) then return nil, where .. ": value is " .. (v ~= v and "NaN" or "infinite"), result end
       elseif tv ~= "table" then
-        fail("opts.score returned %s %s for %s; beat.measure needs numbers or tables of numbers "
-          .. "(to time a command, use score = beat.score.duration)", tv, tostring(v), where)
+        check.error(WHERE, format("opts.score returned %s %s for %s; beat.measure needs numbers or tables of numbers "
+          .. "(to time a command, use score = beat.score.duration)", tv, tostring(v), where))
       end
       if kind == nil then kind = tv
       elseif kind ~= tv then
-        fail("opts.score returned a %s for %s but a %s before", tv, where, kind)
+        check.error(WHERE, format("opts.score returned a %s for %s but a %s before", tv, where, kind))
       end
       local n = i - warmup
       values[n] = v

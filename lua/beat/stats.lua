@@ -1,4 +1,4 @@
---- beat.stats — small, dependency-free statistics for noisy measurements.
+--- beat.stats — small, plain-Lua statistics for noisy measurements.
 ---
 --- Descriptive statistics (mean, median, stddev, MAD), outlier flags by the modified
 --- z-score (Iglewicz & Hoaglin), and two two-sample tests: Mann–Whitney U (exact
@@ -10,6 +10,8 @@
 --- Every function takes a list of finite numbers and raises on anything else: callers
 --- (beat.measure, beat.objective) check their inputs before they get here.
 
+local check = require "beat.check"
+
 local M = {}
 
 local sqrt, exp, log, abs, huge = math.sqrt, math.exp, math.log, math.abs, math.huge
@@ -18,23 +20,22 @@ local sqrt, exp, log, abs, huge = math.sqrt, math.exp, math.log, math.abs, math.
 ---@param xs any
 ---@param min_n integer
 local function check_list(where, xs, min_n)
-  if type(xs) ~= "table" then
-    error(("beat.stats.%s: expected a list of numbers, got %s"):format(where, type(xs)), 3)
-  end
+  where = "beat.stats." .. where
+  check.value(where, "xs", xs, { "table", required = true, what = "a list of numbers" }, 3)
   local n = #xs
   if n < min_n then
-    error(("beat.stats.%s: needs at least %d value%s, got %d"):format(
-      where, min_n, min_n == 1 and "" or "s", n), 3)
+    check.error(where, ("needs at least %d value%s, got %d"):format(min_n, min_n == 1 and "" or "s", n), 3)
   end
   for i = 1, n do
     local v = xs[i]
     if type(v) ~= "number" or v ~= v or v == huge or v == -huge then
-      error(("beat.stats.%s: value %d must be a finite number, got %s"):format(
-        where, i, tostring(v)), 3)
+      check.fail(where, "value " .. i, "a finite number", v, 3)
     end
   end
   return n
 end
+
+local POSITIVE = { "number", required = true, range = "(0, inf]", what = "a positive number" }
 
 ---@param xs number[]
 ---@return number[]
@@ -162,9 +163,7 @@ end
 function M.outliers(xs, threshold)
   check_list("outliers", xs, 1)
   threshold = threshold or 3.5
-  if type(threshold) ~= "number" or threshold <= 0 then
-    error("beat.stats.outliers: threshold must be a positive number, got " .. tostring(threshold), 2)
-  end
+  check.value("beat.stats.outliers", "threshold", threshold, POSITIVE)
   local out = {}
   for i, z in ipairs(M.modified_z(xs)) do
     if abs(z) > threshold then out[#out + 1] = i end
@@ -251,9 +250,7 @@ end
 ---@param x number
 ---@return number
 function M.lgamma(x)
-  if type(x) ~= "number" or not (x > 0) then
-    error("beat.stats.lgamma: x must be a positive number, got " .. tostring(x), 2)
-  end
+  check.value("beat.stats.lgamma", "x", x, POSITIVE)
   local shift = 0.0
   while x < 12 do
     shift = shift + log(x)
@@ -297,9 +294,7 @@ end
 ---@param b number
 ---@return number
 function M.betainc(x, a, b)
-  if type(x) ~= "number" or x < 0 or x > 1 then
-    error("beat.stats.betainc: x must be in [0, 1], got " .. tostring(x), 2)
-  end
+  check.value("beat.stats.betainc", "x", x, { "number", required = true, range = "[0, 1]" })
   if x == 0 then return 0.0 end
   if x == 1 then return 1.0 end
   local lfront = M.lgamma(a + b) - M.lgamma(a) - M.lgamma(b) + a * log(x) + b * log(1 - x)
@@ -315,9 +310,7 @@ end
 ---@param df number
 ---@return number
 function M.t_cdf(t, df)
-  if type(df) ~= "number" or not (df > 0) then
-    error("beat.stats.t_cdf: df must be a positive number, got " .. tostring(df), 2)
-  end
+  check.value("beat.stats.t_cdf", "df", df, POSITIVE)
   if t == huge then return 1.0 end
   if t == -huge then return 0.0 end
   local tail = 0.5 * M.betainc(df / (df + t * t), df / 2, 0.5) -- P(T > |t|)
@@ -327,18 +320,11 @@ end
 
 -- Two-sample tests --------------------------------------------------------------------
 
-local ALTERNATIVES = { less = true, greater = true, ["two-sided"] = true }
+local TEST_OPTS = { alternative = { enum = { "less", "greater", "two-sided" } }, exact = "boolean" }
 
 local function check_alternative(where, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("beat.stats.%s: opts must be a table, got %s"):format(where, type(opts)), 3)
-  end
-  local alt = opts and opts.alternative or "two-sided"
-  if not ALTERNATIVES[alt] then
-    error(('beat.stats.%s: opts.alternative must be "less", "greater" or "two-sided", got %q')
-      :format(where, tostring(alt)), 3)
-  end
-  return alt
+  opts = check.options("beat.stats." .. where, opts, TEST_OPTS, { level = 3 })
+  return opts.alternative or "two-sided"
 end
 
 local function clamp01(p)
