@@ -279,7 +279,7 @@ describe("beat.objective options", function()
     assert.has_error(function() new { direction = "minimise" } end,
       'beat.objective: opts.direction must be "minimize" or "maximize", got "minimise"')
     assert.has_error(function() new {} end,
-      'beat.objective: opts.direction must be "minimize" or "maximize" (or give opts.weights, opts.order or opts.pareto)')
+      'beat.objective: opts.direction must be "minimize" or "maximize" (or give opts.weights, opts.order or opts.pareto), got nil')
     assert.has_error(function() new { weights = { a = 1 } } end,
       'beat.objective: opts.weights: metric a needs a direction (opts.metrics.a = "minimize" or "maximize", or opts.direction)')
     assert.has_error(function() new { direction = "minimize", weights = { a = -1 } } end,
@@ -295,7 +295,7 @@ describe("beat.objective options", function()
     assert.has_error(function() new { direction = "minimize", constraints = { { metric = "m" } } } end,
       "beat.objective: opts.constraints[1] needs min or max")
     assert.has_error(function() new { direction = "minimize", tolerance = 1 } end,
-      "beat.objective: unknown option tolerance")
+      "beat.objective: unknown option opts.tolerance")
   end)
 end)
 
