@@ -205,10 +205,10 @@ describe("beat.agent", function()
       assert.has_error(function() beat.agent.claude { permision_mode = "plan" } end,
         "beat.agent.claude: unknown option opts.permision_mode")
       assert.has_error(function() beat.agent.codex { sandbox = "none" } end,
-        'beat.agent.codex: opts.sandbox must be one of "read-only", "workspace-write", "danger-full-access", got "none"')
+        'beat.agent.codex: opts.sandbox must be "read-only", "workspace-write" or "danger-full-access", got "none"')
       assert.has_error(function() beat.agent.command {} end)
       assert.has_error(function() beat.agent.claude {}:run { cwd = dir } end,
-        "beat.agent.claude:run: opts.prompt is required")
+        "beat.agent.claude:run: opts.prompt must be a string, got nil")
       assert.has_error(function() beat.agent.claude {}:run { prompt = "p", timeout = "soon" } end)
     end)
   end)

@@ -288,9 +288,4 @@ function M.stats()
   return n, next(unobserved) ~= nil
 end
 
----@param t any
-function M.is_task(t)
-  return getmetatable(t) == Task
-end
-
 return M

@@ -141,7 +141,6 @@ function spec.finish(_, st, res)
     out.ok = false
     local errs = type(r.errors) == "table" and r.errors or {}
     local why = str(errs[1]) or str(r.result) or ("claude ended with " .. tostring(r.subtype))
-    if r.subtype == "error_max_turns" then why = why or "reached the turn limit" end
     out.error = why
   else
     out.ok = true

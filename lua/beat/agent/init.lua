@@ -20,6 +20,7 @@
 --- Writing an adapter: see `M.define` and docs/api/agent.md.
 local M = {}
 
+local check = require "beat.check"
 local cjson = require "cjson"
 
 local MAX_LINE = 8 * 1024 * 1024     -- a longer output line is cut (see beat.exec)
@@ -39,88 +40,16 @@ M.default_keep_env = {
 --------------------------------------------------------------------------------
 -- Validation
 
-local function typename(v)
-  if math.type(v) == "integer" then return "integer" end
-  return type(v)
-end
-
-local function show(v)
-  if type(v) == "string" then return ("%q"):format(v) end
-  return tostring(v)
-end
-
-local checkers = {}
-
-function checkers.string(v) return type(v) == "string", "a string" end
-function checkers.nonempty(v) return type(v) == "string" and v ~= "", "a non-empty string" end
-function checkers.boolean(v) return type(v) == "boolean", "a boolean" end
-function checkers.table(v) return type(v) == "table", "a table" end
-checkers["function"] = function(v) return type(v) == "function", "a function" end
-function checkers.posint(v) return math.type(v) == "integer" and v > 0, "a positive integer" end
-function checkers.int(v) return math.type(v) == "integer", "an integer" end
-function checkers.number(v) return type(v) == "number" and v == v, "a number" end
-function checkers.nonneg(v) return type(v) == "number" and v >= 0 and v < math.huge, "a non-negative number" end
-function checkers.duration(v)
-  local ok = pcall(function()
-    local s = require("beat.duration").parse(v)
-    assert(s)
-  end)
-  return ok, "a duration like \"90s\" or a number of seconds"
-end
-function checkers.strings(v)
-  if type(v) ~= "table" then return false, "a list of strings" end
-  for i = 1, #v do if type(v[i]) ~= "string" then return false, "a list of strings" end end
-  for k in pairs(v) do if math.type(k) ~= "integer" then return false, "a list of strings" end end
-  return true
-end
-function checkers.env(v)
-  if type(v) ~= "table" then return false, "a table of NAME = string|false" end
-  for k, x in pairs(v) do
-    if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
-      return false, "a table of NAME = string|false"
-    end
-    if not (type(x) == "string" or type(x) == "number" or x == false) then
-      return false, "a table of NAME = string|false"
-    end
-  end
-  return true
-end
-
---- Validates opts against schema {name = kind | {enum = {...}}}; raises with a
+--- Validates opts against schema {name = kind} with beat.check (kinds such as
+--- "nonempty", "posint", "duration", "strings", "env", {enum = {...}}); raises with a
 --- message naming the option. Unknown options raise unless `lenient`.
 ---@param where string "beat.agent.claude"
 ---@param opts table
 ---@param schema table<string, string|table>
 ---@param lenient? boolean
 function M.validate(where, opts, schema, lenient)
-  if type(opts) ~= "table" then
-    error(("%s: options must be a table, got %s"):format(where, type(opts)), 3)
-  end
-  for k, v in pairs(opts) do
-    local kind = schema[k]
-    if kind == nil then
-      if not lenient then
-        error(("%s: unknown option opts.%s"):format(where, tostring(k)), 3)
-      end
-    elseif type(kind) == "table" then
-      local ok = false
-      for _, e in ipairs(kind.enum) do if v == e then ok = true end end
-      if not ok then
-        local names = {}
-        for _, e in ipairs(kind.enum) do names[#names + 1] = show(e) end
-        error(("%s: opts.%s must be one of %s, got %s"):format(where, k,
-          table.concat(names, ", "), show(v)), 3)
-      end
-    else
-      local check = checkers[kind]
-      if not check then error("beat.agent.validate: unknown kind " .. tostring(kind), 2) end
-      local ok, what = check(v)
-      if not ok then
-        error(("%s: opts.%s must be %s, got %s"):format(where, k, what,
-          type(v) == "string" and show(v) or typename(v)), 3)
-      end
-    end
-  end
+  if opts == nil then check.fail(where, "opts", "a table", opts, 3) end
+  check.options(where, opts, schema, { lenient = lenient, level = 3 })
 end
 
 --------------------------------------------------------------------------------
@@ -266,11 +195,11 @@ M.common_schema = {
   price = "table", summarize = "function",
 }
 
+-- Checks agent:run's options, blaming the caller of agent:run.
 local function check_run_opts(where, opts, need_prompt)
-  M.validate(where, opts, RUN_SCHEMA, true)
-  if need_prompt and opts.prompt == nil then
-    error(("%s: opts.prompt is required"):format(where), 3)
-  end
+  if opts == nil then check.fail(where, "opts", "a table", opts, 3) end
+  check.options(where, opts, RUN_SCHEMA, { lenient = true, level = 3 })
+  if need_prompt then check.value(where, "opts.prompt", opts.prompt, { "string", required = true }, 3) end
 end
 
 -- The text prepended to the prompt when continue_context is on and the CLI
