@@ -147,18 +147,39 @@ describe("beat.agent.tune", function()
     assert.equal("tune: a.cfg: no value for x found", r.error)
   end)
 
+  it("searches and edits parameter files under plain lua5.4, without beat's runtime", function()
+    H.write(dir .. "/cfg.py", START)
+    local script = [[
+      package.path = LUA .. "/?.lua;" .. LUA .. "/?/init.lua"
+      local P, S = require "beat.tune.params", require "beat.tune.search"
+      local ps = P.check({ { file = "cfg.py", name = "x", min = -10, max = 10 },
+        { file = "cfg.py", name = "opt", choices = { "sgd", "adam" } } }, "t")
+      local start = assert(P.read(ps, DIR))
+      local v = S.propose(ps, {}, { seed = 1, stream = 1, direction = "minimize", baseline = start })
+      assert(P.write(ps, DIR, v))
+      local got = assert(P.read(ps, DIR))
+      io.write(P.format_value(ps[1], got[1]) == P.format_value(ps[1], v[1]) and got[2] == v[2] and "ok" or "mismatch")
+    ]]
+    local r = assert(beat.exec({ "lua5.4", "-e", ("LUA, DIR = %q, %q"):format(H.root .. "/lua", dir), "-e", script },
+      { timeout = 30 }))
+    assert.equal("", r.stderr)
+    assert.equal("ok", r.stdout)
+    assert.not_equal(START, H.read(dir .. "/cfg.py"))
+  end)
+
   it("rejects bad parameter specs with a message naming the field", function()
-    assert.has_error(function() beat.agent.tune {} end, "beat.agent.tune: opts.params is required")
+    assert.has_error(function() beat.agent.tune {} end,
+      "beat.agent.tune: opts.params must be a non-empty list of parameters {file=, name= or pattern=, ...}, got nil")
     assert.has_error(function()
       beat.agent.tune { params = { { file = "a", name = "x", kind = "log", min = 0, max = 1 } } }
-    end, "beat.agent.tune: opts.params[1]: a log parameter needs min > 0")
+    end, "beat.agent.tune: opts.params[1].min must be a number > 0 (a log parameter), got 0")
     assert.has_error(function()
       beat.agent.tune { params = { { file = "a", name = "x", pattern = "x=(%d)", min = 0, max = 1 } } }
     end, "beat.agent.tune: opts.params[1] needs exactly one of name or pattern")
     assert.has_error(function()
       beat.agent.tune { params = { { file = "a", pattern = "x=%d+", min = 0, max = 1 } } }
-    end)
+    end, [[beat.agent.tune: opts.params[1].pattern must be a Lua pattern with one capture, the value, as in 'lr = ([%d.eE+-]+)', got "x=%d+"]])
     assert.has_error(function() beat.agent.tune { params = params(), seed = 1.5 } end,
-      "beat.agent.tune: opts.seed must be an integer, got number")
+      "beat.agent.tune: opts.seed must be an integer, got 1.5")
   end)
 end)

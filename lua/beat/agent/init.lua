@@ -174,7 +174,17 @@ end
 ---@field transcript? string file receiving every output line (stderr lines prefixed "[stderr] ")
 ---@field on_event? fun(ev: table) called with each parsed event; must not block
 ---@field continue_context? boolean resume the previous session (or prepend its summary)
----@field history? table[] the scored history, for tune and fn agents
+---@field history? beat.HistoryEntry[] the scored history, for tune and fn agents
+
+---@class beat.HistoryEntry one earlier iteration, as a strategy records it in run.history
+---@field iteration integer
+---@field status? string "keep", "discard", "crash", ...
+---@field score? any the iteration's score: a number, a table of metrics or a measurement
+---@field value? number the score as one number (the objective's scalar), when score is not one
+---@field ok? boolean false: the iteration failed (no score)
+---@field kept? boolean whether the strategy kept the change
+---@field proposal? table the agent result's `proposal` (tune: the values it set, by parameter)
+---@field params? table the same as proposal, for histories written by hand
 
 ---@class beat.Agent
 ---@field name string
