@@ -30,12 +30,27 @@
 --- is a further condition (a function(v) → ok), `what` names what is expected in the
 --- message, `required` rejects nil.
 ---
+--- One value (a positional argument, a field): `check.value(where, "cmd", cmd, kind)`.
+--- A nested table: `check.options(where, entry, SCHEMA, {prefix = "opts.params[2]"})`
+--- names its fields `opts.params[2].file`. `{lenient = true}` lets unknown keys pass.
+---
 --- Rules a schema cannot say go through `check.fail` (same shape) or `check.error`
 --- (`<fn>: <message>`, for rules between options). `level` is what you would pass to
 --- `error` from the function that calls check: 2 (the default) blames that function's
 --- caller. Assign the result (`opts = check.options(...)`) rather than `return check…`:
 --- a tail call drops the calling function's frame, and the blame lands one level off.
 --- Failures of the world are not checked here: they return nil, reason.
+
+---@alias beat.check.Kind string|beat.check.Spec a kind name ("posint"), a union ("string|table") or a spec
+
+---@class beat.check.Spec
+---@field [1]? string           kind names, "|"-separated (default: any, or only `enum`)
+---@field enum? any[]           values allowed besides the kinds
+---@field range? string         an interval for numbers: "[0, 1)", "(0, inf)"
+---@field test? fun(v: any): boolean  a further condition on a value of the right kind
+---@field what? string          what the message says it must be
+---@field required? boolean     nil is an error
+
 local M = {}
 
 local format, concat = string.format, table.concat
@@ -231,7 +246,7 @@ end
 ---@param where string "beat.score.metric"
 ---@param label string what the value is, "opts.name" or "cmd"
 ---@param v any
----@param kind string|table a kind: "posint", "string|table", {enum = {...}}, ...
+---@param kind beat.check.Kind "posint", "string|table", {enum = {...}}, ...
 ---@param level? integer as error()'s, from the caller (default 2)
 ---@return any v
 function M.value(where, label, v, kind, level)
@@ -253,7 +268,7 @@ end
 --- schema does not name raise unless `how.lenient`. Returns the table (never a copy).
 ---@param where string the function the user called, "beat.measure"
 ---@param opts table|nil
----@param schema table<any, string|table>
+---@param schema table<any, beat.check.Kind>
 ---@param how? beat.check.How
 ---@return table opts
 function M.options(where, opts, schema, how)
