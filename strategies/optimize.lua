@@ -60,7 +60,11 @@ return function(opts)
     target = o.target,
   }
   local score = o.score or beat.score.last_number
+  beat.loop.check_command("optimize", "eval", o.eval)
   local guards = type(o.guard) == "string" and { o.guard } or o.guard or {}
+  for i, g in ipairs(guards) do
+    beat.loop.check_command("optimize", type(o.guard) == "table" and ("guard[%d]"):format(i) or "guard", g)
+  end
 
   return beat.loop.run("optimize", o, function(run)
     local pareto = objective.kind == "pareto"

@@ -59,6 +59,59 @@ local function convert_override(v)
   return math.tointeger(tonumber(v)) or tonumber(v) or v
 end
 
+--- Why `name` is not a branch name git accepts (the rules of
+--- `git check-ref-format --branch`), or nil when it is one. "refs/heads/x"
+--- and "x" both name branch x.
+---@param name string
+---@return string|nil reason
+function M.branch_error(name)
+  local short = name:match("^refs/heads/(.*)$") or name
+  local function bad(why) return ("must be a valid git branch name (%s), got %q"):format(why, name) end
+  if short:match("^refs/") then return bad("a branch, not another kind of ref") end
+  if short == "" then return bad("empty") end
+  if short:sub(1, 1) == "-" then return bad("it cannot begin with '-'") end
+  if short == "@" or short == "HEAD" then return bad("reserved name") end
+  if short:find("..", 1, true) then return bad("no '..'") end
+  if short:find("@{", 1, true) then return bad("no '@{'") end
+  if short:find("[%c ~^:?*%[\\\127]") then
+    return bad("no spaces, control characters or any of ~ ^ : ? * [ \\")
+  end
+  if short:sub(1, 1) == "/" or short:sub(-1) == "/" or short:find("//", 1, true) then
+    return bad("no empty part between slashes")
+  end
+  if short:sub(-1) == "." then return bad("it cannot end with '.'") end
+  for part in short:gmatch("[^/]+") do
+    if part:sub(1, 1) == "." then return bad("no part may begin with '.'") end
+    if part:sub(-5) == ".lock" then return bad("no part may end with '.lock'") end
+  end
+  return nil
+end
+
+--- Checks a command option (eval, check, guard): a non-empty shell string,
+--- or a non-empty argv list of strings; raises naming the option otherwise.
+---@param strategy string
+---@param name string the option's name, for the message
+---@param v any
+---@param level? integer
+function M.check_command(strategy, name, v, level)
+  local fn = ("beat.strategy(%q)"):format(strategy)
+  level = (level or 2) + 1
+  if type(v) == "string" then
+    if not v:match("%S") then error(("%s: option %s must be a command, got an empty string"):format(fn, name), level) end
+  elseif type(v) == "table" then
+    if type(v[1]) ~= "string" or not v[1]:match("%S") then
+      error(("%s: option %s must be a command (argv list with a program first), got an empty list"):format(fn, name), level)
+    end
+    for i, a in ipairs(v) do
+      if type(a) ~= "string" then
+        error(("%s: option %s[%d] must be a string, got %s"):format(fn, name, i, type(a)), level)
+      end
+    end
+  else
+    error(("%s: option %s must be a command (string or argv list), got %s"):format(fn, name, type(v)), level)
+  end
+end
+
 --- Validates opts against the common schema plus the strategy's own
 --- (`extra`: name → "type|type"), fills defaults, parses durations.
 ---@param strategy string
@@ -97,8 +150,17 @@ function M.options(strategy, opts, extra, defaults)
       error(("%s: option %s must be a positive integer, got %s"):format(fn, k, tostring(o[k])), 3)
     end
   end
-  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0) then
-    error(("%s: option max_cost_usd must be >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
+  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0 and o.max_cost_usd < math.huge) then
+    error(("%s: option max_cost_usd must be a finite number >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
+  end
+  for _, k in ipairs { "agent_timeout", "max_duration", "eval_timeout", "check_timeout" } do
+    if o[k] ~= nil and not (o[k] > 0) then
+      error(("%s: option %s must be longer than 0, got %s"):format(fn, k, tostring(opts[k] or o[k])), 3)
+    end
+  end
+  if o.commit_to ~= nil then
+    local why = M.branch_error(o.commit_to)
+    if why then error(("%s: option commit_to %s"):format(fn, why), 3) end
   end
   if o.agent == nil then error(("%s: option agent is required (e.g. beat.agent.claude{})"):format(fn), 3) end
   if type(o.agent.run) ~= "function" then
@@ -229,7 +291,14 @@ function Run:propose(n, prompt, extra)
       res = { ok = false, error = "agent raised: " .. tostring(res) }
     end
     if type(res) ~= "table" then res = { ok = false, error = "agent returned " .. type(res) } end
-    self.cost_usd = self.cost_usd + (tonumber(res.cost_usd) or 0)
+    local cost = tonumber(res.cost_usd)
+    if res.cost_usd ~= nil and not (cost and cost >= 0 and cost < math.huge) then
+      -- a negative cost would be subtracted and max_cost_usd never reached
+      self.journal:write("note", { iteration = n, note = ("the agent reported a cost of %s; counted as unknown (0)")
+        :format(tostring(res.cost_usd)) })
+      cost = nil
+    end
+    self.cost_usd = self.cost_usd + (cost or 0)
     self.journal:write("agent", {
       iteration = n, ok = res.ok, code = res.code, error = res.error, cost_usd = res.cost_usd,
       tokens = res.tokens, turns = res.turns, duration = res.duration,
@@ -462,8 +531,15 @@ function M.run(strategy, opts, body)
     root = repo:path()
   end
   local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
+  for _, d in ipairs { root .. "/.beat", runs_dir } do
+    local st = fs.stat(d)
+    if st and st.type ~= "directory" and not fs.is_dir(d) then
+      usage_error(("%s exists and is not a directory (beat keeps its runs in %s): move it away")
+        :format(d, runs_dir))
+    end
+  end
   local j, jerr = journal.create(runs_dir, beat.now())
-  if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
+  if not j then usage_error("cannot create the run directory: " .. tostring(jerr)) end
   run.journal, run.id = j, j.id
 
   if run.repo then
