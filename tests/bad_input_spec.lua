@@ -65,6 +65,27 @@ describe("bad input", function()
     assert.equal("100\n", H.read(dir .. "/value.txt"))
   end)
 
+  it("beat loop started inside .git exits 2 naming the work tree, and writes nothing", function()
+    local dir, git = H.git_repo { ["value.txt"] = "100\n" }
+    local marker = H.tmpdir() .. "/agent-ran"
+    for _, sub in ipairs { ".git", ".git/refs" } do
+      local r = H.loop(dir .. "/" .. sub, { "lower it", "--eval", EVAL, "-a", "touch " .. marker })
+      one_line(r, "inside the git directory .*: run beat in " .. dir:gsub("%p", "%%%0") .. "\n", sub)
+      nothing_written(dir, git, sub)
+      assert.is_false(beat.fs.exists(marker))
+      assert.is_false(beat.fs.exists(dir .. "/.git/.beat"))
+    end
+  end)
+
+  it("beat loop in a subdirectory of the work tree still runs there", function()
+    local dir = H.git_repo { ["sub/value.txt"] = "100\n" }
+    local r = H.loop(dir .. "/sub", { "lower it", "--eval", EVAL, "-a", SET, "--max-iterations", "1" },
+      { VALUES = "90" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("90\n", H.read(dir .. "/sub/value.txt"))
+    assert.is_true(beat.fs.is_dir(dir .. "/.beat/runs"))
+  end)
+
   it("beat run DIR exits 2 with one line", function()
     local dir = H.tmpdir()
     local r = H.beat { "run", dir }

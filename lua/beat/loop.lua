@@ -528,7 +528,16 @@ function M.run(strategy, opts, body)
         :format(err))
     end
     run.repo = repo
-    root = repo:path()
+    local gitdir
+    root, gitdir = repo:path()
+    -- an agent started inside .git would edit git's own files, which no
+    -- snapshot holds: refuse, and name the work tree to run from
+    for _, d in ipairs { gitdir, (gitdir:gsub("/worktrees/[^/]+$", "")) } do
+      if run.cwd == d or run.cwd:sub(1, #d + 1) == d .. "/" then
+        usage_error(("the working directory %s is inside the git directory %s, not the work tree: run beat in %s")
+          :format(run.cwd, d, root))
+      end
+    end
   end
   local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
   for _, d in ipairs { root .. "/.beat", runs_dir } do
