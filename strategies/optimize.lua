@@ -76,6 +76,7 @@ return function(opts)
       if o.runs > 1 then
         local m, why = beat.measure(o.eval, { runs = o.runs, warmup = o.warmup,
           timeout = run:limit(o.eval_timeout), score = score, cwd = run.cwd })
+        run.journal:check(true)
         run.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
           values = m and m.values, value = m and m.value, stddev = m and m.stddev })
         return m, why

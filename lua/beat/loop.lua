@@ -286,6 +286,7 @@ function Run:propose(n, prompt, extra)
     }
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
+    self.journal:check(true)   -- the agent may have deleted or changed .beat/
     if not ok then
       if task.is_cancelled(res) then error(res, 0) end
       res = { ok = false, error = "agent raised: " .. tostring(res) }
@@ -333,6 +334,7 @@ end
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
   local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+  self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
           timed_out = false }
@@ -428,7 +430,8 @@ local function ensure_excluded(repo)
   fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
 end
 
--- Ends the run: work tree at best, optional promote, summary, journal.
+-- Ends the run: work tree at best, optional promote, journal, summary.
+-- Every step runs even when an earlier one failed; failures become notes.
 local function finish(run, status, reason)
   local o = run.opts
   local notes = {}
@@ -445,16 +448,30 @@ local function finish(run, status, reason)
       end
     end
   end
+  local jok, jerr = pcall(run.journal.check, run.journal, true)
+  if not jok then notes[#notes + 1] = tostring(jerr) end
+  if run.journal.tampered and #run.journal.tampered > 0 then
+    local seen, found = {}, {}
+    for _, f in ipairs(run.journal.tampered) do
+      if not seen[f] then seen[f], found[#found + 1] = 0, f end
+      seen[f] = seen[f] + 1
+    end
+    for i, f in ipairs(found) do if seen[f] > 1 then found[i] = ("%s (%d times)"):format(f, seen[f]) end end
+    if #found > 4 then found = { found[1], found[2], found[3], ("... %d more in the journal's tampered records"):format(#found - 3) } end
+    notes[#notes + 1] = (".beat/ was changed during the run, by the agent or a command (tampering): %s; the journal was written back from beat's own copy")
+      :format(table.concat(found, "; "))
+  end
   local diff
   if run.repo and run.base then
     diff = run.repo:diff { from = run.base, to = "worktree", patch = false }
   end
   -- the last record: "run_end", or "interrupted" when a signal stopped the run
-  run.journal:write(status == "interrupted" and "interrupted" or "run_end", {
+  local wok, werr = pcall(run.journal.write, run.journal, status == "interrupted" and "interrupted" or "run_end", {
     status = status, reason = reason, iterations = run.iteration, best = run.best,
     base = run.base, cost_usd = run.cost_usd, elapsed = run:elapsed(),
     best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
   })
+  if not wok then notes[#notes + 1] = "could not write the journal: " .. tostring(werr) end
   say(run, "")
   say(run, "%s: %s", status, reason)
   if run.best_score and run.baseline_score then
