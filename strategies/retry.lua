@@ -36,7 +36,7 @@ return function(opts)
     -- iteration 0: is there anything to fix?
     if o.check_first then
       local r = run:command(0, "check", o.check, o.check_timeout)
-      run:clean()   -- what the check wrote is not the agent's work
+      run:restore()   -- what the check wrote is not the agent's work
       if r.code == 0 then
         run:record { iteration = 0, status = "pass", summary = "the check already passes" }
         return "passed", "the check already passes; the agent was not run"
@@ -72,7 +72,7 @@ return function(opts)
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       else
         r = run:command(n, "check", o.check, o.check_timeout)
-        run:clean(snap)
+        run:restore(snap)   -- what the check wrote is not the agent's work
         if r.code == 0 then
           status, summary = "pass", "check passed"
         else

@@ -41,7 +41,9 @@ Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
 and --max-duration must be longer than 0. Every value is checked before anything
 is written.
 Exit status: 0 passed/completed, 1 failed, 2 usage error, 130 interrupted.
-Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.]]
+Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.
+Files that change while a check or eval runs (written by it, or by you) are saved
+as snapshot pre-restore-N before beat puts the work tree back; the summary says so.]]
 
 -- flag → {key, kind}; kinds: string, int, number, duration, bool, list
 local FLAGS = {

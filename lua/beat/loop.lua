@@ -333,6 +333,7 @@ end
 ---@param cmd string|string[]
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
+  self.since[#self.since + 1] = name
   local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
   self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
@@ -351,12 +352,31 @@ function Run:command(n, name, cmd, timeout)
   return r
 end
 
+--- Measures a command repeatedly in the work tree (beat.measure: runs,
+--- warmup, score, timeout cut to the time left) and journals the values as
+--- an `eval` record. Returns the measurement, or nil and the reason.
+---@param n integer
+---@param cmd string|string[]
+---@param opts table options of beat.measure
+function Run:measure(n, cmd, opts)
+  self.since[#self.since + 1] = "eval"
+  local o = { cwd = self.cwd }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.timeout = self:limit(o.timeout)
+  local m, why = beat.measure(cmd, o)
+  self.journal:check(true)
+  self.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
+    values = m and m.values, value = m and m.value, stddev = m and m.stddev })
+  return m, why
+end
+
 --- Snapshots the work tree as iteration n (nil without git).
 function Run:snapshot(n)
   if not self.repo then return nil end
   local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
   if not id then error("snapshot failed: " .. tostring(err), 0) end
+  self.at, self.since = id, {}
   return id
 end
 
@@ -376,11 +396,62 @@ function Run:keep(snap)
   if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
 end
 
---- Restores the work tree to snap (default: the best snapshot).
+-- "the check", "guard 1 and the eval": what ran since the last snapshot.
+local function what_ran(names, iteration)
+  local seen, parts = {}, {}
+  for _, name in ipairs(names) do
+    local label = name:match("^guard%-(%d+)$") and ("guard " .. name:match("%d+")) or ("the " .. name)
+    if name == "eval" and iteration == 0 then label = "the baseline eval" end
+    if not seen[label] then seen[label], parts[#parts + 1] = true, label end
+  end
+  if #parts <= 1 then return parts[1], 1 end
+  return table.concat(parts, ", ", 1, #parts - 1) .. " and " .. parts[#parts], #parts
+end
+
+--- Restores the work tree to snap (default: the best snapshot), keeping
+--- the rule that keeps work safe: what the work tree held that no snapshot
+--- has — files a check or eval wrote, edits the user made meanwhile, an
+--- interrupted agent's half edit — is kept as `refs/beat/<run>/pre-restore-N`
+--- (journaled as `pre_restore`, listed in the summary), so
+--- `beat restore RUN pre-restore-N` brings it back. The work tree is
+--- snapshotted by the restore itself, after it has read what is there, so a
+--- file written meanwhile is in the snapshot or left alone.
+--- Returns the pre-restore snapshot's name, or nil when nothing was new.
+---@param snap? string
+---@return string|nil name
 function Run:restore(snap)
-  if not self.repo then return end
-  local ok, err = self.repo:restore(snap or self.best)
-  if not ok then error("restore failed: " .. tostring(err), 0) end
+  if not self.repo then return nil end
+  snap = snap or self.best
+  local tmp = ("refs/beat/%s/restoring"):format(self.id)
+  local res, err = self.repo:restore { commit = snap, backup = tmp }
+  local refs = self.repo:refs(tmp) or {}
+  local backup = refs[1] and refs[1].name == tmp and refs[1].id
+  local name
+  if backup then
+    local same = false
+    if self.at then
+      local d = self.repo:diff { from = self.at, to = backup, patch = false }
+      same = d ~= nil and d.files_changed == 0
+    end
+    if not same then
+      name = ("pre-restore-%d"):format(#self.pre_restores + 1)
+      local ok, serr = self.repo:set_ref { ref = ("refs/beat/%s/%s"):format(self.id, name), commit = backup }
+      if not ok then error("cannot keep the work tree's snapshot before a restore: " .. tostring(serr), 0) end
+      local during, count = what_ran(self.since, self.iteration)
+      local what = during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
+        or "files changed since the last snapshot (by the agent or by you)"
+      self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
+      self.journal:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
+        during = self.since, note = what })
+    end
+    self.repo:delete_refs(tmp)
+  end
+  if not res then
+    self.at, self.since = nil, {}   -- unknown now: the next restore keeps whatever is there
+    error("restore failed: " .. tostring(err), 0)
+  end
+  self.at, self.since = snap, {}
+  return name
 end
 
 --- Records an iteration's outcome: results.tsv row, a journal record and
@@ -430,6 +501,12 @@ local function ensure_excluded(repo)
   fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
 end
 
+-- Up to three snapshot names, "a, b, …, z" beyond.
+local function names(list)
+  if #list <= 3 then return table.concat(list, ", ") end
+  return ("%s, %s, ..., %s"):format(list[1], list[2], list[#list])
+end
+
 -- Ends the run: work tree at best, optional promote, journal, summary.
 -- Every step runs even when an earlier one failed; failures become notes.
 local function finish(run, status, reason)
@@ -447,6 +524,17 @@ local function finish(run, status, reason)
         notes[#notes + 1] = ("could not commit to %s: %s"):format(o.commit_to, tostring(perr))
       end
     end
+  end
+  -- files beat saved before rewriting the work tree, grouped by what ran
+  local groups, order = {}, {}
+  for _, p in ipairs(run.pre_restores) do
+    if not groups[p.what] then groups[p.what], order[#order + 1] = {}, p.what end
+    table.insert(groups[p.what], p.name)
+  end
+  for _, what in ipairs(order) do
+    local g = groups[what]
+    notes[#notes + 1] = ("%s were saved %s: beat restore %s %s"):format(what, #g == 1 and
+      ("as snapshot " .. g[1]) or ("%d times, as snapshots %s"):format(#g, names(g)), run.id, g[#g])
   end
   local jok, jerr = pcall(run.journal.check, run.journal, true)
   if not jok then notes[#notes + 1] = tostring(jerr) end
@@ -514,12 +602,6 @@ local function preflight(agent, cwd)
   end
 end
 
---- Restores the work tree to snap (default best) after a check or eval,
---- so files they wrote (reports, caches) are not taken for the agent's work.
-function Run:clean(snap)
-  if self.repo then self:restore(snap) end
-end
-
 --- Starts a run and calls body(run); see the module comment. body returns
 --- status ("passed"|"completed"|"failed"|"stopped"), reason.
 ---@param strategy string
@@ -533,7 +615,7 @@ function M.run(strategy, opts, body)
   end
   local run = setmetatable({ opts = opts, strategy = strategy, cwd = fs.realpath(cwd),
     iteration = 0, cost_usd = 0, consecutive_failures = 0, history = {},
-    started = beat.clock() }, Run)
+    started = beat.clock(), since = {}, pre_restores = {} }, Run)
 
   preflight(opts.agent, run.cwd)
   local lock
@@ -582,7 +664,7 @@ function M.run(strategy, opts, body)
       lock:release()
       error("cannot snapshot the work tree: " .. tostring(berr), 0)
     end
-    run.base, run.best = base, base
+    run.base, run.best, run.at = base, base, base
   end
 
   j:write("run_start", {
