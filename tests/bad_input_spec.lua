@@ -42,6 +42,7 @@ describe("bad input", function()
     { "--agent-timeout 0", { "--eval", EVAL, "--agent-timeout", "0" }, "%-%-agent%-timeout must be longer than 0, got '0'" },
     { "--eval-timeout 0s", { "--eval", EVAL, "--eval-timeout", "0s" }, "%-%-eval%-timeout must be longer than 0" },
     { "--max-duration 0", { "--eval", EVAL, "--max-duration", "0" }, "%-%-max%-duration must be longer than 0" },
+    { "--keep-last with --eval", { "--eval", EVAL, "--keep-last" }, "%-%-keep%-last needs %-%-until" },
   }
   for _, c in ipairs(cases) do
     it(("beat loop %s exits 2 with one line and writes nothing"):format(c[1]), function()

@@ -121,6 +121,19 @@ describe("edits made while a command runs", function()
     assert_recoverable(dir, id, edits, r.stdout)
   end)
 
+  it("are saved when a failed retry goes back to base", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n", ["notes.txt"] = "notes\n" }
+    local r, edits = loop_with_edits(dir, { "fix", "--until", "sh " .. HANDOVER .. " grep -q fixed bug.txt",
+      "-a", FIX, "--max-iterations", "1" }, { FIX_AT = "9" }, 2)
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    local _, _, id = H.last_run(dir)
+    assert.equal("broken\n", H.read(dir .. "/bug.txt"))
+    assert.equal("notes\n", H.read(dir .. "/notes.txt"))
+    assert.is_false(beat.fs.exists(dir .. "/attempt.txt"))
+    assert.matches("the last attempt is kept: beat restore " .. id .. " last", r.stdout)
+    assert_recoverable(dir, id, edits, r.stdout)
+  end)
+
   it("says nothing and saves nothing when the commands write nothing", function()
     local dir = H.git_repo { ["value.txt"] = "100\n" }
     local r = H.loop(dir, { "lower it", "--eval", "cat value.txt", "-a", SET, "--max-iterations", "2" },

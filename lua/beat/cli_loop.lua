@@ -31,6 +31,9 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --max-cost USD           stop once the agent's reported cost reaches USD
   --max-duration DUR       stop after DUR
   --reset-on-failure       retry: start each attempt from the original tree
+  --keep-last              retry: when the run fails, leave the last attempt in the
+                           work tree (default: back to the original tree; the last
+                           attempt is kept as snapshot 'last')
   --commit-to BRANCH       commit the best result to BRANCH (the work tree keeps it
                            as an uncommitted diff either way)
   -w, --working-directory DIR
@@ -62,7 +65,7 @@ local FLAGS = {
   ["--target"] = { "target", "number" }, ["--patience"] = { "patience", "int" },
   ["--max-cost"] = { "max_cost_usd", "number", min = 0 },
   ["--max-duration"] = { "max_duration", "duration", positive = true },
-  ["--reset-on-failure"] = { "reset_on_failure", "bool" },
+  ["--reset-on-failure"] = { "reset_on_failure", "bool" }, ["--keep-last"] = { "keep_last", "bool" },
   ["--commit-to"] = { "commit_to", "string" },
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
@@ -150,6 +153,7 @@ function M.parse(cli, args)
     if #p.guard > 0 then cli.usage_error("loop: --guard needs --eval") end
   else
     if p.reset_on_failure then cli.usage_error("loop: --reset-on-failure needs --until") end
+    if p.keep_last then cli.usage_error("loop: --keep-last needs --until") end
   end
   if p.commit_to then
     local why = require("beat.loop").branch_error(p.commit_to)
@@ -190,6 +194,7 @@ function M.register(cli)
       return cli.drive(function()
         if p.until_cmd then
           opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure
+          opts.keep_last = p.keep_last
           return (beat.strategy("retry")(opts))
         end
         opts.eval, opts.eval_timeout, opts.runs, opts.target, opts.patience =

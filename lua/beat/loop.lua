@@ -370,13 +370,17 @@ function Run:measure(n, cmd, opts)
   return m, why
 end
 
---- Snapshots the work tree as iteration n (nil without git).
+--- Snapshots the work tree as iteration n (nil without git); it is also
+--- the run's `last` snapshot (`beat restore RUN last`).
 function Run:snapshot(n)
   if not self.repo then return nil end
   local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
   if not id then error("snapshot failed: " .. tostring(err), 0) end
   self.at, self.since = id, {}
+  local ok, lerr = self.repo:set_ref { ref = ("refs/beat/%s/last"):format(self.id), commit = id }
+  if not ok then error("cannot record the last snapshot: " .. tostring(lerr), 0) end
+  self.last = id
   return id
 end
 
@@ -507,15 +511,24 @@ local function names(list)
   return ("%s, %s, ..., %s"):format(list[1], list[2], list[#list])
 end
 
--- Ends the run: work tree at best, optional promote, journal, summary.
--- Every step runs even when an earlier one failed; failures become notes.
+-- Ends the run: work tree at best (or where the strategy asked a failed
+-- run to end), optional promote, journal, summary. Every step runs even
+-- when an earlier one failed; failures become notes.
 local function finish(run, status, reason)
   local o = run.opts
   local notes = {}
-  if run.repo and run.best then
-    local ok, err = pcall(run.restore, run)
-    if not ok then notes[#notes + 1] = "could not restore the best snapshot: " .. tostring(err) end
-    if o.commit_to and status ~= "interrupted" then
+  local target = status == "failed" and run.restore_on_failure or run.best
+  if run.repo and target then
+    local ok, err = pcall(run.restore, run, target)
+    if not ok then
+      notes[#notes + 1] = ("could not restore the %s snapshot: %s"):format(target == run.best and "best" or
+        target == run.base and "base" or "final", tostring(err))
+    elseif target ~= run.best and target == run.base and run.last
+        and (run.repo:diff { from = run.base, to = run.last, patch = false } or {}).files_changed ~= 0 then
+      notes[#notes + 1] = ("the run failed, so the work tree is back as it was before the run; the last attempt is kept: beat restore %s last")
+        :format(run.id)
+    end
+    if o.commit_to and status ~= "interrupted" and run.best then
       local pok, perr = run.repo:promote(run.best, { branch = o.commit_to,
         message = ("beat: run %s"):format(run.id) })
       if pok then
@@ -556,7 +569,7 @@ local function finish(run, status, reason)
   -- the last record: "run_end", or "interrupted" when a signal stopped the run
   local wok, werr = pcall(run.journal.write, run.journal, status == "interrupted" and "interrupted" or "run_end", {
     status = status, reason = reason, iterations = run.iteration, best = run.best,
-    base = run.base, cost_usd = run.cost_usd, elapsed = run:elapsed(),
+    base = run.base, last = run.last, cost_usd = run.cost_usd, elapsed = run:elapsed(),
     best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
   })
   if not wok then notes[#notes + 1] = "could not write the journal: " .. tostring(werr) end
