@@ -19,8 +19,10 @@ LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
+# make test leaves out the torture family (tests/torture, tag #torture): make torture
+TAGS     ?= --exclude-tags=torture
 
-.PHONY: all deps test asan bench demo install clean
+.PHONY: all deps test torture asan bench demo install clean
 
 all: $(BUILD)/beat
 
@@ -63,18 +65,23 @@ $(BUILD):
 test: $(BUILD)/beat
 	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS)"; \
-	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS); \
+	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
+	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
+
+# Long trials of what must never lose work (kill -9, hostile agents, edits
+# during evals, ...), each printing NAME: X/Y ok. BEAT_TORTURE_N sets the trials.
+torture:
+	@$(MAKE) --no-print-directory test SPECS=tests/torture TAGS=--tags=torture
 
 # The whole suite again, on a build with AddressSanitizer and UBSan.
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS)"; \
+	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS); \
+		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(TAGS) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat

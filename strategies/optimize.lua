@@ -60,7 +60,11 @@ return function(opts)
     target = o.target,
   }
   local score = o.score or beat.score.last_number
+  beat.loop.check_command("optimize", "eval", o.eval)
   local guards = type(o.guard) == "string" and { o.guard } or o.guard or {}
+  for i, g in ipairs(guards) do
+    beat.loop.check_command("optimize", type(o.guard) == "table" and ("guard[%d]"):format(i) or "guard", g)
+  end
 
   return beat.loop.run("optimize", o, function(run)
     local pareto = objective.kind == "pareto"
@@ -70,11 +74,8 @@ return function(opts)
     local function evaluate(n)
       local ctx = { cwd = run.cwd, label = "eval" }
       if o.runs > 1 then
-        local m, why = beat.measure(o.eval, { runs = o.runs, warmup = o.warmup,
-          timeout = run:limit(o.eval_timeout), score = score, cwd = run.cwd })
-        run.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
-          values = m and m.values, value = m and m.value, stddev = m and m.stddev })
-        return m, why
+        return run:measure(n, o.eval, { runs = o.runs, warmup = o.warmup, timeout = o.eval_timeout,
+          score = score })
       end
       local r = run:command(n, "eval", o.eval, o.eval_timeout)
       if r.error then return nil, r.error end
@@ -83,7 +84,7 @@ return function(opts)
 
     -- baseline
     local baseline, why = evaluate(0)
-    run:clean()   -- what the eval wrote is not the agent's work
+    run:restore()   -- what the eval wrote is not the agent's work
     if baseline == nil then
       run:record { iteration = 0, status = "crash", summary = "baseline: " .. tostring(why) }
       return "failed", "the baseline cannot be scored: " .. tostring(why)
@@ -158,7 +159,7 @@ return function(opts)
         best = candidate
         run.best_score = objective:describe(best)
         run:keep(snap)
-        run:clean()   -- the kept snapshot holds the agent's change, not the eval's files
+        run:restore()   -- the kept snapshot holds the agent's change, not the eval's files
         since_keep = 0
         run:hook("on_keep", run:state { iteration = n, score = candidate, best_score = best })
       else

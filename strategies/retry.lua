@@ -4,17 +4,19 @@
 --
 -- Each iteration: the agent works on the prompt (carrying the failing check's
 -- output) → snapshot → the check runs → exit 0 passes the run. Progress is
--- kept between iterations unless reset_on_failure is set. Copy this file to
+-- kept between iterations unless reset_on_failure is set. A run that ends
+-- failed leaves the work tree as it was before the run (the last attempt is
+-- the snapshot `last`) unless keep_last is set. Copy this file to
 -- strategies/retry.lua next to your recipe to change it: yours wins.
 local beat = require "beat"
 
 local DEFAULTS = {
   max_iterations = 10, max_consecutive_failures = 3, max_no_progress = 3,
-  cooldown = 0, check_first = true, reset_on_failure = false, feedback_bytes = 4000,
+  cooldown = 0, check_first = true, reset_on_failure = false, feedback_bytes = 4000, keep_last = false,
 }
 local OPTIONS = {
   check = "string|table", check_timeout = "number|string", check_first = "boolean",
-  reset_on_failure = "boolean", feedback_bytes = "number",
+  reset_on_failure = "boolean", feedback_bytes = "number", keep_last = "boolean",
 }
 
 -- The tail of the failing check's output, for the next prompt.
@@ -28,14 +30,17 @@ end
 return function(opts)
   local o = beat.loop.options("retry", opts, OPTIONS, DEFAULTS)
   if o.check == nil then error('beat.strategy("retry"): option check is required (the command that must pass)', 2) end
+  beat.loop.check_command("retry", "check", o.check)
 
   return beat.loop.run("retry", o, function(run)
     local feedback_text
+    -- a failed run gives the user back the original tree, not a half fix
+    if not o.keep_last then run.restore_on_failure = run.base end
 
     -- iteration 0: is there anything to fix?
     if o.check_first then
       local r = run:command(0, "check", o.check, o.check_timeout)
-      run:clean()   -- what the check wrote is not the agent's work
+      run:restore()   -- what the check wrote is not the agent's work
       if r.code == 0 then
         run:record { iteration = 0, status = "pass", summary = "the check already passes" }
         return "passed", "the check already passes; the agent was not run"
@@ -71,7 +76,7 @@ return function(opts)
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       else
         r = run:command(n, "check", o.check, o.check_timeout)
-        run:clean(snap)
+        run:restore(snap)   -- what the check wrote is not the agent's work
         if r.code == 0 then
           status, summary = "pass", "check passed"
         else

@@ -279,7 +279,7 @@ describe("beat loop", function()
     local cases = {
       { { "show", "zzzz" }, "no run 'zzzz'" },
       { { "restore" }, "missing RUN" },
-      { { "restore", "last", "sideways" }, "WHICH must be base, best, iter%-N" },
+      { { "restore", "last", "sideways" }, "WHICH must be base, best, last, iter%-N, pre%-restore%-N" },
       { { "restore", "last", "iter-9" }, "has no snapshot 'iter%-9'" },
       { { "runs", "-w", dir .. "/missing" }, "does not exist" },
       { { "runs", "--bogus" }, "unknown option '%-%-bogus'" },

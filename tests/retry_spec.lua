@@ -170,12 +170,12 @@ describe("retry", function()
     assert.matches("CUSTOM FEEDBACK exit=1", H.read(log))
   end)
 
-  it("stops with the hook's name when a hook raises, leaving the best snapshot", function()
+  it("stops with the hook's name when a hook raises, leaving the best snapshot with keep_last", function()
     local dir = H.git_repo { ["bug.txt"] = "broken\n" }
     local recipe = H.recipe(H.tmpdir(), ([[
       local beat = require "beat"
       return (beat.strategy("retry") {
-        cwd = %q, prompt = "fix", check = %q,
+        cwd = %q, prompt = "fix", check = %q, keep_last = true,
         agent = beat.agent.command { argv = { "sh", %q, "{prompt}" } },
         on_iteration = function(ctx) if ctx.iteration == 2 then error("hook exploded") end end,
       })
@@ -184,5 +184,52 @@ describe("retry", function()
     assert.equal(1, r.code)
     assert.matches("hook on_iteration failed: .*hook exploded", r.stdout)
     assert.equal("attempt 1\n", H.read(dir .. "/attempt.txt"))
+  end)
+
+  it("ends a failed run with the work tree as before it, the last attempt kept as snapshot last", function()
+    local dir, git = H.git_repo { ["bug.txt"] = "broken\n", ["src/a.txt"] = "a\n" }
+    H.write(dir .. "/src/a.txt", "the user's uncommitted edit\n")
+    H.write(dir .. "/notes.txt", "untracked notes\n")
+    -- each attempt deletes everything, writes half an edit, and crashes
+    local agent = "sh " .. H.root .. "/tests/fixtures/loop/wreck.sh"
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", agent })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("failed: 3 consecutive failures", r.stdout)
+    local _, _, id = H.last_run(dir)
+    assert.matches("the work tree is as it was before the run", r.stdout)
+    assert.matches("note: the run failed, so the work tree is back as it was before the run; the last attempt is kept: beat restore "
+      .. id .. " last\n", r.stdout)
+    assert.equal("broken\n", H.read(dir .. "/bug.txt"))
+    assert.equal("the user's uncommitted edit\n", H.read(dir .. "/src/a.txt"))
+    assert.equal("untracked notes\n", H.read(dir .. "/notes.txt"))
+    assert.is_false(beat.fs.exists(dir .. "/half.txt"))
+    assert.equal("half edit 3\n", git("show", ("refs/beat/%s/last:half.txt"):format(id)))
+    r = H.beat({ "restore", id, "last" }, { cwd = dir })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("half edit 3\n", H.read(dir .. "/half.txt"))
+    assert.is_false(beat.fs.exists(dir .. "/bug.txt"))
+    r = H.beat({ "restore", id, "base" }, { cwd = dir })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("the user's uncommitted edit\n", H.read(dir .. "/src/a.txt"))
+  end)
+
+  it("with --keep-last leaves the last attempt of a failed run in the work tree", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX, "--max-iterations", "2", "--keep-last" },
+      { FIX_AT = "99" })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.equal("attempt 2\n", H.read(dir .. "/attempt.txt"))
+    assert.matches("changes kept %(uncommitted%): 1 file", r.stdout)
+    assert.is_nil(r.stdout:find("the last attempt is kept", 1, true))
+  end)
+
+  it("ends a passing run on the passing attempt, whatever keep_last says", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = loop(dir, { "fix", "--until", CHECK, "-a", "sh " .. FIX })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("fixed\n", H.read(dir .. "/bug.txt"))
+    local _, _, id = H.last_run(dir)
+    assert.equal(0, H.beat({ "restore", id, "last" }, { cwd = dir }).code)
+    assert.equal("fixed\n", H.read(dir .. "/bug.txt"))
   end)
 end)

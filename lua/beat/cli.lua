@@ -82,6 +82,11 @@ function M.drive(fn, ...)
   if math.type(code) == "integer" and code >= 0 and code <= 255 then
     return failed and code == 0 and M.EXIT_FAIL or code
   end
+  if type(code) == "number" then
+    -- 256 would wrap to 0 and -1 to 255: a status that is not one is a failure
+    say("the recipe returned %s, which is not an exit status (an integer 0-255); exiting 1", tostring(code))
+    return M.EXIT_FAIL
+  end
   return failed and M.EXIT_FAIL or M.EXIT_OK
 end
 
@@ -148,8 +153,8 @@ required. The run ends when the recipe and every task it started are done.
 (max_iterations=3, agent_timeout=5m, quiet=true); numbers and true/false
 are converted.
 
-Exit status: the recipe's integer return value if any, else 0; 1 when it
-raises an error (printed as file:line: message with a traceback); 2 for a
+Exit status: the recipe's integer return value (0-255) if any, else 0; 1
+when it returns another number (256, -1, 1.5) or raises an error (printed as file:line: message with a traceback); 2 for a
 bad command line; 130 on Ctrl-C (a second Ctrl-C exits at once); 143 on
 SIGTERM. Child processes never outlive beat.]],
   run = function(args)
@@ -158,9 +163,13 @@ SIGTERM. Child processes never outlive beat.]],
     if file:sub(1, 1) == "-" and file ~= "-" then
       M.usage_error("run: unknown option '%s'", file)
     end
+    local fs = require "beat.fs"
+    if file ~= "-" and fs.is_dir(file) then
+      M.usage_error("run: %s is a directory, not a recipe file", file)
+    end
     local chunk, err = loadfile(file)
     if not chunk then
-      if err:find("cannot open", 1, true) then
+      if err:find("cannot open", 1, true) or err:find("cannot read", 1, true) then
         M.usage_error("run: cannot read recipe %s: %s", file,
           (err:match(": ([^:]+)$") or err):lower())
       end

@@ -31,15 +31,22 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --max-cost USD           stop once the agent's reported cost reaches USD
   --max-duration DUR       stop after DUR
   --reset-on-failure       retry: start each attempt from the original tree
+  --keep-last              retry: when the run fails, leave the last attempt in the
+                           work tree (default: back to the original tree; the last
+                           attempt is kept as snapshot 'last')
   --commit-to BRANCH       commit the best result to BRANCH (the work tree keeps it
                            as an uncommitted diff either way)
   -w, --working-directory DIR
   --no-git                 run without snapshots: UNSAFE, nothing can be undone
   -q, --quiet              no per-iteration lines
 
-Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s).
+Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
+and --max-duration must be longer than 0. Every value is checked before anything
+is written.
 Exit status: 0 passed/completed, 1 failed, 2 usage error, 130 interrupted.
-Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.]]
+Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.
+Files that change while a check or eval runs (written by it, or by you) are saved
+as snapshot pre-restore-N before beat puts the work tree back; the summary says so.]]
 
 -- flag → {key, kind}; kinds: string, int, number, duration, bool, list
 local FLAGS = {
@@ -48,14 +55,18 @@ local FLAGS = {
   ["--maximize"] = { "direction", "const", "maximize" },
   ["-a"] = { "agent", "string" }, ["--agent"] = { "agent", "string" }, ["--model"] = { "model", "string" },
   ["--max-iterations"] = { "max_iterations", "int" }, ["--max-failures"] = { "max_consecutive_failures", "int" },
-  ["--cooldown"] = { "cooldown", "duration" }, ["--eval-timeout"] = { "eval_timeout", "duration" },
-  ["--agent-timeout"] = { "agent_timeout", "duration" },
+  ["--cooldown"] = { "cooldown", "duration" },
+  ["--eval-timeout"] = { "eval_timeout", "duration", positive = true },
+  ["--agent-timeout"] = { "agent_timeout", "duration", positive = true },
   ["--continue-context"] = { "continue_context", "bool" }, ["--runs"] = { "runs", "int" },
   ["--guard"] = { "guard", "list" }, ["--metric"] = { "metric", "string" },
-  ["--min-delta"] = { "min_delta", "number" }, ["--min-rel-delta"] = { "min_rel_delta", "number" },
+  ["--min-delta"] = { "min_delta", "number", min = 0 },
+  ["--min-rel-delta"] = { "min_rel_delta", "number", min = 0, below = 1 },
   ["--target"] = { "target", "number" }, ["--patience"] = { "patience", "int" },
-  ["--max-cost"] = { "max_cost_usd", "number" }, ["--max-duration"] = { "max_duration", "duration" },
-  ["--reset-on-failure"] = { "reset_on_failure", "bool" }, ["--commit-to"] = { "commit_to", "string" },
+  ["--max-cost"] = { "max_cost_usd", "number", min = 0 },
+  ["--max-duration"] = { "max_duration", "duration", positive = true },
+  ["--reset-on-failure"] = { "reset_on_failure", "bool" }, ["--keep-last"] = { "keep_last", "bool" },
+  ["--commit-to"] = { "commit_to", "string" },
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
 }
@@ -91,6 +102,9 @@ function M.parse(cli, args)
           v = args[i]
           if v == nil then cli.usage_error("loop: %s needs a value", flag) end
         end
+        if v == "" or not v:match("%S") then
+          cli.usage_error("loop: %s needs a value, got an empty string", flag)
+        end
         if kind == "int" then
           local n = math.tointeger(tonumber(v))
           if not n or n < 1 then cli.usage_error("loop: %s must be a positive integer, got '%s'", flag, v) end
@@ -100,10 +114,19 @@ function M.parse(cli, args)
           if not n or n ~= n or n == math.huge or n == -math.huge then
             cli.usage_error("loop: %s must be a number, got '%s'", flag, v)
           end
+          if spec.below and not (n >= spec.min and n < spec.below) then
+            cli.usage_error("loop: %s must be a fraction >= %g and < %g (0.01 = 1%%), got '%s'", flag,
+              spec.min, spec.below, v)
+          elseif spec.min and n < spec.min then
+            cli.usage_error("loop: %s must be >= %g, got '%s'", flag, spec.min, v)
+          end
           v = n
         elseif kind == "duration" then
           local s, why = duration.parse(v, 0.001)
           if not s then cli.usage_error("loop: %s %s", flag, why) end
+          if spec.positive and not (s > 0) then
+            cli.usage_error("loop: %s must be longer than 0, got '%s'", flag, v)
+          end
           v = s
         end
         if kind == "list" then table.insert(p[key], v) else p[key] = v end
@@ -128,8 +151,19 @@ function M.parse(cli, args)
       if p[k] ~= nil then cli.usage_error("loop: --%s needs --eval", (k:gsub("_", "-"))) end
     end
     if #p.guard > 0 then cli.usage_error("loop: --guard needs --eval") end
-  elseif p.reset_on_failure then
-    cli.usage_error("loop: --reset-on-failure needs --until")
+  else
+    if p.reset_on_failure then cli.usage_error("loop: --reset-on-failure needs --until") end
+    if p.keep_last then cli.usage_error("loop: --keep-last needs --until") end
+  end
+  if p.commit_to then
+    local why = require("beat.loop").branch_error(p.commit_to)
+    if why then cli.usage_error("loop: --commit-to %s", why) end
+  end
+  if p.metric then
+    local ok, err = pcall(require("beat.score").metric, p.metric)
+    if not ok then
+      cli.usage_error("loop: --metric %s", (tostring(err):gsub("^.-opts%.name ", "")))
+    end
   end
   return p
 end
@@ -145,8 +179,12 @@ function M.register(cli)
       if p.cwd and not beat.fs.is_dir(p.cwd) then
         cli.usage_error("loop: working directory %s does not exist", p.cwd)
       end
+      local ok, agent = pcall(beat.agent.named, p.agent or "claude", p.model and { model = p.model } or nil)
+      if not ok then
+        cli.usage_error("loop: --agent %s", (tostring(agent):gsub("^.-beat%.agent%.[%w_.]+: ", "")))
+      end
       local opts = {
-        agent = require("beat").agent.named(p.agent or "claude", p.model and { model = p.model } or nil), prompt = p.prompt, cwd = p.cwd, git = not p.no_git,
+        agent = agent, prompt = p.prompt, cwd = p.cwd, git = not p.no_git,
         max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
         cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
         max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
@@ -156,6 +194,7 @@ function M.register(cli)
       return cli.drive(function()
         if p.until_cmd then
           opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure
+          opts.keep_last = p.keep_last
           return (beat.strategy("retry")(opts))
         end
         opts.eval, opts.eval_timeout, opts.runs, opts.target, opts.patience =

@@ -132,13 +132,15 @@ function M.register(cli)
 
   cli.command("restore", {
     summary = "put the work tree back as it was at a point of a run",
-    usage = "beat restore RUN [base|best|iter-N|before-restore-N] [-w DIR]",
+    usage = "beat restore RUN [base|best|last|iter-N|pre-restore-N|before-restore-N] [-w DIR]",
     help = [[
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):
 base (default) is the work tree as it was before the run — uncommitted and
 untracked files included — so this undoes the run; best is the best result;
-iter-N is iteration N. Ignored files are never touched, HEAD, the index and
-branches are not changed. The work tree as it is now is first saved as
+last is the last iteration; iter-N is iteration N; pre-restore-N is what
+the run saved before it rewrote the work tree (files a check or eval wrote,
+or your edits made while it ran). Ignored files are never touched, HEAD,
+the index and branches are not changed. The work tree as it is now is first saved as
 refs/beat/RUN/before-restore-N (a new N each time), so a restore can itself
 be undone. Works from the snapshots in git even when .beat/ was deleted.]],
     run = function(args)
@@ -146,9 +148,9 @@ be undone. Works from the snapshots in git even when .beat/ was deleted.]],
       if not rest[1] then cli.usage_error("restore: missing RUN (see 'beat runs')") end
       if rest[3] then cli.usage_error("restore: unexpected argument '%s'", rest[3]) end
       local which = rest[2] or "base"
-      if not (which == "base" or which == "best" or which:match("^iter%-%d+$")
-          or which:match("^before%-restore%-%d+$")) then
-        cli.usage_error("restore: WHICH must be base, best, iter-N or before-restore-N, got '%s'", which)
+      if not (which == "base" or which == "best" or which == "last" or which:match("^iter%-%d+$")
+          or which:match("^before%-restore%-%d+$") or which:match("^pre%-restore%-%d+$")) then
+        cli.usage_error("restore: WHICH must be base, best, last, iter-N, pre-restore-N or before-restore-N, got '%s'", which)
       end
       local repo, root, err = work_tree(cli, dir)
       if not repo then cli.usage_error("restore: %s", err) end

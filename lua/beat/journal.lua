@@ -149,7 +149,99 @@ function M.open(dir)
                         tsv = dir .. "/results.tsv" }, Journal)
 end
 
---- Appends one event; it is on disk when this returns.
+-- The run's own copy of what it wrote to journal.jsonl and results.tsv
+-- (file → {lines..., size, absent}), taken from the files at first use, so
+-- they can be written back when something deletes or changes them.
+local function copy(self)
+  if self.copy then return self.copy end
+  self.copy, self.tampered = {}, {}
+  for _, which in ipairs { "path", "tsv" } do
+    local data = fs.read(self[which])
+    self.copy[which] = { data, size = data and #data or 0, absent = data == nil }
+  end
+  return self.copy
+end
+
+-- Makes room for the run directory when something that is not a directory
+-- took the place of it or of a parent under the work tree (`.beat` made a
+-- file): moves the intruder aside, never deletes it. Returns what it moved.
+local function make_dir(dir)
+  if fs.mkdir_p(dir) then return {} end
+  local moved = {}
+  local at = dir
+  local parents = {}
+  while at:find("/", 2, true) do
+    parents[#parents + 1] = at
+    if at:match("/%.beat$") then break end
+    at = at:match("^(.*)/[^/]*$")
+  end
+  for i = #parents, 1, -1 do
+    local st = fs.stat(parents[i])
+    if st and st.type ~= "directory" then
+      local aside = ("%s.tampered-%d"):format(parents[i], math.floor(require("beat._runtime").now() * 1000))
+      if os.rename(parents[i], aside) then moved[#moved + 1] = aside end
+      break
+    end
+  end
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then return nil, err end
+  return moved
+end
+
+--- Checks that the run directory, journal.jsonl and results.tsv still hold
+--- what this journal wrote (their size; with `full`, every byte). Whatever
+--- was deleted or changed — an agent ran `rm -rf .beat`, a command edited the
+--- journal — is written back from the run's own copy, a `tampered` record
+--- says what was found, and the finding is added to `journal.tampered`.
+--- Raises when the files cannot be written back.
+---@param full? boolean compare the content too, not only the size
+---@return string[]|nil found what was wrong, nil when nothing
+function Journal:check(full)
+  local c = copy(self)
+  local found = {}
+  local dir_gone = not fs.is_dir(self.dir)
+  if dir_gone then
+    found[1] = "the run directory was deleted (earlier iterations' logs are lost)"
+    local moved, err = make_dir(self.dir)
+    if not moved then error(("cannot recreate the run directory %s: %s"):format(self.dir, tostring(err)), 0) end
+    for _, m in ipairs(moved) do found[#found + 1] = ("a file in its place was moved to %s"):format(m) end
+  end
+  for _, which in ipairs { "path", "tsv" } do
+    local m = c[which]
+    local st = fs.stat(self[which])
+    local name = self[which]:match("[^/]+$")
+    local bad
+    if not st then
+      bad = not m.absent and (dir_gone and "" or name .. " was deleted")
+    elseif st.type ~= "file" or st.size ~= m.size
+        or (full and fs.read(self[which]) ~= table.concat(m)) then
+      bad = name .. " was changed"
+    end
+    if bad then
+      if bad ~= "" then found[#found + 1] = bad end
+      local ok, err = fs.write(self[which], table.concat(m))
+      if not ok then error(("cannot write back %s: %s"):format(self[which], tostring(err)), 0) end
+    end
+  end
+  if #found == 0 then return nil end
+  local line = json.encode { event = "tampered", time = require("beat._runtime").now(), found = found,
+    note = "written back from the run's own copy" }
+  self:_append("path", line .. "\n")
+  for _, f in ipairs(found) do self.tampered[#self.tampered + 1] = f end
+  return found
+end
+
+-- Appends data to one of the run's files (which: "path" or "tsv") and to
+-- the run's copy of it; on disk when this returns.
+function Journal:_append(which, data)
+  local m = copy(self)[which]
+  local ok, err = fs.append(self[which], data, true)
+  if not ok then error(("cannot write %s: %s"):format(self[which], tostring(err)), 0) end
+  m[#m + 1], m.size, m.absent = data, m.size + #data, false
+end
+
+--- Appends one event; it is on disk when this returns. A deleted or
+--- changed run directory is put back first (see Journal:check).
 ---@param event string
 ---@param fields? table
 function Journal:write(event, fields)
@@ -157,7 +249,8 @@ function Journal:write(event, fields)
   rec.event = event
   rec.time = require("beat._runtime").now()
   local line = json.encode(rec)
-  assert(fs.append(self.path, line .. "\n", true))
+  self:check()
+  self:_append("path", line .. "\n")
 end
 
 --- Appends a row to results.tsv: {iteration, snapshot, score, status, delta,
@@ -166,13 +259,16 @@ end
 function Journal:row(row)
   local cells = {}
   for i, col in ipairs(TSV_COLUMNS) do cells[i] = tsv_field(row[col]) end
-  assert(fs.append(self.tsv, table.concat(cells, "\t") .. "\n", true))
+  self:check()
+  self:_append("tsv", table.concat(cells, "\t") .. "\n")
 end
 
---- The directory for iteration n's logs (created).
+--- The directory for iteration n's logs (created; the run directory is
+--- put back first if it was deleted).
 ---@param n integer
 function Journal:iter_dir(n)
   local dir = ("%s/iter-%d"):format(self.dir, n)
+  self:check()
   fs.mkdir_p(dir)
   return dir
 end

@@ -59,6 +59,59 @@ local function convert_override(v)
   return math.tointeger(tonumber(v)) or tonumber(v) or v
 end
 
+--- Why `name` is not a branch name git accepts (the rules of
+--- `git check-ref-format --branch`), or nil when it is one. "refs/heads/x"
+--- and "x" both name branch x.
+---@param name string
+---@return string|nil reason
+function M.branch_error(name)
+  local short = name:match("^refs/heads/(.*)$") or name
+  local function bad(why) return ("must be a valid git branch name (%s), got %q"):format(why, name) end
+  if short:match("^refs/") then return bad("a branch, not another kind of ref") end
+  if short == "" then return bad("empty") end
+  if short:sub(1, 1) == "-" then return bad("it cannot begin with '-'") end
+  if short == "@" or short == "HEAD" then return bad("reserved name") end
+  if short:find("..", 1, true) then return bad("no '..'") end
+  if short:find("@{", 1, true) then return bad("no '@{'") end
+  if short:find("[%c ~^:?*%[\\\127]") then
+    return bad("no spaces, control characters or any of ~ ^ : ? * [ \\")
+  end
+  if short:sub(1, 1) == "/" or short:sub(-1) == "/" or short:find("//", 1, true) then
+    return bad("no empty part between slashes")
+  end
+  if short:sub(-1) == "." then return bad("it cannot end with '.'") end
+  for part in short:gmatch("[^/]+") do
+    if part:sub(1, 1) == "." then return bad("no part may begin with '.'") end
+    if part:sub(-5) == ".lock" then return bad("no part may end with '.lock'") end
+  end
+  return nil
+end
+
+--- Checks a command option (eval, check, guard): a non-empty shell string,
+--- or a non-empty argv list of strings; raises naming the option otherwise.
+---@param strategy string
+---@param name string the option's name, for the message
+---@param v any
+---@param level? integer
+function M.check_command(strategy, name, v, level)
+  local fn = ("beat.strategy(%q)"):format(strategy)
+  level = (level or 2) + 1
+  if type(v) == "string" then
+    if not v:match("%S") then error(("%s: option %s must be a command, got an empty string"):format(fn, name), level) end
+  elseif type(v) == "table" then
+    if type(v[1]) ~= "string" or not v[1]:match("%S") then
+      error(("%s: option %s must be a command (argv list with a program first), got an empty list"):format(fn, name), level)
+    end
+    for i, a in ipairs(v) do
+      if type(a) ~= "string" then
+        error(("%s: option %s[%d] must be a string, got %s"):format(fn, name, i, type(a)), level)
+      end
+    end
+  else
+    error(("%s: option %s must be a command (string or argv list), got %s"):format(fn, name, type(v)), level)
+  end
+end
+
 --- Validates opts against the common schema plus the strategy's own
 --- (`extra`: name → "type|type"), fills defaults, parses durations.
 ---@param strategy string
@@ -97,8 +150,17 @@ function M.options(strategy, opts, extra, defaults)
       error(("%s: option %s must be a positive integer, got %s"):format(fn, k, tostring(o[k])), 3)
     end
   end
-  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0) then
-    error(("%s: option max_cost_usd must be >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
+  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0 and o.max_cost_usd < math.huge) then
+    error(("%s: option max_cost_usd must be a finite number >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
+  end
+  for _, k in ipairs { "agent_timeout", "max_duration", "eval_timeout", "check_timeout" } do
+    if o[k] ~= nil and not (o[k] > 0) then
+      error(("%s: option %s must be longer than 0, got %s"):format(fn, k, tostring(opts[k] or o[k])), 3)
+    end
+  end
+  if o.commit_to ~= nil then
+    local why = M.branch_error(o.commit_to)
+    if why then error(("%s: option commit_to %s"):format(fn, why), 3) end
   end
   if o.agent == nil then error(("%s: option agent is required (e.g. beat.agent.claude{})"):format(fn), 3) end
   if type(o.agent.run) ~= "function" then
@@ -224,12 +286,20 @@ function Run:propose(n, prompt, extra)
     }
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
+    self.journal:check(true)   -- the agent may have deleted or changed .beat/
     if not ok then
       if task.is_cancelled(res) then error(res, 0) end
       res = { ok = false, error = "agent raised: " .. tostring(res) }
     end
     if type(res) ~= "table" then res = { ok = false, error = "agent returned " .. type(res) } end
-    self.cost_usd = self.cost_usd + (tonumber(res.cost_usd) or 0)
+    local cost = tonumber(res.cost_usd)
+    if res.cost_usd ~= nil and not (cost and cost >= 0 and cost < math.huge) then
+      -- a negative cost would be subtracted and max_cost_usd never reached
+      self.journal:write("note", { iteration = n, note = ("the agent reported a cost of %s; counted as unknown (0)")
+        :format(tostring(res.cost_usd)) })
+      cost = nil
+    end
+    self.cost_usd = self.cost_usd + (cost or 0)
     self.journal:write("agent", {
       iteration = n, ok = res.ok, code = res.code, error = res.error, cost_usd = res.cost_usd,
       tokens = res.tokens, turns = res.turns, duration = res.duration,
@@ -263,7 +333,9 @@ end
 ---@param cmd string|string[]
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
+  self.since[#self.since + 1] = name
   local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+  self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
           timed_out = false }
@@ -280,12 +352,35 @@ function Run:command(n, name, cmd, timeout)
   return r
 end
 
---- Snapshots the work tree as iteration n (nil without git).
+--- Measures a command repeatedly in the work tree (beat.measure: runs,
+--- warmup, score, timeout cut to the time left) and journals the values as
+--- an `eval` record. Returns the measurement, or nil and the reason.
+---@param n integer
+---@param cmd string|string[]
+---@param opts table options of beat.measure
+function Run:measure(n, cmd, opts)
+  self.since[#self.since + 1] = "eval"
+  local o = { cwd = self.cwd }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.timeout = self:limit(o.timeout)
+  local m, why = beat.measure(cmd, o)
+  self.journal:check(true)
+  self.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
+    values = m and m.values, value = m and m.value, stddev = m and m.stddev })
+  return m, why
+end
+
+--- Snapshots the work tree as iteration n (nil without git); it is also
+--- the run's `last` snapshot (`beat restore RUN last`).
 function Run:snapshot(n)
   if not self.repo then return nil end
   local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
   if not id then error("snapshot failed: " .. tostring(err), 0) end
+  self.at, self.since = id, {}
+  local ok, lerr = self.repo:set_ref { ref = ("refs/beat/%s/last"):format(self.id), commit = id }
+  if not ok then error("cannot record the last snapshot: " .. tostring(lerr), 0) end
+  self.last = id
   return id
 end
 
@@ -305,11 +400,62 @@ function Run:keep(snap)
   if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
 end
 
---- Restores the work tree to snap (default: the best snapshot).
+-- "the check", "guard 1 and the eval": what ran since the last snapshot.
+local function what_ran(names, iteration)
+  local seen, parts = {}, {}
+  for _, name in ipairs(names) do
+    local label = name:match("^guard%-(%d+)$") and ("guard " .. name:match("%d+")) or ("the " .. name)
+    if name == "eval" and iteration == 0 then label = "the baseline eval" end
+    if not seen[label] then seen[label], parts[#parts + 1] = true, label end
+  end
+  if #parts <= 1 then return parts[1], 1 end
+  return table.concat(parts, ", ", 1, #parts - 1) .. " and " .. parts[#parts], #parts
+end
+
+--- Restores the work tree to snap (default: the best snapshot), keeping
+--- the rule that keeps work safe: what the work tree held that no snapshot
+--- has — files a check or eval wrote, edits the user made meanwhile, an
+--- interrupted agent's half edit — is kept as `refs/beat/<run>/pre-restore-N`
+--- (journaled as `pre_restore`, listed in the summary), so
+--- `beat restore RUN pre-restore-N` brings it back. The work tree is
+--- snapshotted by the restore itself, after it has read what is there, so a
+--- file written meanwhile is in the snapshot or left alone.
+--- Returns the pre-restore snapshot's name, or nil when nothing was new.
+---@param snap? string
+---@return string|nil name
 function Run:restore(snap)
-  if not self.repo then return end
-  local ok, err = self.repo:restore(snap or self.best)
-  if not ok then error("restore failed: " .. tostring(err), 0) end
+  if not self.repo then return nil end
+  snap = snap or self.best
+  local tmp = ("refs/beat/%s/restoring"):format(self.id)
+  local res, err = self.repo:restore { commit = snap, backup = tmp }
+  local refs = self.repo:refs(tmp) or {}
+  local backup = refs[1] and refs[1].name == tmp and refs[1].id
+  local name
+  if backup then
+    local same = false
+    if self.at then
+      local d = self.repo:diff { from = self.at, to = backup, patch = false }
+      same = d ~= nil and d.files_changed == 0
+    end
+    if not same then
+      name = ("pre-restore-%d"):format(#self.pre_restores + 1)
+      local ok, serr = self.repo:set_ref { ref = ("refs/beat/%s/%s"):format(self.id, name), commit = backup }
+      if not ok then error("cannot keep the work tree's snapshot before a restore: " .. tostring(serr), 0) end
+      local during, count = what_ran(self.since, self.iteration)
+      local what = during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
+        or "files changed since the last snapshot (by the agent or by you)"
+      self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
+      self.journal:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
+        during = self.since, note = what })
+    end
+    self.repo:delete_refs(tmp)
+  end
+  if not res then
+    self.at, self.since = nil, {}   -- unknown now: the next restore keeps whatever is there
+    error("restore failed: " .. tostring(err), 0)
+  end
+  self.at, self.since = snap, {}
+  return name
 end
 
 --- Records an iteration's outcome: results.tsv row, a journal record and
@@ -359,14 +505,30 @@ local function ensure_excluded(repo)
   fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
 end
 
--- Ends the run: work tree at best, optional promote, summary, journal.
+-- Up to three snapshot names, "a, b, …, z" beyond.
+local function names(list)
+  if #list <= 3 then return table.concat(list, ", ") end
+  return ("%s, %s, ..., %s"):format(list[1], list[2], list[#list])
+end
+
+-- Ends the run: work tree at best (or where the strategy asked a failed
+-- run to end), optional promote, journal, summary. Every step runs even
+-- when an earlier one failed; failures become notes.
 local function finish(run, status, reason)
   local o = run.opts
   local notes = {}
-  if run.repo and run.best then
-    local ok, err = pcall(run.restore, run)
-    if not ok then notes[#notes + 1] = "could not restore the best snapshot: " .. tostring(err) end
-    if o.commit_to and status ~= "interrupted" then
+  local target = status == "failed" and run.restore_on_failure or run.best
+  if run.repo and target then
+    local ok, err = pcall(run.restore, run, target)
+    if not ok then
+      notes[#notes + 1] = ("could not restore the %s snapshot: %s"):format(target == run.best and "best" or
+        target == run.base and "base" or "final", tostring(err))
+    elseif target ~= run.best and target == run.base and run.last
+        and (run.repo:diff { from = run.base, to = run.last, patch = false } or {}).files_changed ~= 0 then
+      notes[#notes + 1] = ("the run failed, so the work tree is back as it was before the run; the last attempt is kept: beat restore %s last")
+        :format(run.id)
+    end
+    if o.commit_to and status ~= "interrupted" and run.best then
       local pok, perr = run.repo:promote(run.best, { branch = o.commit_to,
         message = ("beat: run %s"):format(run.id) })
       if pok then
@@ -376,16 +538,41 @@ local function finish(run, status, reason)
       end
     end
   end
+  -- files beat saved before rewriting the work tree, grouped by what ran
+  local groups, order = {}, {}
+  for _, p in ipairs(run.pre_restores) do
+    if not groups[p.what] then groups[p.what], order[#order + 1] = {}, p.what end
+    table.insert(groups[p.what], p.name)
+  end
+  for _, what in ipairs(order) do
+    local g = groups[what]
+    notes[#notes + 1] = ("%s were saved %s: beat restore %s %s"):format(what, #g == 1 and
+      ("as snapshot " .. g[1]) or ("%d times, as snapshots %s"):format(#g, names(g)), run.id, g[#g])
+  end
+  local jok, jerr = pcall(run.journal.check, run.journal, true)
+  if not jok then notes[#notes + 1] = tostring(jerr) end
+  if run.journal.tampered and #run.journal.tampered > 0 then
+    local seen, found = {}, {}
+    for _, f in ipairs(run.journal.tampered) do
+      if not seen[f] then seen[f], found[#found + 1] = 0, f end
+      seen[f] = seen[f] + 1
+    end
+    for i, f in ipairs(found) do if seen[f] > 1 then found[i] = ("%s (%d times)"):format(f, seen[f]) end end
+    if #found > 4 then found = { found[1], found[2], found[3], ("... %d more in the journal's tampered records"):format(#found - 3) } end
+    notes[#notes + 1] = (".beat/ was changed during the run, by the agent or a command (tampering): %s; the journal was written back from beat's own copy")
+      :format(table.concat(found, "; "))
+  end
   local diff
   if run.repo and run.base then
     diff = run.repo:diff { from = run.base, to = "worktree", patch = false }
   end
   -- the last record: "run_end", or "interrupted" when a signal stopped the run
-  run.journal:write(status == "interrupted" and "interrupted" or "run_end", {
+  local wok, werr = pcall(run.journal.write, run.journal, status == "interrupted" and "interrupted" or "run_end", {
     status = status, reason = reason, iterations = run.iteration, best = run.best,
-    base = run.base, cost_usd = run.cost_usd, elapsed = run:elapsed(),
+    base = run.base, last = run.last, cost_usd = run.cost_usd, elapsed = run:elapsed(),
     best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
   })
+  if not wok then notes[#notes + 1] = "could not write the journal: " .. tostring(werr) end
   say(run, "")
   say(run, "%s: %s", status, reason)
   if run.best_score and run.baseline_score then
@@ -428,12 +615,6 @@ local function preflight(agent, cwd)
   end
 end
 
---- Restores the work tree to snap (default best) after a check or eval,
---- so files they wrote (reports, caches) are not taken for the agent's work.
-function Run:clean(snap)
-  if self.repo then self:restore(snap) end
-end
-
 --- Starts a run and calls body(run); see the module comment. body returns
 --- status ("passed"|"completed"|"failed"|"stopped"), reason.
 ---@param strategy string
@@ -447,7 +628,7 @@ function M.run(strategy, opts, body)
   end
   local run = setmetatable({ opts = opts, strategy = strategy, cwd = fs.realpath(cwd),
     iteration = 0, cost_usd = 0, consecutive_failures = 0, history = {},
-    started = beat.clock() }, Run)
+    started = beat.clock(), since = {}, pre_restores = {} }, Run)
 
   preflight(opts.agent, run.cwd)
   local lock
@@ -459,11 +640,27 @@ function M.run(strategy, opts, body)
         :format(err))
     end
     run.repo = repo
-    root = repo:path()
+    local gitdir
+    root, gitdir = repo:path()
+    -- an agent started inside .git would edit git's own files, which no
+    -- snapshot holds: refuse, and name the work tree to run from
+    for _, d in ipairs { gitdir, (gitdir:gsub("/worktrees/[^/]+$", "")) } do
+      if run.cwd == d or run.cwd:sub(1, #d + 1) == d .. "/" then
+        usage_error(("the working directory %s is inside the git directory %s, not the work tree: run beat in %s")
+          :format(run.cwd, d, root))
+      end
+    end
   end
   local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
+  for _, d in ipairs { root .. "/.beat", runs_dir } do
+    local st = fs.stat(d)
+    if st and st.type ~= "directory" and not fs.is_dir(d) then
+      usage_error(("%s exists and is not a directory (beat keeps its runs in %s): move it away")
+        :format(d, runs_dir))
+    end
+  end
   local j, jerr = journal.create(runs_dir, beat.now())
-  if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
+  if not j then usage_error("cannot create the run directory: " .. tostring(jerr)) end
   run.journal, run.id = j, j.id
 
   if run.repo then
@@ -480,7 +677,7 @@ function M.run(strategy, opts, body)
       lock:release()
       error("cannot snapshot the work tree: " .. tostring(berr), 0)
     end
-    run.base, run.best = base, base
+    run.base, run.best, run.at = base, base, base
   end
 
   j:write("run_start", {
