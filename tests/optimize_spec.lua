@@ -313,7 +313,7 @@ describe("beat loop", function()
   end)
 
   it("accepts bare milliseconds and unit durations", function()
-    local p = require("beat.cli_loop").parse(require("beat.cli"),
+    local p = require("beat.cli.loop").parse(require("beat.cli"),
       { "x", "--until", "true", "--cooldown", "1500", "--agent-timeout", "5m", "--max-duration", "30s" })
     assert.equal(1.5, p.cooldown)
     assert.equal(300, p.agent_timeout)

@@ -213,7 +213,7 @@ clears the line being typed), Ctrl-D exits. History is kept in
 ~/.beat_history. The global `beat` is the API.]],
   run = function(args)
     if args[1] then M.usage_error("repl: unexpected argument '%s'", args[1]) end
-    return require("beat.repl").run(M)
+    return require("beat.cli.repl").run(M)
   end,
 })
 
@@ -235,7 +235,7 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli_loop", "beat.cli_runs", "beat.cli_agents", "beat.cli_report" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.agents", "beat.cli.report" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then

@@ -100,7 +100,7 @@ local function run_dir(cli, o)
     end
     return o.run, o.run:match("([^/]+)/*$")
   end
-  local runs = require "beat.cli_runs"
+  local runs = require "beat.cli.runs"
   local repo, root = runs.work_tree(cli, o.dir)
   local r = runs.find_run(cli, root, o.run, repo)
   if r.journal_gone then

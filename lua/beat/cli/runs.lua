@@ -184,7 +184,7 @@ be undone. Works from the snapshots in git even when .beat/ was deleted.]],
   })
 end
 
--- for `beat report` (cli_report.lua): the same work tree and run lookup
+-- for `beat report` (cli/report.lua): the same work tree and run lookup
 M.work_tree, M.find_run = work_tree, find_run
 
 return M
