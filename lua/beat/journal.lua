@@ -45,7 +45,13 @@ local function utf8_clean(s)
 end
 M.utf8_clean = utf8_clean
 
---- A copy of v safe to write: functions become "<function>", secret-looking
+local function is_agent(v)
+  local ok, agent = pcall(require, "beat.agent")
+  return ok and getmetatable(v) == agent.Agent and type(v.describe) == "function"
+end
+
+--- A copy of v safe to write: an agent is recorded by its `describe()`,
+--- functions become "<function>", secret-looking
 --- keys and every `env` table's values are redacted, cycles are cut, text
 --- is made valid UTF-8.
 ---@param v any
@@ -65,6 +71,10 @@ function M.sanitize(v, seen, in_env)
   end
   seen = seen or {}
   if seen[v] then return "<cycle>" end
+  if is_agent(v) then
+    local ok, d = pcall(v.describe, v)
+    if ok and type(d) == "table" then v = d end
+  end
   seen[v] = true
   local out = {}
   local mt = getmetatable(v)
