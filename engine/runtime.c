@@ -8,7 +8,10 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,16 +221,260 @@ static int core_on_signal(lua_State *L)
     return 0;
 }
 
+/* ---- interrupts: SIGINT and SIGTERM --------------------------------------
+ *
+ * Ctrl-C must work whether beat waits in the loop or Lua is busy and never
+ * returns to it (`while true do end` in a recipe, a hook, a score function).
+ * The handler (sigaction) records the signal and
+ *   - wakes the loop (uv_async_send is async-signal-safe): when the loop is
+ *     idle the signal reaches Lua from the loop, between callbacks, like any
+ *     other event, and tasks are cancelled at their blocking calls;
+ *   - arms a count hook on the thread running Lua (lua_sethook may be called
+ *     from a signal handler, as lua.c's laction does). If the signal has not
+ *     reached Lua from the loop within INTERRUPT_GRACE_MS, the hook hands it
+ *     to Lua right there, inside the busy code: the Lua handler cancels the
+ *     tasks and the running task's cancellation is raised at that point, so
+ *     pcall handlers, <close> variables and a run's cleanup still run.
+ * A signal that arrives while the previous one has not reached Lua (Lua is
+ * stuck where no hook runs, in a long C call) ends beat at once: a watchdog
+ * thread kills every process below beat and exits with 128 + the signal.
+ *
+ * Hooks belong to one thread (coroutine), so beat tracks the thread running
+ * Lua: coroutine.resume and coroutine.wrap are replaced by versions that
+ * record it, the loop records the main thread while it runs callbacks, and
+ * a thread resumed while a signal waits is armed too.
+ *
+ * Signal dispositions belong to the process, so this state is static. */
+
+#define INTERRUPT_GRACE_MS 250   /* the loop's turn to take the signal first */
+#define INTERRUPT_HOOK_COUNT 1000 /* instructions between two looks at the clock */
+
+static _Atomic(lua_State *) running_thread; /* the thread running Lua now */
+static atomic_int intr_pending;             /* a signal not yet given to Lua, or 0 */
+static atomic_llong intr_since;             /* when it arrived (ms, monotonic) */
+static atomic_int intr_ready;               /* the loop side is set up */
+static atomic_int intr_exit_code;
+static sem_t intr_exit_sem;
+static uv_async_t intr_async;
+static lua_State *intr_L;                   /* main thread, for the loop side */
+static int intr_ref = LUA_NOREF;            /* the Lua handler */
+
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar);
+
+/* Records that L runs Lua from now on; arms its hook if a signal waits. */
+static void enter_thread(lua_State *L)
+{
+    atomic_store(&running_thread, L);
+    if (atomic_load(&intr_pending) != 0 && atomic_load(&intr_ready))
+        lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, INTERRUPT_HOOK_COUNT);
+}
+
+/* Gives the waiting signal (if any) to the Lua handler, on thread L. From
+ * the loop the call is protected; from the hook it is not, so the handler's
+ * error (the running task's cancellation) is raised in the busy code. */
+static void interrupt_deliver(lua_State *L, int from_hook)
+{
+    int sig = atomic_exchange(&intr_pending, 0);
+    if (sig == 0 || intr_ref == LUA_NOREF)
+        return;
+    if (!from_hook) {
+        lua_pushinteger(L, sig);
+        beat_call_ref(L, intr_ref, 1);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, intr_ref);
+    lua_pushinteger(L, sig);
+    lua_call(L, 1, 0);
+}
+
+/* The count hook: once the loop had its grace period and the signal still
+ * waits, Lua is busy: deliver it here. A hook left on a thread after the
+ * signal was delivered removes itself. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (atomic_load(&intr_pending) == 0) {
+        lua_sethook(L, NULL, 0, 0);
+        return;
+    }
+    if (monotonic_ms() - atomic_load(&intr_since) < INTERRUPT_GRACE_MS)
+        return;
+    lua_sethook(L, NULL, 0, 0);
+    interrupt_deliver(L, 1);
+}
+
+static void interrupt_wake(uv_async_t *h)
+{
+    (void)h;
+    interrupt_deliver(intr_L, 0);
+}
+
+/* Async-signal-safe: atomics, lua_sethook, uv_async_send, write, sem_post. */
+static void interrupt_handler(int sig)
+{
+    int saved = errno;
+    lua_State *L;
+    atomic_store(&intr_since, monotonic_ms());
+    if (atomic_exchange(&intr_pending, sig) != 0) {
+        static const char msg[] = "\nbeat: interrupted again, exiting now\n";
+        atomic_store(&intr_exit_code, 128 + sig);
+        (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+        sem_post(&intr_exit_sem);
+    } else if (atomic_load(&intr_ready)) {
+        L = atomic_load(&running_thread);
+        if (L != NULL)
+            lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, INTERRUPT_HOOK_COUNT);
+        uv_async_send(&intr_async);
+    }
+    errno = saved;
+}
+
+/* Ends beat when a signal finds the previous one still undelivered. */
+static void *interrupt_watchdog(void *arg)
+{
+    (void)arg;
+    while (sem_wait(&intr_exit_sem) != 0)
+        ;
+    beat_kill_all_descendants();
+    _exit(atomic_load(&intr_exit_code));
+    return NULL;
+}
+
+/* core.on_interrupt(fn): fn(signum) once for every SIGINT or SIGTERM, for
+ * the life of the process: from the loop when it is idle, or from inside
+ * running Lua when Lua is busy (then an error fn raises is raised there).
+ * Only the first call installs anything; later calls replace fn. */
+static int core_on_interrupt(lua_State *L)
+{
+    struct sigaction sa;
+    sigset_t all, old;
+    pthread_t tid;
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (intr_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, intr_ref);
+        lua_pushvalue(L, 1);
+        intr_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return 0;
+    }
+    if (sem_init(&intr_exit_sem, 0, 0) != 0)
+        return luaL_error(L, "cannot watch signals: %s", strerror(errno));
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the watchdog takes no signal */
+    if (pthread_create(&tid, NULL, interrupt_watchdog, NULL) != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return luaL_error(L, "cannot watch signals: cannot start a thread");
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_detach(tid);
+    lua_pushvalue(L, 1);
+    intr_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    intr_L = beat_main_thread(L);
+    uv_async_init(beat_loop(L), &intr_async, interrupt_wake);
+    uv_unref((uv_handle_t *)&intr_async);
+    atomic_store(&intr_ready, 1);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = interrupt_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return 0;
+}
+
+/* Before the state closes: signals are still counted (a second one still
+ * ends beat at once) but no longer reach Lua. */
+static void interrupts_close(void)
+{
+    atomic_store(&running_thread, NULL);
+    if (!atomic_exchange(&intr_ready, 0))
+        return;
+    intr_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&intr_async, NULL);
+}
+
+/* coroutine.resume(co, ...), the library's (upvalue 1), recording that co
+ * runs until it yields or ends. */
+static int tracked_resume(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    int status;
+    luaL_argexpected(L, co != NULL, 1, "coroutine");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    enter_thread(co);
+    status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    enter_thread(L);
+    if (status != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L);
+}
+
+/* A function made by coroutine.wrap: the library's (upvalue 1) for the
+ * coroutine upvalue 2, recording that the coroutine runs. */
+static int tracked_wrapped(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, lua_upvalueindex(2));
+    int status;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    if (co != NULL)
+        enter_thread(co);
+    status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    enter_thread(L);
+    if (status != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L);
+}
+
+/* coroutine.wrap(f): the library's (upvalue 1), tracked. */
+static int tracked_wrap(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, 1);
+    if (lua_getupvalue(L, -1, 1) == NULL) /* the library keeps the thread there */
+        lua_pushnil(L);
+    lua_pushcclosure(L, tracked_wrapped, 2);
+    return 1;
+}
+
+static void track_coroutines(lua_State *L)
+{
+    lua_getglobal(L, "coroutine");
+    lua_getfield(L, -1, "resume");
+    lua_pushcclosure(L, tracked_resume, 1);
+    lua_setfield(L, -2, "resume");
+    lua_getfield(L, -1, "wrap");
+    lua_pushcclosure(L, tracked_wrap, 1);
+    lua_setfield(L, -2, "wrap");
+    lua_pop(L, 1);
+    enter_thread(L);
+}
+
 /* ---- loop, clocks, process ---------------------------------------------- */
 
 /* core.run(mode) runs the loop ("default", "once" or "nowait") and returns
- * whether work remains. Only the top level (cli.lua) calls it. */
+ * whether work remains. Only the top level (cli.lua) calls it. Callbacks
+ * run Lua on the main thread. */
 static int core_run(lua_State *L)
 {
     static const char *const modes[] = {"default", "once", "nowait", NULL};
     static const uv_run_mode m[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
     int i = luaL_checkoption(L, 1, "default", modes);
-    lua_pushboolean(L, uv_run(beat_loop(L), m[i]) != 0);
+    int more;
+    enter_thread(beat_main_thread(L));
+    more = uv_run(beat_loop(L), m[i]) != 0;
+    enter_thread(L);
+    lua_pushboolean(L, more);
     return 1;
 }
 
@@ -310,6 +557,7 @@ static const luaL_Reg timer_meth[] = {
 static const luaL_Reg core_funcs[] = {
     {"timer", core_timer},
     {"on_signal", core_on_signal},
+    {"on_interrupt", core_on_interrupt},
     {"run", core_run},
     {"now", core_now},
     {"clock", core_clock},
@@ -433,6 +681,7 @@ lua_State *beat_new_state(int argc, char **argv)
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     signal(SIGPIPE, SIG_IGN);
     luaL_openlibs(L);
+    track_coroutines(L);
     install_searcher(L);
     lua_createtable(L, argc, 1);
     for (int i = 0; i < argc; i++) {
@@ -448,6 +697,7 @@ lua_State *beat_new_state(int argc, char **argv)
 void beat_close_state(lua_State *L)
 {
     uv_loop_t *loop = beat_loop(L);
+    interrupts_close();
     lua_close(L);
     uv_run(loop, UV_RUN_NOWAIT);
     uv_loop_close(loop);

@@ -28,6 +28,22 @@ describe("beat.journal", function()
     assert.is_nil(data:find("sk%-123"))
   end)
 
+  it("redacts secret values and credential fields, not names that merely contain a word", function()
+    local j = assert(journal.create(H.tmpdir(), beat.now()))
+    j:write("agent", { tokens = { input = 5, output = 7 }, author = "Ann Example", auth_token = "abc",
+      text = "use GITHUB_TOKEN=ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R now",
+      argv = { "tool", "--password", "pw", "{prompt}" } })
+    j:row { iteration = 1, status = "crash", summary = "agent failed: bad key sk-ant-api03-Zq3xT9vLp2Rk8WmN4bHc" }
+    local rec = j:records()[1]
+    assert.same({ input = 5, output = 7 }, rec.tokens)
+    assert.equal("Ann Example", rec.author)
+    assert.equal("[redacted]", rec.auth_token)
+    assert.equal("use GITHUB_TOKEN=[redacted] now", rec.text)
+    assert.same({ "tool", "--password", "[redacted]", "{prompt}" }, rec.argv)
+    local tsv = H.read(j.tsv)
+    assert.matches("agent failed: bad key %[redacted%]\n$", tsv)
+  end)
+
   it("reads records back and reports a torn last line", function()
     local j = assert(journal.create(H.tmpdir(), beat.now()))
     j:write("one", { n = 1 })

@@ -5,25 +5,19 @@
 ---   results.tsv    one row per iteration, for people
 ---   iter-N/        agent.log, eval.log (written by the strategies)
 ---
---- Secrets never reach the journal: option keys that look like credentials
---- and environment values are replaced by "[redacted]".
+--- Secrets never reach the journal or results.tsv: every text goes through
+--- beat.redact (secret values, key formats, `--token=X` arguments), the
+--- string value of a field named like a credential (api_key, password) and
+--- every value of an `env` table become "[redacted]". Field names that only
+--- contain such a word (tokens, author) are kept as they are.
 local fs = require "beat.fs"
 local json = require "cjson"
+local redact = require "beat.redact"
 
 local M = {}
 
 local TSV_COLUMNS = { "iteration", "snapshot", "score", "status", "delta", "cost_usd",
   "duration_s", "summary" }
-
-local SECRET_KEY = { "key", "token", "secret", "password", "passwd", "credential", "auth" }
-
-local function looks_secret(k)
-  k = tostring(k):lower()
-  for _, word in ipairs(SECRET_KEY) do
-    if k:find(word, 1, true) then return true end
-  end
-  return false
-end
 
 -- Valid UTF-8: invalid bytes (binary output, a character cut in half)
 -- become U+FFFD, so every line of the journal is valid JSON text.
@@ -45,16 +39,32 @@ local function utf8_clean(s)
 end
 M.utf8_clean = utf8_clean
 
---- A copy of v safe to write: functions become "<function>", secret-looking
---- keys and every `env` table's values are redacted, cycles are cut, text
---- is made valid UTF-8.
+local function is_agent(v)
+  local ok, agent = pcall(require, "beat.agent")
+  return ok and getmetatable(v) == agent.Agent and type(v.describe) == "function"
+end
+
+local function is_string_list(v)
+  local n = #v
+  if n == 0 then return false end
+  local count = 0
+  for k, x in pairs(v) do
+    count = count + 1
+    if math.type(k) ~= "integer" or type(x) ~= "string" then return false end
+  end
+  return count == n
+end
+
+--- A copy of v safe to write: functions become "<function>", an agent is
+--- recorded by its `describe()`, secrets are redacted (see the module
+--- comment), cycles are cut, text is made valid UTF-8.
 ---@param v any
 ---@return any
 function M.sanitize(v, seen, in_env)
   local t = type(v)
   if t == "string" then
     if in_env then return "[redacted]" end
-    return utf8_clean(v)
+    return redact.text(utf8_clean(v))
   end
   if t == "function" then return "<function>" end
   if t == "userdata" or t == "thread" then return "<" .. t .. ">" end
@@ -65,13 +75,25 @@ function M.sanitize(v, seen, in_env)
   end
   seen = seen or {}
   if seen[v] then return "<cycle>" end
+  if is_agent(v) then
+    local ok, d = pcall(v.describe, v)
+    if ok and type(d) == "table" then v = d end
+  end
+  if not in_env and is_string_list(v) then v = redact.argv(v) end
   seen[v] = true
   local out = {}
   local mt = getmetatable(v)
   if mt and mt.__name then out.type = mt.__name end
   for k, x in pairs(v) do
     local key = type(k) == "number" and k or tostring(k)
-    if type(k) == "string" and looks_secret(k) then
+    if not in_env and k == "env" and type(x) == "table" then
+      -- an environment given to a command: its secret-named values are
+      -- redacted wherever they show up later (a log echoing them)
+      for name, value in pairs(x) do
+        if redact.is_secret_name(name) then redact.add(value) end
+      end
+    end
+    if type(k) == "string" and type(x) == "string" and x ~= "" and redact.is_secret_name(k) then
       out[key] = "[redacted]"
     else
       out[key] = M.sanitize(x, seen, in_env or k == "env")
@@ -109,7 +131,7 @@ local function tsv_field(v)
     if math.type(v) == "integer" then return tostring(v) end
     return ("%.6g"):format(v)
   end
-  return (utf8_clean(tostring(v)):gsub("[\t\r\n]+", " "))
+  return (redact.text(utf8_clean(tostring(v))):gsub("[\t\r\n]+", " "))
 end
 
 --- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`).

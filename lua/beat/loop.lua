@@ -287,6 +287,7 @@ function Run:propose(n, prompt, extra)
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
     self.journal:check(true)   -- the agent may have deleted or changed .beat/
+    require("beat.redact").file(req.transcript) -- the agent's output may echo a secret
     if not ok then
       if task.is_cancelled(res) then error(res, 0) end
       res = { ok = false, error = "agent raised: " .. tostring(res) }
@@ -341,10 +342,10 @@ function Run:command(n, name, cmd, timeout)
           timed_out = false }
   end
   local dir = self.journal:iter_dir(n)
-  fs.write(("%s/%s.log"):format(dir, name),
+  fs.write(("%s/%s.log"):format(dir, name), require("beat.redact").text(
     ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
       type(cmd) == "table" and table.concat(cmd, " ") or cmd, r.code,
-      r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or ""))
+      r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or "")))
   self.journal:write(name:match("^%a+"), {
     iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
     duration = r.duration, error = r.error,

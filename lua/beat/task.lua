@@ -207,7 +207,7 @@ end
 function Task:cancel()
   if self.status ~= "running" then return false end
   self.cancelled = true
-  if self == M.running() then
+  if self == current then      -- its own code (or a coroutine it resumed) runs
     if self.shielded == 0 then error(M.cancelled, 0) end
     return true
   end
@@ -273,11 +273,17 @@ function M.all(tasks)
   return results
 end
 
---- Cancels every live task (Ctrl-C).
+--- Cancels every live task (Ctrl-C), newest first. Called from inside a
+--- running task (a busy task interrupted by a signal), it cancels that
+--- task last, since cancelling it raises its cancellation there.
 function M.cancel_all()
   local list = {}
-  for t in pairs(live) do list[#list + 1] = t end
+  local me = current
+  for t in pairs(live) do
+    if t ~= me then list[#list + 1] = t end
+  end
   table.sort(list, function(a, b) return #a.name > #b.name or (#a.name == #b.name and a.name > b.name) end)
+  if me then list[#list + 1] = me end
   for _, t in ipairs(list) do t:cancel() end
 end
 

@@ -379,6 +379,55 @@ function Agent:run(opts)
   return result
 end
 
+-- Options recorded as they are by describe(): plain settings, never code,
+-- the environment's values or what argv already shows.
+local NOT_DESCRIBED = { argv = true, bin = true, extra_args = true, env = true, keep_env = true,
+  fn = true, summarize = true, prompt_via = true }
+
+local function plain(v, depth)
+  local t = type(v)
+  if t == "string" or t == "number" or t == "boolean" then return v end
+  if t ~= "table" or depth > 4 then return nil end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" or math.type(k) == "integer" then out[k] = plain(x, depth + 1) end
+  end
+  return out
+end
+
+--- What the journal records about this agent (run_start), without running
+--- anything: {name, program, argv, prompt_via, options, env}. `argv` is the
+--- command line with "{prompt}" (or "{prompt_file}") where the prompt goes;
+--- `prompt_via` is "arg", "file" or "stdin"; `options` are the plain
+--- constructor options (model, max_turns, params, ...); `env` the variables
+--- the agent sets (the journal redacts their values). In-process agents (fn,
+--- tune) have no program or argv. A version is not included: knowing it means
+--- running `<program> --version` (see Agent:version).
+---@return table
+function Agent:describe()
+  local d = { name = self.name, options = {} }
+  for k, v in pairs(self.opts) do
+    if not NOT_DESCRIBED[k] then d.options[k] = plain(v, 0) end
+  end
+  if next(d.options) == nil then d.options = nil end
+  if self.opts.env then d.env = self.opts.env end
+  if self.spec.run or not self.spec.command then return d end
+  local ok, cmd = pcall(self.spec.command, self, { prompt = "{prompt}" })
+  if not ok or type(cmd) ~= "table" or type(cmd.argv) ~= "table" then return d end
+  local files = {}
+  for _, f in ipairs(cmd.files or {}) do files[f] = true end
+  local argv, via = {}, cmd.stdin and "stdin" or nil
+  for i, a in ipairs(cmd.argv) do
+    if files[a] then a, via = "{prompt_file}", "file" end
+    if a:find("{prompt}", 1, true) then via = "arg" end
+    argv[i] = a
+  end
+  -- the adapter's temporary prompt file, then its directory
+  for _, f in ipairs(cmd.files or {}) do os.remove(f) end
+  d.program, d.argv, d.prompt_via = argv[1], argv, via
+  return d
+end
+
 --- The executable this agent runs, and its --version output (first line), or
 --- nil and why. Runs `<bin> --version` (needs a beat task).
 ---@return string|nil version, string? err

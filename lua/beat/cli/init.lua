@@ -46,8 +46,9 @@ local function install_signals()
       :format(sig == SIG.SIGTERM and "terminated" or "interrupted"))
     task.cancel_all()
   end
-  runtime.on_signal(SIG.SIGINT, on_signal)
-  runtime.on_signal(SIG.SIGTERM, on_signal)
+  -- called from the loop, or from inside busy Lua code (a debug hook), where
+  -- cancelling the running task raises its cancellation at that point
+  runtime.on_interrupt(on_signal)
 end
 
 --- Runs fn(...) as the main task and drives the loop until it and every

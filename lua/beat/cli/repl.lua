@@ -119,8 +119,10 @@ function M.run(cli)
       done, status = true, code
       return false
     end
-    if running then
-      running:cancel()
+    -- a busy line is interrupted inside task.start, before `running` is set
+    local line_task = running or task.running()
+    if line_task then
+      line_task:cancel()
     else
       buffer = nil
       rl.interrupt()
