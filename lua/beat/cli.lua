@@ -226,7 +226,7 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli_loop", "beat.cli_runs", "beat.cli_agents" }
+local extra = { "beat.cli_loop", "beat.cli_runs", "beat.cli_agents", "beat.cli_mcp" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then
