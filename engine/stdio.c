@@ -116,6 +116,8 @@ static void keep_head(reader *r, const char *s, size_t n)
     size_t k = HEAD_MAX - r->head_len;
     if (k > n)
         k = n;
+    if (k == 0) /* s may be NULL then (no line buffer yet) */
+        return;
     memcpy(r->head + r->head_len, s, k);
     r->head_len += k;
 }

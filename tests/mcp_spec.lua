@@ -391,6 +391,25 @@ describe("beat mcp start", function()
     assert.equal(0, c:finish().code)
   end)
 
+  it("does not take a younger process that got a run's pid for the run", function()
+    local dir = H.tmpdir()
+    local sleeper = assert(beat.spawn({ "sleep", "60" }, { stdout = false }))
+    finally(function() sleeper:kill("KILL") sleeper:wait() end)
+    local pid = sleeper.pid   -- a live process started just now
+    for id, age in pairs { aaaa0001 = 3600, aaaa0002 = -60 } do
+      beat.fs.mkdir_p(dir .. "/.beat/runs/" .. id)
+      H.write(dir .. "/.beat/runs/" .. id .. "/journal.jsonl", json.encode {
+        event = "run_start", id = id, strategy = "retry", pid = pid, time = beat.now() - age, cwd = dir,
+        config = { prompt = "p", max_iterations = 2 } } .. "\n")
+    end
+    local c = start { cwd = dir }
+    c:init()
+    -- started an hour before the process: the pid is someone else's now
+    assert.equal("crashed", c:tool(1, "LoopStatus", { loopId = "aaaa0001" }).structuredContent.loop.status)
+    assert.equal("running", c:tool(2, "LoopStatus", { loopId = "aaaa0002" }).structuredContent.loop.status)
+    assert.equal(0, c:finish().code)
+  end)
+
   it("waits in LoopStatus with progress notifications, serves other requests meanwhile, and cancels on notifications/cancelled", function()
     local dir, loop, id = running_loop()
     finally(function() stop_loop(loop) end)
