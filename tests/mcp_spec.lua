@@ -515,6 +515,63 @@ describe("beat mcp start", function()
   end)
 end)
 
+describe("CreateLoop's arguments as a beat loop command line (control.loop_argv)", function()
+  local control = require "beat.mcp.control"
+  local catalog = require "beat.mcp.catalog"
+  local tools = require "beat.mcp.tools"
+  local schema
+  for _, t in ipairs(catalog.tools) do if t.name == "CreateLoop" then schema = t.inputSchema end end
+
+  local function argv(args)
+    local checked = assert(tools.check_object(schema, args, ""))
+    return control.loop_argv(checked)
+  end
+
+  it("runs a retry loop and an optimize loop with the options asked for", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n", ["value.txt"] = "10\n" }
+    local a = assert(argv { prompt = "fix it", strategy = "retry", exitCondition = "grep -q fixed bug.txt",
+      agent = FIX, maxIterations = 4, maxConsecutiveFailures = 2, cooldownMs = 50, evalTimeout = 5000,
+      freshContext = false, maxDurationMs = 600000, maxCostUsd = 3.5 })
+    table.insert(a, "-q")
+    local r = H.loop(dir, a)
+    assert.equal(0, r.code, r.stderr)
+    local recs = H.last_run(dir)
+    local cfg = recs[1].config
+    assert.same({ "fix it", "grep -q fixed bug.txt", 4, 2, 0.05, 5, true, 600, 3.5 },
+      { cfg.prompt, cfg.check, cfg.max_iterations, cfg.max_consecutive_failures, cfg.cooldown, cfg.check_timeout,
+        cfg.continue_context, cfg.max_duration, cfg.max_cost_usd })
+    assert.equal("passed", recs[#recs].status)
+
+    a = assert(argv { prompt = "raise it", strategy = "optimize", exitCondition = "cat value.txt", agent = SET,
+      evalDirection = "maximize", maxIterations = 2, runs = 2, minRelDelta = 0.01, target = 50,
+      guards = { "true", "test -f value.txt" }, workingDirectory = dir })
+    table.insert(a, "-q")
+    r = H.beat({ "loop", table.unpack(a) }, { cwd = H.tmpdir(), env = { VALUES = "20 30" } })
+    assert.equal(0, r.code, r.stderr)
+    recs = H.last_run(dir)
+    cfg = recs[1].config
+    assert.same({ "cat value.txt", "maximize", 2, 2, 0.01, 50, { "true", "test -f value.txt" } },
+      { cfg.eval, cfg.direction, cfg.max_iterations, cfg.runs, cfg.min_rel_delta, cfg.target, cfg.guard })
+    assert.equal("completed", recs[#recs].status)
+    assert.is_true(#H.events(recs, "guard") >= 2)   -- both guards ran
+  end)
+
+  it("refuses optimize-only arguments with retry, and systemPrompt until beat loop takes it", function()
+    local base = { prompt = "p", strategy = "retry", exitCondition = "true" }
+    for _, case in ipairs {
+      { "guards", { "true" } }, { "runs", 3 }, { "metric", "ms" }, { "target", 1 }, { "minRelDelta", 0.1 },
+      { "evalDirection", "maximize" },
+    } do
+      local args = {}
+      for k, v in pairs(base) do args[k] = v end
+      args[case[1]] = case[2]
+      assert.same({ nil, ('CreateLoop: argument %s needs strategy "optimize"'):format(case[1]) }, { argv(args) })
+    end
+    base.systemPrompt = "be brief"
+    assert.same({ nil, "CreateLoop: argument systemPrompt is not supported by `beat loop` yet" }, { argv(base) })
+  end)
+end)
+
 describe("beat mcp config, test and usage", function()
   it("prints the mcpServers JSON and the Codex TOML with the absolute path of the binary", function()
     local r = H.beat { "mcp", "config" }
