@@ -306,6 +306,9 @@ describe("beat mcp start", function()
 
   it("answers JSON-RPC batches in protocol 2025-03-26 only", function()
     local c = start()
+    c:send('[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}]')
+    assert.same({ -32600, "Invalid Request: a JSON-RPC batch before initialize (send initialize alone)" },
+      { error_of(c:wait_for(function(m) return m.error end)) })
     c:init("2025-03-26")
     c:send('[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"},'
       .. '{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"ListLoops"}},{"jsonrpc":"2.0","id":"c","method":"nope"}]')
@@ -316,8 +319,9 @@ describe("beat mcp start", function()
     assert.same({}, by.a.result)
     assert.is_true(json.decode(by.b.result.content[2].text).success)   -- no structuredContent before 2025-06-18
     assert.equal(-32601, by.c.error.code)
+    local n = #c.msgs
     c:send("[]")
-    assert.same({ -32600, "Invalid Request: an empty batch" }, { error_of(c:wait_for(function(m) return m.error and m.id == json.null end)) })
+    assert.same({ -32600, "Invalid Request: an empty batch" }, { error_of(c:wait_for(function(m) return m.error end, n)) })
     assert.equal(0, c:finish().code)
 
     c = start()

@@ -361,9 +361,11 @@ end
 -- in 2025-06-18). The answers go out as one array once every call in the
 -- batch is done; notifications (progress, log) go out as they come.
 function Server:batch(list)
-  if self.protocol ~= "2025-03-26" then
+  if not self.protocol then
+    return self:fail(nil, M.INVALID_REQUEST, "Invalid Request: a JSON-RPC batch before initialize (send initialize alone)")
+  elseif self.protocol ~= "2025-03-26" then
     return self:fail(nil, M.INVALID_REQUEST, ("Invalid Request: JSON-RPC batches are not supported in protocol version %s (only in 2025-03-26)")
-      :format(self.protocol or "negotiation: send initialize alone first"))
+      :format(self.protocol))
   end
   if next(list) == nil then return self:fail(nil, M.INVALID_REQUEST, "Invalid Request: an empty batch") end
   local answers = json.array()
