@@ -64,6 +64,7 @@ $(BUILD):
 # directory, removed afterwards.
 test: $(BUILD)/beat
 	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
+	@sh tests/fixtures/mcp-install-sdk.sh >/dev/null 2>&1 || true
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
 	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
 	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS); \
