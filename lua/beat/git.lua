@@ -8,14 +8,16 @@
 --- branch and never writes the work tree. Restoring one rewrites only paths that
 --- are not ignored. See docs/api/git.md.
 ---
---- The C half (engine/git.c, module beat._git) does the git work over libgit2;
+--- The C half (engine/git/, module beat._git) does the git work over libgit2;
 --- this file holds the policy: option checking, default parents, the author
---- used when git has none, the refs/beat/ namespace, lock messages.
+--- used when git has none, the refs/beat/ namespace, what is excluded, lock
+--- messages.
 ---
 --- Programmer mistakes (a wrong option type, a ref outside refs/beat/) raise;
 --- failures of the world (not a repository, unknown revision, I/O errors) return
 --- `nil, "what: why"`.
 local C = require "beat._git"
+local fs = require "beat.fs"
 
 local M = {}
 
@@ -34,6 +36,9 @@ Repo.__index = Repo
 ---@class beat.git.Lock
 ---@field release fun(self: beat.git.Lock) let go of the lock (idempotent; also on `<close>` and garbage collection)
 ---@field held fun(self: beat.git.Lock): boolean whether this object still holds the lock
+
+--- What a repo excludes unless told otherwise: the runs directory.
+M.default_exclude = { ".beat" }
 
 -- Option handling ----------------------------------------------------------
 
@@ -117,16 +122,30 @@ local function signature(self)
   return name, email
 end
 
---- mkdir -p of the directories above path.
-local function mkdir_parents(path)
-  local at = 1
-  while true do
-    local slash = path:find("/", at + 1, true)
-    if not slash then return true end
-    local ok, err = C.mkdir(path:sub(1, slash - 1))
-    if not ok then return nil, err end
-    at = slash
+--- A list of work-tree paths ("dir", "dir/sub"), checked and normalized
+--- (no trailing slash); raises on anything else.
+local function exclude_list(fname, list)
+  if list == nil then return M.default_exclude end
+  if type(list) ~= "table" then
+    error(string.format("%s: opts.exclude must be a list of work-tree paths, got %s", fname, type(list)), 3)
   end
+  local out = {}
+  for i, p in ipairs(list) do
+    local ok = type(p) == "string"
+    if ok then
+      p = p:gsub("/+$", "")
+      ok = p ~= "" and p:sub(1, 1) ~= "/" and not p:find("\0")
+      for part in p:gmatch("[^/]+") do
+        if part == "." or part == ".." then ok = false end
+      end
+    end
+    if not ok then
+      error(string.format("%s: opts.exclude[%d] must be a relative path inside the work tree, got %s",
+        fname, i, type(p) == "string" and ("%q"):format(p) or type(p)), 3)
+    end
+    out[#out + 1] = p
+  end
+  return out
 end
 
 local function with_newline(msg)
@@ -139,6 +158,7 @@ end
 ---@class beat.git.OpenOptions
 ---@field dir string a directory inside the work tree (any subdirectory works)
 ---@field watch? boolean watch the work tree with inotify so a snapshot costs what changed (default true); false: full scan every time
+---@field exclude? string[] work-tree paths never snapshotted nor restored (default `{".beat"}`, the runs directory)
 
 --- Open the repository whose work tree holds `dir`.
 ---@param opts string|beat.git.OpenOptions the directory, or options
@@ -147,12 +167,13 @@ end
 function M.open(opts)
   local fname = "beat.git.open"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
-  local c, err = C.open(opts.dir, opts.watch ~= false)
+  local exclude = exclude_list(fname, opts.exclude)
+  local c, err = C.open(opts.dir, opts.watch ~= false, exclude)
   if not c then return nil, err end
-  return setmetatable({ _c = c, _watch = opts.watch ~= false }, Repo)
+  return setmetatable({ _c = c, _watch = opts.watch ~= false, _exclude = exclude }, Repo)
 end
 
 --- Create a repository in `dir` (created if missing; for tests, and for users
@@ -163,7 +184,7 @@ end
 function M.init(opts)
   local fname = "beat.git.init"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
   local ok, err = C.init(opts.dir)
@@ -204,9 +225,10 @@ function Repo:tree(opts)
   opts = options(fname, opts or {}, "full")
   only(fname, opts, { full = true })
   check(fname, opts, "full", "boolean")
-  local tree, how, hashed, state = self._c:tree(opts.full == true)
-  if not tree then return nil, how end
-  return tree, { tree = tree, scan = how, hashed = hashed, watch = state }
+  local tree, info = self._c:tree(opts.full == true)
+  if not tree then return nil, info end
+  info.tree = tree
+  return tree, info
 end
 
 ---@class beat.git.SnapshotOptions
@@ -443,13 +465,16 @@ function Repo:worktree(path, commit)
   local r, rerr = resolve_commit(self, "worktree", opts.commit)
   if not r then return nil, rerr end
   local name = (strip_slash(opts.path):match("([^/]+)$") or "wt"):gsub("[^%w%-_.]", "_")
-  local mok, merr = mkdir_parents(strip_slash(opts.path))
-  if not mok then return nil, "worktree: " .. merr end
+  local parent = strip_slash(opts.path):match("^(.+)/[^/]+$")
+  if parent then
+    local mok, merr = fs.mkdir_p(parent)
+    if not mok then return nil, "worktree: " .. merr end
+  end
   local ok, err = self._c:worktree_add(opts.path, r.commit, name)
   if not ok then return nil, err end
   local watch = opts.watch
   if watch == nil then watch = self._watch end
-  return M.open { dir = opts.path, watch = watch }
+  return M.open { dir = opts.path, watch = watch, exclude = self._exclude }
 end
 
 --- Delete a work tree made by repo:worktree: its directory and git's record
@@ -492,13 +517,16 @@ function Repo:lock(opts)
   end
   local _, gitdir = self:path()
   local dir = gitdir .. "/beat"
-  local ok, err = C.mkdir(dir)
-  if not ok then return nil, err end
-  local lock, status, pid, id = C.lock(dir .. "/" .. name .. ".lock", opts.id)
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then return nil, "lock: " .. err end
+  local path = dir .. "/" .. name .. ".lock"
+  local lock, lerr, code = fs.lock(path, ("%d %s\n"):format(require("beat._runtime").pid(), opts.id))
   if lock then return lock end
-  if status ~= "busy" then return nil, status end
+  if code ~= fs.errno.EWOULDBLOCK then return nil, "lock: " .. lerr end
+  -- the holder recorded "<pid> <id>" (it may not have yet)
+  local pid, id = (fs.read(path) or ""):match("^(%d+) ([^\n]+)")
   if pid then
-    return nil, string.format("work tree is in use by run %s (pid %d)", id, pid)
+    return nil, string.format("work tree is in use by run %s (pid %s)", id, pid)
   end
   return nil, "work tree is in use by another run"
 end

@@ -346,17 +346,32 @@ function Run:user_stop(extra)
   if v then return type(v) == "string" and v or "stop_when returned true" end
 end
 
-local function ensure_excluded(repo)
+-- git ignores the runs directory (`.beat/`, or `/<dir>/` for a runs_dir
+-- moved inside the work tree), so later restores leave it alone too.
+local function ensure_excluded(repo, rel)
   local _, gitdir = repo:path()
   if not gitdir then return end
   local common = gitdir:gsub("/worktrees/[^/]+/?$", "")
   local path = common .. "/info/exclude"
   local data = fs.read(path) or ""
+  local want = rel and ("/" .. rel .. "/") or ".beat/"
   for line in data:gmatch("[^\n]+") do
-    if line == ".beat/" or line == "/.beat/" or line == ".beat" then return end
+    if line == want or (not rel and (line == "/.beat/" or line == ".beat")) then return end
   end
   fs.mkdir_p(common .. "/info")
-  fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
+  fs.append(path, (data == "" or data:sub(-1) == "\n") and want .. "\n" or "\n" .. want .. "\n")
+end
+
+-- The runs directory as an absolute path, and its path inside the work
+-- tree root when it is there but not under .beat/ (nil otherwise).
+local function runs_dir_of(opts, root)
+  local dir = opts.runs_dir or (root .. "/.beat/runs")
+  if dir:sub(1, 1) ~= "/" then dir = fs.cwd() .. "/" .. dir end
+  dir = dir:gsub("/%./", "/"):gsub("/+", "/"):gsub("(.)/%.?$", "%1")
+  if dir:sub(1, #root + 1) ~= root .. "/" then return dir, nil end
+  local rel = dir:sub(#root + 2)
+  if rel == ".beat" or rel:sub(1, 6) == ".beat/" then return dir, nil end
+  return dir, rel
 end
 
 -- Ends the run: work tree at best, optional promote, summary, journal.
@@ -461,7 +476,12 @@ function M.run(strategy, opts, body)
     run.repo = repo
     root = repo:path()
   end
-  local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
+  local runs_dir, runs_rel = runs_dir_of(opts, root)
+  if run.repo and runs_rel then
+    -- the runs directory is never snapshotted nor restored, wherever it is
+    run.repo:close()
+    run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel } })
+  end
   local j, jerr = journal.create(runs_dir, beat.now())
   if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
   run.journal, run.id = j, j.id
@@ -473,7 +493,7 @@ function M.run(strategy, opts, body)
       fs.rm_rf(j.dir)
       usage_error(lerr)
     end
-    ensure_excluded(run.repo)
+    ensure_excluded(run.repo, runs_rel)
     local base, berr = run.repo:snapshot { ref = ("refs/beat/%s/base"):format(run.id),
       message = ("beat: run %s base (the work tree before the run)"):format(run.id) }
     if not base then
