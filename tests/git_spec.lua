@@ -541,6 +541,88 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("streams a 2 GB file into a snapshot and back with peak memory far below its size", function()
+    dir = new_repo()
+    sh("truncate -s 2G big.bin && printf end >> big.bin && printf head | dd of=big.bin conv=notrunc 2>/dev/null", dir)
+    local size = 2 * 1024 ^ 3 + 3
+    -- a separate beat process, so its peak resident set (VmHWM) is this work alone
+    local script = tmpdir() .. "/big.lua"
+    dirs[#dirs + 1] = script:match("^(.*)/")
+    write(script, ([[
+      local repo = assert(require("beat.git").open { dir = %q, max_file_size = 3 * 1024 ^ 3 })
+      local id, info = assert(repo:snapshot {})
+      assert(#info.skipped == 0)
+      os.remove(%q)
+      local res = assert(repo:restore(id))
+      for l in io.lines("/proc/self/status") do
+        local kb = l:match("^VmHWM:%%s+(%%d+) kB")
+        if kb then print(id, res.written, kb) end
+      end
+    ]]):format(dir, dir .. "/big.bin"))
+    local r = assert(beat.exec({ BIN, "run", script }, { cwd = dir }))
+    assert.equal(0, r.code, r.stderr)
+    local id, written, kb = r.stdout:match("^(%x+)\t(%d+)\t(%d+)")
+    assert.equal("1", written)
+    -- the old code read the whole file into memory: 2 GB and more
+    assert.is_true(tonumber(kb) < 200 * 1024, ("peak RSS %d kB"):format(tonumber(kb)))
+    print(("\n  [2 GB snapshot + restore: peak RSS %.1f MB]"):format(tonumber(kb) / 1024))
+    assert.equal(tostring(math.floor(size)), G(dir, { "cat-file", "-s", id .. ":big.bin" }):gsub("%s+$", ""))
+    assert.equal(("%d\n"):format(size), sh("stat -c %s big.bin", dir))
+    assert.equal("head", sh("head -c 4 big.bin", dir))
+    assert.equal("end", sh("tail -c 3 big.bin", dir))
+    -- restored sparse: the zeros are holes, not 2 GB of disk
+    assert.is_true(tonumber((sh("du -k big.bin", dir):match("^(%d+)"))) < 100 * 1024)
+  end)
+
+  it("leaves a file larger than max_file_size out of snapshots, names it, and never touches it on restore", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local before = assert(repo:snapshot {})
+    -- 40 GB, sparse: it is never read (that would take minutes), only seen
+    sh("truncate -s 40G huge.bin && echo grown > docs/guide.md && truncate -s 2G docs/guide.md", dir)
+    local id, info = assert(repo:snapshot {})
+    assert.same({ { path = "docs/guide.md", size = 2 * 1024 ^ 3 }, { path = "huge.bin", size = 40 * 1024 ^ 3 } },
+      info.skipped)
+    local files = G(dir, { "ls-tree", "-r", "--name-only", id })
+    assert.is_nil(files:find("huge.bin", 1, true))
+    assert.is_nil(files:find("docs/guide.md", 1, true))
+    local msg = G(dir, { "log", "-1", "--format=%B", id })
+    assert.truthy(msg:find("Beat-Too-Large: huge.bin (42949672960 bytes)", 1, true), msg)
+    -- still there, still too large: named again, by the watch and by a full scan
+    local _, again = assert(repo:snapshot {})
+    assert.equal("watch", again.scan)
+    assert.equal(2, #again.skipped)
+    local _, full = assert(repo:snapshot { full = true })
+    assert.equal(again.tree, full.tree)
+    assert.equal(2, #full.skipped)
+    -- a restore leaves them as they are, and says so
+    write(dir .. "/README.md", "edited\n")
+    local res = assert(repo:restore(before))
+    assert.equal("# project\n", read(dir .. "/README.md"))
+    assert.equal(2, #res.kept)
+    assert.equal(("%d\n"):format(40 * 1024 ^ 3), sh("stat -c %s huge.bin", dir))
+    assert.equal(("%d\n"):format(2 * 1024 ^ 3), sh("stat -c %s docs/guide.md", dir))
+    -- back under the limit, it is stored again
+    sh("truncate -s 6 docs/guide.md && rm huge.bin", dir)
+    local _, small = assert(repo:snapshot {})
+    assert.same({}, small.skipped)
+    assert.truthy(G(dir, { "ls-tree", "-r", "--name-only", small.tree }):find("docs/guide.md", 1, true))
+    -- a limit per snapshot, and per repo
+    write(dir .. "/mid.bin", ("x"):rep(5000))
+    local _, lim = assert(repo:snapshot { max_file_size = 4096 })
+    assert.same({ { path = "mid.bin", size = 5000 } }, lim.skipped)
+    local _, nolim = assert(repo:snapshot {})
+    assert.same({}, nolim.skipped)
+    assert.equal("full", nolim.scan)       -- the limit changed: the watch's base does not hold
+    repo:close()
+    local tight = open(dir, { max_file_size = 100 })
+    local _, t = assert(tight:snapshot {})
+    assert.same({ { path = "mid.bin", size = 5000 } }, t.skipped)
+    tight:close()
+    assert.has_error(function() open(dir, { max_file_size = -1 }) end,
+      "beat.git.open: opts.max_file_size must be a size in bytes (an integer >= 0), got -1")
+  end)
+
   it("stores every file's bytes as they are under .gitattributes eol rules and restores them byte for byte", function()
     dir = new_repo()
     write(dir .. "/.gitattributes", "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n")

@@ -4,6 +4,9 @@
 local beat = require "beat"
 local H = require "tests.helpers"
 
+local HUGE = H.root .. "/tests/fixtures/loop/huge-file.sh"
+local FIX = H.root .. "/tests/fixtures/loop/fix-on-3.sh"
+
 local function journal_at(dir)
   local journal = require "beat.journal"
   local runs = journal.list(dir)
@@ -33,5 +36,84 @@ describe("the loop in git", function()
     assert.equal("broken\n", H.read(dir .. "/bug.txt"))
     assert.equal(before, H.read(j.path))       -- the journal is not the run's work
     assert.truthy(before:find('"run_end"', 1, true))
+  end)
+
+  it("rejects an iteration that leaves a file too large to snapshot, sets the file aside after the snapshot, and undoes the rest", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n", ["keep.txt"] = "the user's\n" }
+    H.write(dir .. "/notes.txt", "uncommitted work\n")
+    local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", "sh " .. HUGE,
+      "--max-iterations", "1" })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.is_nil(r.stderr:find("traceback", 1, true), r.stderr)
+    assert.matches("rejected", r.stdout)
+    local recs, run_dir, id = H.last_run(dir)
+    local d = H.events(recs, "decision")
+    assert.equal("rejected", d[#d].status)
+    assert.matches("huge.bin (40.0 GiB)", d[#d].summary, 1, true)
+    -- the tree is as before the run; the huge file is out of it, kept aside
+    assert.is_false(beat.fs.exists(dir .. "/huge.bin"))
+    assert.equal("broken\n", H.read(dir .. "/bug.txt"))
+    assert.equal("the user's\n", H.read(dir .. "/keep.txt"))
+    assert.equal("uncommitted work\n", H.read(dir .. "/notes.txt"))
+    local aside = run_dir .. "/too-large/iter-1/huge.bin"
+    assert.equal(40 * 1024 ^ 3, beat.fs.stat(aside).size)
+    assert.equal(1, #H.events(recs, "too_large"))
+    -- the rest of the agent's work is in the iteration's snapshot
+    local show = assert(beat.exec({ "git", "show", ("refs/beat/%s/iter-1:bug.txt"):format(id) }, { cwd = dir }))
+    assert.equal("edited by the agent\n", show.stdout)
+  end)
+
+  it("rejects such an iteration in optimize too, and keeps the best result", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n", ["keep.txt"] = "the user's\n" }
+    local r = H.loop(dir, { "improve", "--eval", "echo 1", "-a", "sh " .. HUGE, "--max-iterations", "2" })
+    assert.is_nil(r.stderr:find("traceback", 1, true), r.stderr)
+    local recs = H.last_run(dir)
+    local d = H.events(recs, "decision")
+    assert.equal("rejected", d[2].status)
+    assert.equal("rejected", d[3].status)
+    assert.is_false(beat.fs.exists(dir .. "/huge.bin"))
+    assert.equal("broken\n", H.read(dir .. "/bug.txt"))
+    assert.equal("the user's\n", H.read(dir .. "/keep.txt"))
+  end)
+
+  it("refuses to start, writing nothing, when the work tree already holds a file too large to snapshot", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    assert.truthy(os.execute("truncate -s 2G " .. dir .. "/data.bin"))
+    local r = H.loop(dir, { "fix", "--until", "true", "-a", "true" })
+    assert.equal(2, r.code, r.stdout .. r.stderr)
+    assert.equal("beat: data.bin (2.0 GiB) is larger than max_file_size (1.0 GiB): beat could not restore it; "
+      .. "ignore it (.gitignore) or raise max_file_size (--max-file-size)\n", r.stderr)
+    local function nothing_written()
+      assert.same({}, beat.fs.list(dir .. "/.beat/runs") or {})
+      local refs = assert(beat.exec({ "git", "for-each-ref", "refs/beat/" }, { cwd = dir }))
+      assert.equal("", refs.stdout)
+    end
+    nothing_written()
+    -- ignored, it is no obstacle
+    H.write(dir .. "/.git/info/exclude", "data.bin\n")
+    r = H.loop(dir, { "fix", "--until", "true", "-a", "true" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    -- a limit of the user's own
+    H.write(dir .. "/small.bin", ("x"):rep(200 * 1024))
+    r = H.loop(dir, { "fix", "--until", "true", "-a", "true", "--max-file-size", "100K" })
+    assert.equal(2, r.code, r.stdout .. r.stderr)
+    assert.matches("^beat: small.bin %(200.0 KiB%) is larger than max_file_size %(100.0 KiB%)", r.stderr)
+    r = H.loop(dir, { "fix", "--until", "true", "-a", "true", "--max-file-size", "lots" })
+    assert.equal(2, r.code)
+    assert.equal('beat: loop: --max-file-size must be a size like 500M, 2G or a number of bytes, got "lots"\n',
+      r.stderr)
+  end)
+
+  it("restores a run's base while the tree holds a file too large to snapshot, leaving that file alone", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", "sh " .. FIX }, { FIX_AT = "1" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local _, _, id = H.last_run(dir)
+    os.execute("truncate -s 40G " .. dir .. "/later.bin")
+    r = H.beat({ "restore", id, "base" }, { cwd = dir })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("broken\n", H.read(dir .. "/bug.txt"))
+    assert.equal(40 * 1024 ^ 3, beat.fs.stat(dir .. "/later.bin").size)
+    assert.matches("left as it is: later.bin (40.0 GiB, too large to snapshot", r.stdout, 1, true)
   end)
 end)

@@ -78,40 +78,105 @@ static int repo_paths(lua_State *L)
     return 3;
 }
 
-/* repo:tree(full) -> tree id, {scan = "watch"|"full", hashed = files read,
- * watch = the watch's state} | nil, error */
+/* Pushes the noted files as a list {{path =, size =}, ...}, sorted by path,
+ * each once. */
+static int skip_cmp(const void *a, const void *b)
+{
+    return strcmp(((const skip *)a)->path, ((const skip *)b)->path);
+}
+
+static void push_skipped(lua_State *L, skips *s)
+{
+    lua_Integer n = 0;
+    if (s->n)
+        qsort(s->v, s->n, sizeof *s->v, skip_cmp);
+    lua_createtable(L, (int)s->n, 0);
+    for (size_t i = 0; i < s->n; i++) {
+        if (i > 0 && strcmp(s->v[i].path, s->v[i - 1].path) == 0)
+            continue;
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, s->v[i].path);
+        lua_setfield(L, -2, "path");
+        lua_pushinteger(L, (lua_Integer)s->v[i].size);
+        lua_setfield(L, -2, "size");
+        lua_rawseti(L, -2, ++n);
+    }
+}
+
+/*
+ * repo:tree(full, max_size) -> tree id, {scan = "watch"|"full", hashed =
+ * files read, watch = the watch's state, skipped = {{path, size}, ...}} |
+ * nil, error.  max_size (default: the repo's) bounds the files stored;
+ * larger ones are left out of the tree and listed as skipped.
+ */
 static int repo_tree(lua_State *L)
 {
     brepo *r = check_repo(L);
     int full = lua_toboolean(L, 2);
+    int64_t saved = r->max_size;
     git_oid oid;
     const char *how = "full";
     size_t nhashed = 0;
     errbuf e;
-    if (scan_worktree(r, full, &oid, &how, &nhashed, &e) < 0)
+    int rc;
+    r->max_size = (int64_t)luaL_optinteger(L, 3, saved);
+    rc = scan_worktree(r, full, &oid, &how, &nhashed, &e);
+    r->max_size = saved;
+    if (rc < 0)
         return push_fail(L, &e);
     push_oid(L, &oid);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushstring(L, how);
     lua_setfield(L, -2, "scan");
     lua_pushinteger(L, (lua_Integer)nhashed);
     lua_setfield(L, -2, "hashed");
     lua_pushstring(L, r->w.state ? r->w.state : "not watching");
     lua_setfield(L, -2, "watch");
+    push_skipped(L, &r->skipped);
+    lua_setfield(L, -2, "skipped");
     return 2;
 }
 
-/* repo:restore_tree(from tree, to tree) -> files written, files removed |
- * nil, error (naming the first path that failed) */
+/* The list of strings at argument arg (absent: empty), copied and sorted. */
+static void check_paths(lua_State *L, int arg, strvec *out)
+{
+    if (lua_isnoneornil(L, arg))
+        return;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, arg);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, arg, i);
+        const char *p = lua_tostring(L, -1);
+        if (!p) {
+            strvec_free(out);
+            luaL_argerror(L, arg, "a list of paths expected");
+        }
+        if (strvec_add(out, p) < 0) {
+            strvec_free(out);
+            luaL_error(L, "beat.git: out of memory");
+        }
+        lua_pop(L, 1);
+    }
+    strvec_sort(out);
+}
+
+/* repo:restore_tree(from tree, to tree, keep) -> files written, files
+ * removed | nil, error (naming the first path that failed).  The paths in
+ * the list keep are neither written nor removed. */
 static int repo_restore_tree(lua_State *L)
 {
     brepo *r = check_repo(L);
     git_oid a, b;
     size_t written, removed;
+    strvec keep = {0};
     errbuf e;
+    int rc;
     check_oid(L, 2, &a);
     check_oid(L, 3, &b);
-    if (restore_trees(r, &a, &b, &written, &removed, &e) < 0)
+    check_paths(L, 4, &keep);
+    rc = restore_trees(r, &a, &b, &keep, &written, &removed, &e);
+    strvec_free(&keep);
+    if (rc < 0)
         return push_fail(L, &e);
     lua_pushinteger(L, (lua_Integer)written);
     lua_pushinteger(L, (lua_Integer)removed);
@@ -191,8 +256,10 @@ static void set_exclude(lua_State *L, brepo *r, int arg)
 }
 
 /*
- * open(dir, watch, exclude) -> repo | nil, "not a git repository: <dir>"
- * exclude: the work-tree paths never snapshotted nor restored.  The
+ * open(dir, watch, exclude, max_size) -> repo | nil, "not a git repository:
+ * <dir>".  exclude: the work-tree paths never snapshotted nor restored;
+ * max_size: files larger than this many bytes are left out of trees
+ * (default: no limit).  The
  * userdata exists, closed, before the repository is opened, so an error at
  * any point leaves nothing that __gc cannot free.
  */
@@ -223,6 +290,7 @@ static int l_open(lua_State *L)
         return luaL_error(L, "beat.git: out of memory");
     }
     r->use_watch = use_watch;
+    r->max_size = (int64_t)luaL_optinteger(L, 4, -1);
     r->filemode = 1;
     git_config *cfg = NULL;
     if (git_repository_config_snapshot(&cfg, r->repo) == 0) {

@@ -21,6 +21,9 @@
  *    so they are never touched, nor are excluded paths or `.git`.
  *  - A file is stored as its bytes on disk, never through git's clean
  *    filters, and restored as those bytes, never through checkout filters.
+ *  - Memory does not grow with a file's size: large blobs are streamed into
+ *    and out of the object database, and a file larger than the repo's size
+ *    limit is left out of the tree (noted as skipped), never read whole.
  */
 #ifndef BEAT_GIT_H
 #define BEAT_GIT_H
@@ -36,6 +39,14 @@
 #include <lua.h>
 
 #define REPO_MT "beat.git.repo"
+
+/* Files and blobs up to STREAM_MIN bytes are read whole; larger ones are
+ * streamed in CHUNK-byte pieces, so memory does not grow with them. */
+#define STREAM_MIN ((off_t)8 << 20)
+#define CHUNK ((size_t)1 << 20)
+
+/* A blob larger than this counts as binary in a diff and is not loaded. */
+#define DIFF_MAX ((git_off_t)32 << 20)
 
 /* Above this many pending paths the watch gives up and a full scan runs. */
 #define MAX_PENDING 100000
@@ -117,9 +128,21 @@ typedef struct {
     fsig index_sig, exclude_sig;
     int has_itree;
     git_oid itree;     /* the index's tree as of the base */
+    int64_t base_max;  /* the size limit the base was computed with */
     const char *state; /* why the last tree took the path it took */
     const char *off;   /* why the watch is not running, once given up */
 } watch;
+
+/* A file larger than the size limit, left out of a tree. */
+typedef struct {
+    char *path;
+    int64_t size;
+} skip;
+
+typedef struct {
+    skip *v;
+    size_t n, cap;
+} skips;
 
 typedef struct {
     git_repository *repo;  /* NULL once closed */
@@ -128,6 +151,8 @@ typedef struct {
     int filemode;          /* core.fileMode */
     int use_watch;
     strvec exclude;        /* work-tree paths never stored nor restored */
+    int64_t max_size;      /* larger files are not stored; < 0: no limit */
+    skips skipped;         /* the files the last tree left out */
     unsigned long tmp_counter;  /* names restore's temporary files */
     git_index *rawcache;   /* <gitdir>/beat/raw-index, once opened */
     watch w;
@@ -141,6 +166,8 @@ int path_excluded(const brepo *r, const char *path);
 int path_parents_real(const brepo *r, const char *rel);
 void sig_of(const char *path, fsig *s);
 int sig_eq(const fsig *a, const fsig *b);
+int skips_add(skips *s, const char *path, int64_t size);
+void skips_clear(skips *s);
 
 /* tree.c */
 int tree_apply(git_repository *repo, const git_oid *base_id, changes *c,
@@ -156,6 +183,7 @@ int watch_start(brepo *r, git_index *idx, errbuf *e);
 void watch_stop(watch *w);
 void watch_free(watch *w);
 int watch_drain(watch *w);
+int watch_pend(watch *w, const char *path);
 int watch_walk(brepo *r, git_index *idx, const char *rel, changes *out,
     size_t *nhashed, errbuf *e);
 int watch_process(brepo *r, git_index *idx, changes *out, size_t *nhashed,
@@ -173,7 +201,7 @@ int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
 
 /* restore.c */
 int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
-    size_t *written, size_t *removed, errbuf *e);
+    const strvec *keep, size_t *written, size_t *removed, errbuf *e);
 
 /* worktree.c */
 int worktree_add(brepo *r, const char *path, const git_oid *commit,

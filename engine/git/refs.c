@@ -228,6 +228,9 @@ int repo_diff_trees(lua_State *L)
     want_patch = lua_toboolean(L, 4);
     git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
     o.flags = GIT_DIFF_INCLUDE_TYPECHANGE;
+    /* a larger blob counts as binary and is never loaded: memory does not
+     * grow with a file's size (libgit2's default is 512 MB) */
+    o.max_size = DIFF_MAX;
     if (git_tree_lookup(&ta, r->repo, &a) < 0 || git_tree_lookup(&tb, r->repo, &b) < 0) {
         rc = push_gitfail(L, "diff");
         goto done;

@@ -250,6 +250,31 @@ int path_parents_real(const brepo *r, const char *rel)
     return ok;
 }
 
+/* Notes a file left out of the tree; -1 when out of memory. */
+int skips_add(skips *s, const char *path, int64_t size)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        skip *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n].path = str_dup(path)))
+        return -1;
+    s->v[s->n++].size = size;
+    return 0;
+}
+
+/* Forgets every noted file; the storage stays for reuse. */
+void skips_clear(skips *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i].path);
+    s->n = 0;
+}
+
 /* Frees everything the repository holds; idempotent.  The struct is then
  * "closed" (repo NULL) and stays safe to close again. */
 void repo_close(brepo *r)
@@ -263,4 +288,8 @@ void repo_close(brepo *r)
     free(r->workdir);
     r->workdir = NULL;
     strvec_free(&r->exclude);
+    skips_clear(&r->skipped);
+    free(r->skipped.v);
+    r->skipped.v = NULL;
+    r->skipped.cap = 0;
 }

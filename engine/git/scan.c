@@ -172,7 +172,8 @@ static int index_same(brepo *r, git_index *idx)
 /*
  * The tree of the work tree as it is now.  Uses the watch when it saw every
  * change since the last tree; otherwise (or when full is set) scans.  On
- * return *how says which path was taken.
+ * return *how says which path was taken and r->skipped lists the files left
+ * out for being larger than r->max_size.
  */
 int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
     size_t *nhashed, errbuf *e)
@@ -207,6 +208,15 @@ int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
         err_set(e, "snapshot: out of memory");
         goto done;
     }
+    /* the files left out last time are looked at again: they may have
+     * shrunk, gone, or still be too large (then noted again) */
+    for (size_t i = 0; w->fd >= 0 && i < r->skipped.n; i++) {
+        if (watch_pend(w, r->skipped.v[i].path) < 0) {
+            err_set(e, "snapshot: out of memory");
+            goto done;
+        }
+    }
+    skips_clear(&r->skipped);
     /* the watch only knows about paths; when the rules deciding which paths
      * are in (index, ignore files) change, scan, and watch anew so the
      * watched set follows the rules */
@@ -229,6 +239,9 @@ int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
         incremental = 0;
         rewatch = 1;
         why = ".gitignore changed";
+    } else if (incremental && w->base_max != r->max_size) {
+        incremental = 0;
+        why = "size limit changed";
     }
     if (incremental) {
         if (watch_process(r, idx, &c, nhashed, e) < 0 ||
@@ -266,6 +279,7 @@ int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
         w->has_base = 1;
         w->index_sig = isig;
         w->exclude_sig = xsig;
+        w->base_max = r->max_size;
     } else {
         w->has_base = 0;
     }

@@ -179,51 +179,84 @@ static int put_blob(brepo *r, git_oid *oid, const void *data, size_t len)
 }
 
 /*
- * Stores the bytes of the regular file at abs exactly as they are on disk, as
- * a blob: no clean filter, no eol conversion, no ident, whatever
- * .gitattributes or core.autocrlf say.  An object already in the database is
- * not written again.  Returns 1 with *oid and *read_st (the stat of the file
- * read) set; 0 when abs is gone; 3 when it is not a regular file (any more:
- * the caller looks again); -1 on error.
+ * Streams the st_size bytes of the open file fd into the object database
+ * as a blob, CHUNK bytes at a time: memory does not grow with the file.
+ * Bytes the file gains meanwhile are not stored (the blob is the file as
+ * big as it was when looked at); returns 3 when it shrank (the caller looks
+ * again), 1 with *oid set, -1 on error.  An object already there is only
+ * refreshed, as git_odb_write does.
  */
-static int store_file(brepo *r, const char *rel, const char *abs, git_oid *oid,
-    struct stat *read_st, errbuf *e)
+static int stream_file(brepo *r, const char *rel, int fd, const struct stat *st,
+    git_oid *oid, errbuf *e)
 {
-    struct stat st;
-    char *buf = NULL;
-    size_t len = 0, cap;
-    int fd, rc = -1;
+    git_odb *odb = NULL;
+    git_odb_stream *ws = NULL;
+    char *buf = malloc(CHUNK);
+    off_t left = st->st_size;
+    int rc = -1;
 
-    /* O_NOFOLLOW: a symlink swapped in since the lstat is not followed;
-     * O_NONBLOCK: nor does a fifo swapped in block the open */
-    fd = open(abs, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return 0;
-        if (errno == ELOOP)
-            return 3;
-        return err_os(e, "snapshot", rel);
-    }
-    if (fstat(fd, &st) < 0) {
-        err_os(e, "snapshot", rel);
+    if (!buf)
+        return err_set(e, "snapshot: out of memory");
+    if (git_repository_odb(&odb, r->repo) < 0 ||
+        git_odb_open_wstream(&ws, odb, (git_object_size_t)st->st_size,
+            GIT_OBJECT_BLOB) < 0) {
+        err_set(e, "snapshot: %s: %s", rel, err_gitmsg());
         goto done;
     }
-    if (!S_ISREG(st.st_mode)) {
-        rc = 3;
+    while (left > 0) {
+        size_t want = left < (off_t)CHUNK ? (size_t)left : CHUNK;
+        ssize_t n = read(fd, buf, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err_os(e, "snapshot", rel);
+            goto done;
+        }
+        if (n == 0) {
+            rc = 3;  /* shorter than it was a moment ago */
+            goto done;
+        }
+        if (git_odb_stream_write(ws, buf, (size_t)n) < 0) {
+            err_set(e, "snapshot: %s: %s", rel, err_gitmsg());
+            goto done;
+        }
+        left -= n;
+    }
+    if (git_odb_stream_finalize_write(oid, ws) < 0) {
+        err_set(e, "snapshot: %s: %s", rel, err_gitmsg());
         goto done;
     }
-    *read_st = st;
+    rc = 1;
+done:
+    git_odb_stream_free(ws);
+    git_odb_free(odb);
+    free(buf);
+    return rc;
+}
+
+/*
+ * Reads the open file fd (of st_size bytes when looked at) to its end and
+ * stores what it read as a blob.  A file that grows past STREAM_MIN while
+ * being read gives 3: the caller looks again, and streams it.
+ */
+static int read_file(brepo *r, const char *rel, int fd, const struct stat *st,
+    git_oid *oid, errbuf *e)
+{
     /* one byte more than the size, so that the end of file is seen without
      * growing the buffer when the file does not grow meanwhile */
-    cap = (size_t)st.st_size + 1;
-    if (!(buf = malloc(cap))) {
-        err_set(e, "snapshot: %s: out of memory (%lld bytes)", rel,
-            (long long)st.st_size);
-        goto done;
-    }
+    size_t len = 0, cap = (size_t)st->st_size + 1;
+    char *buf = malloc(cap);
+    int rc = -1;
+
+    if (!buf)
+        return err_set(e, "snapshot: %s: out of memory", rel);
     for (;;) {
         if (len == cap) {
-            char *nb = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            char *nb = cap <= STREAM_MIN ? realloc(buf, cap * 2) : NULL;
+            if (cap > STREAM_MIN) {
+                rc = 3;  /* grew large meanwhile */
+                goto done;
+            }
             if (!nb) {
                 err_set(e, "snapshot: %s: out of memory", rel);
                 goto done;
@@ -249,6 +282,74 @@ static int store_file(brepo *r, const char *rel, const char *abs, git_oid *oid,
     rc = 1;
 done:
     free(buf);
+    return rc;
+}
+
+/*
+ * For a file larger than the size limit: whether it is a tracked file whose
+ * bytes are still its index blob (same size, and the same id once hashed,
+ * in constant memory).  Then *oid is that blob, already stored: 1.
+ * Otherwise the file is left out and noted in r->skipped: 4.
+ */
+static int too_large(brepo *r, git_index *idx, const char *rel, const char *abs,
+    const struct stat *st, git_oid *oid, errbuf *e)
+{
+    const git_index_entry *ie = idx ? git_index_get_bypath(idx, rel, 0) : NULL;
+    git_oid h;
+    if (ie && ie->file_size == (uint32_t)st->st_size &&
+        (ie->mode == GIT_FILEMODE_BLOB || ie->mode == GIT_FILEMODE_BLOB_EXECUTABLE) &&
+        git_odb_hashfile(&h, abs, GIT_OBJECT_BLOB) == 0 && git_oid_equal(&h, &ie->id)) {
+        git_oid_cpy(oid, &ie->id);
+        return 1;
+    }
+    git_error_clear();
+    if (skips_add(&r->skipped, rel, (int64_t)st->st_size) < 0)
+        return err_set(e, "snapshot: out of memory");
+    return 4;
+}
+
+/*
+ * Stores the bytes of the regular file at abs exactly as they are on disk, as
+ * a blob: no clean filter, no eol conversion, no ident, whatever
+ * .gitattributes or core.autocrlf say.  An object already in the database is
+ * not written again.  Memory stays bounded whatever the file's size (large
+ * files are streamed).  Returns 1 with *oid and *read_st (the stat of the
+ * file read) set; 0 when abs is gone; 3 when it is not a regular file (any
+ * more: the caller looks again); 4 when it is larger than r->max_size and
+ * was left out (noted in r->skipped); -1 on error.
+ */
+static int store_file(brepo *r, git_index *idx, const char *rel, const char *abs,
+    git_oid *oid, struct stat *read_st, errbuf *e)
+{
+    struct stat st;
+    int fd, rc = -1;
+
+    /* O_NOFOLLOW: a symlink swapped in since the lstat is not followed;
+     * O_NONBLOCK: nor does a fifo swapped in block the open */
+    fd = open(abs, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0;
+        if (errno == ELOOP)
+            return 3;
+        return err_os(e, "snapshot", rel);
+    }
+    if (fstat(fd, &st) < 0) {
+        err_os(e, "snapshot", rel);
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = 3;
+        goto done;
+    }
+    *read_st = st;
+    if (r->max_size >= 0 && st.st_size > r->max_size)
+        rc = too_large(r, idx, rel, abs, &st, oid, e);
+    else if (st.st_size > STREAM_MIN)
+        rc = stream_file(r, rel, fd, &st, oid, e);
+    else
+        rc = read_file(r, rel, fd, &st, oid, e);
+done:
     close(fd);
     return rc;
 }
@@ -299,9 +400,10 @@ static int store_link(brepo *r, const char *rel, const char *abs, git_oid *oid,
  * as they are on disk (no filters, see store_file), a symlink as a link.
  * Returns 1 with *oid and *mode set for a file or symlink (and *read_st, when
  * not NULL, to the stat of a regular file read; st_mode 0 for a link), 2 for
- * a directory, 0 when there is nothing there to store, -1 on error.  With
- * reg set (the caller just saw a regular file there) the file is opened
- * without an lstat first; whatever else it turns out to be is looked at again.
+ * a directory, 0 when there is nothing there to store (or a file larger
+ * than r->max_size, then noted in r->skipped), -1 on error.  With reg set
+ * (the caller just saw a regular file there) the file is opened without an
+ * lstat first; whatever else it turns out to be is looked at again.
  */
 int tree_hash_path(brepo *r, git_index *idx, const char *rel, int reg,
     git_oid *oid, uint32_t *mode, struct stat *read_st, errbuf *e)
@@ -339,7 +441,11 @@ int tree_hash_path(brepo *r, git_index *idx, const char *rel, int reg,
                 goto done;
             }
         }
-        rc = store_file(r, rel, abs, oid, &st, e);
+        rc = store_file(r, idx, rel, abs, oid, &st, e);
+        if (rc == 4) {
+            rc = 0;  /* too large: left out of the tree */
+            goto done;
+        }
         if (rc == 1) {
             if (r->filemode) {
                 *mode = (st.st_mode & S_IXUSR) ? GIT_FILEMODE_BLOB_EXECUTABLE

@@ -68,6 +68,18 @@ void watch_stop(watch *w)
     w->has_itree = 0;
 }
 
+/* Adds path (copied) to the paths the next tree looks at again, as if the
+ * watch had seen it change; -1 when out of memory. */
+int watch_pend(watch *w, const char *path)
+{
+    char *p = str_dup(path);
+    if (!p || pend_add(&w->pend, p, 0) < 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
 /* watch_stop, and the pending list's storage freed too (repo_close). */
 void watch_free(watch *w)
 {

@@ -137,8 +137,9 @@ function M.register(cli)
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):
 base (default) is the work tree as it was before the run — uncommitted and
 untracked files included — so this undoes the run; best is the best result;
-iter-N is iteration N. Ignored files are never touched, HEAD, the index and
-branches are not changed. The work tree as it is now is first saved as
+iter-N is iteration N. Ignored files are never touched, nor are files too
+large to snapshot (they are named); HEAD, the index and branches are not
+changed. The work tree as it is now is first saved as
 refs/beat/RUN/before-restore-N (a new N each time), so a restore can itself
 be undone. Works from the snapshots in git even when .beat/ was deleted.]],
     run = function(args)
@@ -176,6 +177,10 @@ be undone. Works from the snapshots in git even when .beat/ was deleted.]],
       if not res then io.stderr:write("beat: restore: ", tostring(rerr), "\n") return 1 end
       print(("work tree restored to %s of run %s (%s): %d written, %d removed"):format(
         which, r.id, target:sub(1, 10), res.written, res.removed))
+      for _, f in ipairs(res.kept or {}) do
+        print(("left as it is: %s (%s, too large to snapshot, so no snapshot holds it)"):format(
+          f.path, require("beat.size").format(f.size)))
+      end
       print(("undo this: beat restore %s %s"):format(r.id, backup))
       return 0
     end,

@@ -40,6 +40,10 @@ Repo.__index = Repo
 --- What a repo excludes unless told otherwise: the runs directory.
 M.default_exclude = { ".beat" }
 
+--- Files larger than this many bytes are not snapshotted unless a repo is
+--- told otherwise (1 GiB).
+M.default_max_file_size = 1024 * 1024 * 1024
+
 -- Option handling ----------------------------------------------------------
 
 --- Accepts `f(x, extra)` and `f{key = x, ...}`: returns a fresh options table.
@@ -74,6 +78,17 @@ local function check(fname, opts, name, kinds, required)
   end
   error(string.format("%s: opts.%s must be %s, got %s%s", fname, name, kinds, t,
     t == "string" and (" %q"):format(v) or ""), 3)
+end
+
+local function check_size(fname, opts, name)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = math.tointeger(v)
+  if not n or n < 0 then
+    error(string.format("%s: opts.%s must be a size in bytes (an integer >= 0), got %s", fname, name,
+      type(v) == "string" and ("%q"):format(v) or tostring(v)), 3)
+  end
+  return n
 end
 
 local function only(fname, opts, allowed)
@@ -159,6 +174,7 @@ end
 ---@field dir string a directory inside the work tree (any subdirectory works)
 ---@field watch? boolean watch the work tree with inotify so a snapshot costs what changed (default true); false: full scan every time
 ---@field exclude? string[] work-tree paths never snapshotted nor restored (default `{".beat"}`, the runs directory)
+---@field max_file_size? integer files larger than this many bytes are left out of snapshots (default 1 GiB)
 
 --- Open the repository whose work tree holds `dir`.
 ---@param opts string|beat.git.OpenOptions the directory, or options
@@ -167,13 +183,14 @@ end
 function M.open(opts)
   local fname = "beat.git.open"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true, exclude = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true, max_file_size = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
+  local max = check_size(fname, opts, "max_file_size") or M.default_max_file_size
   local exclude = exclude_list(fname, opts.exclude)
-  local c, err = C.open(opts.dir, opts.watch ~= false, exclude)
+  local c, err = C.open(opts.dir, opts.watch ~= false, exclude, max)
   if not c then return nil, err end
-  return setmetatable({ _c = c, _watch = opts.watch ~= false, _exclude = exclude }, Repo)
+  return setmetatable({ _c = c, _watch = opts.watch ~= false, _exclude = exclude, _max = max }, Repo)
 end
 
 --- Create a repository in `dir` (created if missing; for tests, and for users
@@ -184,7 +201,7 @@ end
 function M.init(opts)
   local fname = "beat.git.init"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true, exclude = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true, max_file_size = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
   local ok, err = C.init(opts.dir)
@@ -210,22 +227,28 @@ function Repo:head()
   return self._c:head()
 end
 
+---@class beat.git.Skipped
+---@field path string a file left out of the snapshot: larger than max_file_size
+---@field size integer its size in bytes
+
 ---@class beat.git.TreeInfo
 ---@field tree string the tree id
 ---@field scan "watch"|"full" how the changed files were found
 ---@field hashed integer files read and hashed (their bytes as they are, unfiltered)
 ---@field watch string state of the watch ("watching", "first scan", "index changed", ...)
+---@field skipped beat.git.Skipped[] files too large to snapshot, left out (empty when none)
 
 --- The tree id of the work tree as it is now: the tree a snapshot would get.
----@param opts? {full?: boolean}
+---@param opts? {full?: boolean, max_file_size?: integer}
 ---@return string|nil tree
 ---@return beat.git.TreeInfo|string info, or the error
 function Repo:tree(opts)
   local fname = "repo:tree"
   opts = options(fname, opts or {}, "full")
-  only(fname, opts, { full = true })
+  only(fname, opts, { full = true, max_file_size = true })
   check(fname, opts, "full", "boolean")
-  local tree, info = self._c:tree(opts.full == true)
+  local max = check_size(fname, opts, "max_file_size")
+  local tree, info = self._c:tree(opts.full == true, max)
   if not tree then return nil, info end
   info.tree = tree
   return tree, info
@@ -236,9 +259,12 @@ end
 ---@field message? string commit message (default "beat snapshot")
 ---@field parent? string|string[]|false parent revision(s) (default HEAD's commit, none when there is none; false for none)
 ---@field full? boolean scan the whole work tree instead of trusting the watch
+---@field max_file_size? integer leave out files larger than this many bytes (default: the repo's, 1 GiB)
 
 --- Commit the whole work tree as it is, without touching HEAD, the index,
---- any branch or any file.
+--- any branch or any file. A file larger than max_file_size is not stored:
+--- it is listed in `info.skipped` and named in the commit message
+--- (`Beat-Too-Large: <path> (<size> bytes)`).
 ---@param opts? beat.git.SnapshotOptions
 ---@return string|nil commit the snapshot's commit id
 ---@return beat.git.TreeInfo|string info, or the error
@@ -248,11 +274,12 @@ function Repo:snapshot(opts)
   if type(opts) ~= "table" then
     error(fname .. ": options must be a table, got " .. type(opts), 2)
   end
-  only(fname, opts, { ref = true, message = true, parent = true, full = true })
+  only(fname, opts, { ref = true, message = true, parent = true, full = true, max_file_size = true })
   check(fname, opts, "ref", "string")
   check(fname, opts, "message", "string")
   check(fname, opts, "parent", "string|table|boolean")
   check(fname, opts, "full", "boolean")
+  local max = check_size(fname, opts, "max_file_size")
   if opts.parent == true then
     error(fname .. ": opts.parent must be a revision, a list of revisions or false, got true", 2)
   end
@@ -271,10 +298,18 @@ function Repo:snapshot(opts)
       parents[#parents + 1] = r.commit
     end
   end
-  local tree, info = self:tree { full = opts.full }
+  local tree, info = self:tree { full = opts.full, max_file_size = max }
   if not tree then return nil, info end
   local name, email = signature(self)
-  local id, err = self._c:commit(tree, parents, with_newline(opts.message or "beat snapshot"), name, email)
+  local message = with_newline(opts.message or "beat snapshot")
+  if #info.skipped > 0 then
+    local lines = {}
+    for _, f in ipairs(info.skipped) do
+      lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format((f.path:gsub("\n", "\\n")), f.size)
+    end
+    message = message .. "\n" .. table.concat(lines, "\n") .. "\n"
+  end
+  local id, err = self._c:commit(tree, parents, message, name, email)
   if not id then return nil, err end
   if ref then
     local ok, rerr = self._c:set_ref(ref, id, "beat: snapshot")
@@ -290,12 +325,13 @@ end
 ---@class beat.git.RestoreResult
 ---@field written integer files written (or whose exec bit changed)
 ---@field removed integer files removed
+---@field kept beat.git.Skipped[] files too large to snapshot, left as they are (no snapshot could give them back)
 
 --- Make the work tree equal to a snapshot for every path that is not ignored:
 --- changed files rewritten with the snapshot's bytes (no checkout filter),
 --- added files removed, deleted files back, modes back, directories emptied by
---- the removals removed. Ignored paths, `.beat/`, HEAD, the index and branches
---- are not touched.
+--- the removals removed. Ignored paths, excluded paths (`.beat/`), files too
+--- large to snapshot, HEAD, the index and branches are not touched.
 ---@param opts string|beat.git.RestoreOptions the snapshot, or options
 ---@return beat.git.RestoreResult|nil result
 ---@return string? err
@@ -308,16 +344,18 @@ function Repo:restore(opts)
   local backup = opts.backup and beat_ref(fname, opts.backup, "opts.backup")
   local r, rerr = resolve(self, "restore", opts.commit)
   if not r then return nil, rerr end
-  local current, err = self._c:tree(false)
-  if not current then return nil, err end
+  local current, info = self._c:tree(false)
+  if not current then return nil, info end
   if backup then
     local id, berr = self:snapshot { ref = backup, message = "beat: work tree before restore" }
     if not id then return nil, berr end
   end
-  if current == r.tree then return { written = 0, removed = 0 } end
-  local written, removed = self._c:restore_tree(current, r.tree)
+  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped } end
+  local keep = {}
+  for i, f in ipairs(info.skipped) do keep[i] = f.path end
+  local written, removed = self._c:restore_tree(current, r.tree, keep)
   if not written then return nil, removed end
-  return { written = written, removed = removed }
+  return { written = written, removed = removed, kept = info.skipped }
 end
 
 ---@class beat.git.DiffOptions

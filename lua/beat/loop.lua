@@ -13,6 +13,7 @@ local task = require "beat.task"
 local journal = require "beat.journal"
 local duration = require "beat.duration"
 local fs = require "beat.fs"
+local size = require "beat.size"
 
 local M = {}
 
@@ -34,6 +35,7 @@ M.overrides = {}
 ---@field agent_timeout? number|string
 ---@field continue_context? boolean resume the agent's previous session where the CLI can
 ---@field commit_to? string promote the best snapshot to this branch at the end
+---@field max_file_size? integer|string a file the agent makes larger than this (bytes, or "500M", "2G"; default 1G) is not snapshotted: the iteration is rejected and the file set aside
 ---@field quiet? boolean no console lines
 ---@field feedback? fun(result: table): string what the next prompt says about a failed check
 ---@field on_iteration? fun(ctx: table)
@@ -49,6 +51,7 @@ local COMMON = {
   quiet = "boolean", feedback = "function", on_iteration = "function", on_keep = "function",
   on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
   max_rate_limit_waits = "number", rate_limit_cooldown = "number|string",
+  max_file_size = "number|string",
 }
 
 local DURATIONS = { cooldown = true, max_duration = true, agent_timeout = true,
@@ -90,6 +93,10 @@ function M.options(strategy, opts, extra, defaults)
       local s, why = duration.parse(v)
       if not s then error(("%s: option %s %s"):format(fn, k, why), 3) end
       o[k] = s
+    elseif k == "max_file_size" then
+      local n, why = size.parse(v)
+      if not n then error(("%s: option %s %s"):format(fn, k, why), 3) end
+      o[k] = n
     end
   end
   for _, k in ipairs { "max_iterations", "max_consecutive_failures", "max_no_progress" } do
@@ -280,12 +287,40 @@ function Run:command(n, name, cmd, timeout)
   return r
 end
 
---- Snapshots the work tree as iteration n (nil without git).
+-- Moves files too large to snapshot out of the work tree, into the run's
+-- directory (or removes them when that is on another file system); returns
+-- one line naming them and where they went.
+local function set_aside(run, n, files)
+  local root = run.repo:path()
+  local dest = ("%s/too-large/iter-%d"):format(run.journal.dir, n)
+  local names, moved = {}, true
+  for _, f in ipairs(files) do
+    local from, to = root .. "/" .. f.path, dest .. "/" .. f.path
+    fs.mkdir_p(to:match("^(.*)/[^/]*$"))
+    local ok = os.rename(from, to)
+    if not ok then
+      moved = false
+      os.remove(from)
+    end
+    names[#names + 1] = ("%s (%s)"):format(f.path, size.format(f.size))
+  end
+  run.journal:write("too_large", { iteration = n, files = files, set_aside = moved and dest or nil })
+  return ("too large to snapshot (max_file_size %s): %s; %s"):format(
+    size.format(run.opts.max_file_size or beat.git.default_max_file_size), table.concat(names, ", "),
+    moved and ("moved to " .. dest) or "removed")
+end
+
+--- Snapshots the work tree as iteration n (nil without git). When the agent
+--- left files too large to snapshot, the rest of the tree is snapshotted,
+--- then those files are set aside, and the second result says so: the
+--- strategy rejects the iteration.
+---@return string|nil snapshot, string? rejected
 function Run:snapshot(n)
   if not self.repo then return nil end
-  local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
+  local id, info = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
-  if not id then error("snapshot failed: " .. tostring(err), 0) end
+  if not id then error("snapshot failed: " .. tostring(info), 0) end
+  if #info.skipped > 0 then return id, set_aside(self, n, info.skipped) end
   return id
 end
 
@@ -468,7 +503,7 @@ function M.run(strategy, opts, body)
   local lock
   local root = run.cwd
   if opts.git ~= false then
-    local repo, err = beat.git.open(run.cwd)
+    local repo, err = beat.git.open { dir = run.cwd, max_file_size = opts.max_file_size }
     if not repo then
       usage_error(("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
         :format(err))
@@ -480,7 +515,8 @@ function M.run(strategy, opts, body)
   if run.repo and runs_rel then
     -- the runs directory is never snapshotted nor restored, wherever it is
     run.repo:close()
-    run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel } })
+    run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel },
+      max_file_size = opts.max_file_size })
   end
   local j, jerr = journal.create(runs_dir, beat.now())
   if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
@@ -499,6 +535,17 @@ function M.run(strategy, opts, body)
     if not base then
       lock:release()
       error("cannot snapshot the work tree: " .. tostring(berr), 0)
+    end
+    if #berr.skipped > 0 then
+      -- a file no snapshot holds could not be given back: refuse to start
+      local f = berr.skipped[1]
+      run.repo:delete_refs(run.id .. "/")
+      fs.rm_rf(j.dir)
+      lock:release()
+      usage_error(("%s (%s) is larger than max_file_size (%s): beat could not restore it; "
+        .. "ignore it (.gitignore) or raise max_file_size (--max-file-size)%s"):format(f.path,
+        size.format(f.size), size.format(opts.max_file_size or beat.git.default_max_file_size),
+        #berr.skipped > 1 and (" (and %d more)"):format(#berr.skipped - 1) or ""))
     end
     run.base, run.best = base, base
   end
