@@ -20,6 +20,8 @@ LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
+# specs tagged #torture (tests/torture/) are long stress runs, not part of `make test`
+NOTORTURE := --exclude-tags=torture
 
 .PHONY: all deps test asan bench demo install clean
 
@@ -67,8 +69,8 @@ $(BUILD):
 test: $(BUILD)/beat
 	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS)"; \
-	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(SPECS); \
+	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(NOTORTURE) $(SPECS)"; \
+	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(NOTORTURE) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # The whole suite again, on a build with AddressSanitizer and UBSan.
@@ -76,9 +78,9 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS)"; \
+	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(NOTORTURE) $(SPECS)"; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(SPECS); \
+		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(NOTORTURE) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat

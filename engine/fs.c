@@ -302,6 +302,18 @@ static int record(int fd, const char *text, size_t len)
     return 0;
 }
 
+/* lock:record(text) -> true | nil, err, errno: replaces what the lock file
+ * says about its holder (the lock stays held).  Raises when released. */
+static int lock_record(lua_State *L)
+{
+    flocker *k = luaL_checkudata(L, 1, LOCK_MT);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    if (k->fd < 0)
+        return luaL_error(L, "beat.fs: lock:record on a released lock");
+    return luaL_fileresult(L, record(k->fd, text, len) == 0, "lock");
+}
+
 /*
  * fs.lock(path, text) -> lock | nil, "path: why", errno
  * An flock(2) on path, which the kernel drops when the holder exits however
@@ -336,6 +348,7 @@ static int fs_lock(lua_State *L)
 static const luaL_Reg lock_meth[] = {
     {"release", lock_release},
     {"held", lock_held},
+    {"record", lock_record},
     {NULL, NULL}
 };
 

@@ -235,7 +235,13 @@ describe("beat.git", function()
     assert.is_nil(names:find("debug.log", 1, true))
     assert.is_nil(names:find("docs/guide.md", 1, true))
     assert.equal(G(dir, { "rev-parse", "HEAD" }), G(dir, { "rev-parse", id .. "^" }))
-    assert.equal("base\n", G(dir, { "log", "-1", "--format=%B", id }):gsub("\n+$", "\n"))
+    -- the message, and a trailer naming the work tree it was taken in
+    assert.equal(("base\n\nBeat-Worktree: %s\n"):format(repo:path()),
+      G(dir, { "log", "-1", "--format=%B", id }):gsub("\n+$", "\n"))
+    assert.equal(repo:path(), repo:worktree_of(id))
+    assert.equal(repo:path(), G(dir, { "log", "-1", "--format=%(trailers:key=Beat-Worktree,valueonly)", id })
+      :gsub("%s+$", ""))
+    assert.is_false(repo:worktree_of("HEAD"))
     repo:close()
   end)
 
@@ -932,6 +938,41 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("creates a ref for exactly one of two processes racing to create it, 100 times out of 100", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local id = assert(repo:snapshot {})
+    -- two processes; in round i both try to create race-i/base at the same instant
+    local script = dir .. "/.git/race.lua"
+    write(script, ([[
+      local beat = require "beat"
+      local repo = assert(require("beat.git").open(%q))
+      local start = tonumber(os.getenv("START"))
+      for i = 1, 100 do
+        while beat.now() < start + i * 0.02 do end
+        local ok, err = repo:set_ref { ref = ("race-%%d/base"):format(i), commit = %q, create = true }
+        io.write(ok and "W" or ok == false and "L" or ("error: " .. tostring(err) .. "\n"))
+      end
+    ]]):format(dir, id))
+    local start = ("%.3f"):format(beat.now() + 0.5)
+    local a = assert(beat.spawn({ BIN, "run", script }, { env = { START = start } }))
+    local b = assert(beat.spawn({ BIN, "run", script }, { env = { START = start } }))
+    local ra, rb = a:wait(), b:wait()
+    assert.equal(0, ra.code, ra.stderr)
+    assert.equal(0, rb.code, rb.stderr)
+    assert.equal(100, #ra.stdout, ra.stdout)
+    assert.equal(100, #rb.stdout, rb.stdout)
+    for i = 1, 100 do
+      local pair = ra.stdout:sub(i, i) .. rb.stdout:sub(i, i)
+      assert.truthy(pair == "WL" or pair == "LW", ("round %d: %s"):format(i, pair))
+    end
+    local again, err = repo:set_ref { ref = "race-1/base", commit = id, create = true }
+    assert.is_false(again)
+    assert.equal("set_ref: refs/beat/race-1/base exists", err)
+    assert.equal(id, repo:set_ref { ref = "race-1/base", commit = id })   -- without create: overwrites
+    repo:close()
+  end)
+
   it("lets only one run hold a work tree's lock and names the holder", function()
     dir = new_repo()
     local repo = open(dir)
@@ -947,8 +988,12 @@ describe("beat.git", function()
       assert.is_true(l2:held())
       assert.is_nil(repo:lock("run-3"))
     end
-    local l3 = assert(repo:lock { id = "run-3" })
+    local l3 = assert(repo:lock { id = "starting" })
+    assert(l3:relabel("run-3"))                        -- a run locks before its id is known
+    assert.equal(("work tree is in use by run run-3 (pid %d)"):format(require("beat._runtime").pid()),
+      select(2, other:lock("run-4")))
     l3:release()
+    assert.has_error(function() l3:relabel("run-5") end, "lock:relabel: the lock was released")
     repo:close()
     other:close()
   end)

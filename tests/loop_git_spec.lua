@@ -116,4 +116,87 @@ describe("the loop in git", function()
     assert.equal(40 * 1024 ^ 3, beat.fs.stat(dir .. "/later.bin").size)
     assert.matches("left as it is: later.bin (40.0 GiB, too large to snapshot", r.stdout, 1, true)
   end)
+
+  -- A repository with a linked work tree (git worktree add), and a recipe
+  -- that starts a retry run at the wall-clock time given in $START.
+  local function two_trees()
+    local main, git = H.git_repo { ["bug.txt"] = "broken\n" }
+    local linked = H.tmpdir() .. "/linked"
+    git("worktree", "add", "-q", "--detach", linked)
+    local recipe = H.tmpdir() .. "/at.lua"
+    H.write(recipe, [[
+      local beat = require "beat"
+      local start = tonumber(os.getenv("START"))
+      while beat.now() < start do end   -- both runs leave this loop in the same millisecond
+      return beat.strategy("retry") {
+        agent = beat.agent.command { argv = { "true" } }, prompt = "x", check = "true", quiet = true,
+      }
+    ]])
+    return main, linked, recipe, git
+  end
+
+  local function ids_in(dir)
+    local out = {}
+    for _, r in ipairs(require("beat.journal").list(dir .. "/.beat/runs")) do out[#out + 1] = r.id end
+    return out
+  end
+
+  it("gives runs started at the same moment in two linked work trees distinct ids, 20 times out of 20", function()
+    local main, linked, recipe, git = two_trees()
+    for i = 1, 20 do
+      local start = ("%.3f"):format(beat.now() + 0.4)
+      local a = assert(beat.spawn({ H.bin, "run", recipe }, { cwd = main, env = { START = start } }))
+      local b = assert(beat.spawn({ H.bin, "run", recipe }, { cwd = linked, env = { START = start } }))
+      local ra, rb = a:wait(), b:wait()
+      assert.equal(0, ra.code, ("try %d, main: %s%s"):format(i, ra.stdout, ra.stderr))
+      assert.equal(0, rb.code, ("try %d, linked: %s%s"):format(i, rb.stdout, rb.stderr))
+    end
+    local seen = {}
+    for _, dir in ipairs { main, linked } do
+      local ids = ids_in(dir)
+      assert.equal(20, #ids)
+      for _, id in ipairs(ids) do
+        assert.is_nil(seen[id], "id " .. id .. " given twice")
+        seen[id] = true
+      end
+    end
+    local bases = git("for-each-ref", "--format=%(refname)", "refs/beat/")
+    local n = 0
+    for _ in bases:gmatch("/base\n") do n = n + 1 end
+    assert.equal(40, n)
+  end)
+
+  it("refuses to restore a snapshot of another work tree with one line and exit 2, unless --into-this-tree", function()
+    local main, linked = two_trees()
+    H.write(main .. "/main-only.txt", "main's own\n")
+    H.write(linked .. "/linked-only.txt", "linked's own\n")
+    local r = H.loop(linked, { "fix", "--until", "grep -q fixed bug.txt", "-a", "sh " .. FIX }, { FIX_AT = "1" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local id = ids_in(linked)[1]
+    r = H.beat({ "restore", id, "base" }, { cwd = main })
+    assert.equal(2, r.code, r.stdout .. r.stderr)
+    assert.equal(("beat: restore: run %s belongs to the work tree %s, not this one (%s); "
+      .. "restore it there, or pass --into-this-tree\n"):format(id, linked, main), r.stderr)
+    assert.equal("main's own\n", H.read(main .. "/main-only.txt"))
+    assert.is_false(beat.fs.exists(main .. "/linked-only.txt"))
+    -- listed as the other tree's, and never this tree's "last"
+    r = H.beat({ "runs" }, { cwd = main })
+    assert.equal(("%s  (a run of the work tree %s)\n"):format(id, linked), r.stdout)
+    r = H.beat({ "restore", "last" }, { cwd = main })
+    assert.equal(2, r.code, r.stdout .. r.stderr)
+    -- in its own tree it restores as ever
+    r = H.beat({ "restore", id, "base" }, { cwd = linked })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("broken\n", H.read(linked .. "/bug.txt"))
+    -- asked for, into this tree; undoable as any restore
+    r = H.beat({ "restore", id, "base", "--into-this-tree" }, { cwd = main })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("linked's own\n", H.read(main .. "/linked-only.txt"))
+    assert.is_false(beat.fs.exists(main .. "/main-only.txt"))
+    local undo = r.stdout:match("undo this: beat restore (%S+ %S+)")
+    r = H.beat({ "restore", undo:match("^(%S+)"), undo:match(" (%S+)$") }, { cwd = main })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("main's own\n", H.read(main .. "/main-only.txt"))
+    assert.is_false(beat.fs.exists(main .. "/linked-only.txt"))
+  end)
 end)

@@ -335,6 +335,7 @@ static const luaL_Reg repo_meth[] = {
     {"head", repo_head},
     {"resolve", repo_resolve},
     {"signature", repo_signature},
+    {"message", repo_message},
     {"diff_trees", repo_diff_trees},
     {"descendant", repo_descendant},
     {"checked_out", repo_checked_out},

@@ -217,6 +217,7 @@ int repo_refs(lua_State *L);
 int repo_head(lua_State *L);
 int repo_resolve(lua_State *L);
 int repo_signature(lua_State *L);
+int repo_message(lua_State *L);
 int repo_diff_trees(lua_State *L);
 int repo_descendant(lua_State *L);
 int repo_checked_out(lua_State *L);

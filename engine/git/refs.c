@@ -60,7 +60,12 @@ done:
     return rc;
 }
 
-/* repo:set_ref(name, id, log message) -> true; overwrites */
+/*
+ * repo:set_ref(name, id, log message, create) -> true | nil, error
+ * Points the ref at id, overwriting it; with create, only when no such ref
+ * exists: atomically (git's lock file), so of several processes creating
+ * one name exactly one gets true, and the others false.
+ */
 int repo_set_ref(lua_State *L)
 {
     brepo *r = check_repo(L);
@@ -69,10 +74,41 @@ int repo_set_ref(lua_State *L)
     git_reference *ref = NULL;
     check_oid(L, 3, &oid);
     const char *logmsg = luaL_optstring(L, 4, "beat");
-    if (git_reference_create(&ref, r->repo, name, &oid, 1, logmsg) < 0)
+    int create = lua_toboolean(L, 5);
+    git_oid none;
+    int rc;
+    /* "must not exist" is checked under the ref's lock only when asked for
+     * through an all-zero expected value: git_reference_create with force 0
+     * looks before it locks, so two processes could both create the ref */
+    memset(&none, 0, sizeof none);
+    if (create)
+        rc = git_reference_create_matching(&ref, r->repo, name, &oid, 1, &none, logmsg);
+    else
+        rc = git_reference_create(&ref, r->repo, name, &oid, 1, logmsg);
+    if (rc < 0) {
+        if (create && (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || rc == GIT_ELOCKED)) {
+            git_error_clear();
+            lua_pushboolean(L, 0);
+            return 1;
+        }
         return push_gitfail(L, "ref");
+    }
     git_reference_free(ref);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* repo:message(commit id) -> the commit's message | nil, error */
+int repo_message(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid oid;
+    git_commit *c = NULL;
+    check_oid(L, 2, &oid);
+    if (git_commit_lookup(&c, r->repo, &oid) < 0)
+        return push_gitfail(L, "commit");
+    lua_pushstring(L, git_commit_message(c));
+    git_commit_free(c);
     return 1;
 }
 

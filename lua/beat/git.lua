@@ -33,9 +33,46 @@ M.fallback_name, M.fallback_email = "beat", "beat@localhost"
 local Repo = {}
 Repo.__index = Repo
 
+--- A work tree's lock (repo:lock).
 ---@class beat.git.Lock
----@field release fun(self: beat.git.Lock) let go of the lock (idempotent; also on `<close>` and garbage collection)
----@field held fun(self: beat.git.Lock): boolean whether this object still holds the lock
+---@field private _k userdata the beat.fs lock
+local Lock = {}
+Lock.__index = Lock
+
+-- What the lock file says: "<pid> <id>".
+local function holder(id)
+  return ("%d %s\n"):format(require("beat._runtime").pid(), id)
+end
+
+local function check_id(fname, id, level)
+  if type(id) ~= "string" then
+    error(string.format("%s: opts.id must be string, got %s", fname, type(id)), level + 1)
+  end
+  if id == "" or id:find("[\n\r]") then
+    error(fname .. ": opts.id must be a non-empty single line", level + 1)
+  end
+end
+
+--- Let go of the lock (idempotent; also on `<close>`, garbage collection and
+--- the end of the process).
+function Lock:release() self._k:release() end
+
+--- Whether this object still holds the lock.
+---@return boolean
+function Lock:held() return self._k:held() end
+
+--- Change the id whoever is refused is told (the lock stays held): a run
+--- takes the lock before its id is reserved.
+---@param id string
+---@return true|nil ok
+---@return string? err
+function Lock:relabel(id)
+  check_id("lock:relabel", id, 2)
+  if not self._k:held() then error("lock:relabel: the lock was released", 2) end
+  return self._k:record(holder(id))
+end
+
+Lock.__close = Lock.release
 
 --- What a repo excludes unless told otherwise: the runs directory.
 M.default_exclude = { ".beat" }
@@ -163,6 +200,15 @@ local function exclude_list(fname, list)
   return out
 end
 
+-- A path on one line of a commit message: "\" and newlines escaped.
+local function escape_line(p)
+  return (p:gsub("\\", "\\\\"):gsub("\n", "\\n"))
+end
+
+local function unescape_line(p)
+  return (p:gsub("\\(.)", { n = "\n", ["\\"] = "\\" }))
+end
+
 local function with_newline(msg)
   if msg:sub(-1) ~= "\n" then return msg .. "\n" end
   return msg
@@ -262,9 +308,10 @@ end
 ---@field max_file_size? integer leave out files larger than this many bytes (default: the repo's, 1 GiB)
 
 --- Commit the whole work tree as it is, without touching HEAD, the index,
---- any branch or any file. A file larger than max_file_size is not stored:
---- it is listed in `info.skipped` and named in the commit message
---- (`Beat-Too-Large: <path> (<size> bytes)`).
+--- any branch or any file. The commit message ends with a
+--- `Beat-Worktree: <work tree>` trailer (see repo:worktree_of). A file larger
+--- than max_file_size is not stored: it is listed in `info.skipped` and named
+--- in the message (`Beat-Too-Large: <path> (<size> bytes)`).
 ---@param opts? beat.git.SnapshotOptions
 ---@return string|nil commit the snapshot's commit id
 ---@return beat.git.TreeInfo|string info, or the error
@@ -301,14 +348,12 @@ function Repo:snapshot(opts)
   local tree, info = self:tree { full = opts.full, max_file_size = max }
   if not tree then return nil, info end
   local name, email = signature(self)
-  local message = with_newline(opts.message or "beat snapshot")
-  if #info.skipped > 0 then
-    local lines = {}
-    for _, f in ipairs(info.skipped) do
-      lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format((f.path:gsub("\n", "\\n")), f.size)
-    end
-    message = message .. "\n" .. table.concat(lines, "\n") .. "\n"
+  -- trailers: the work tree it was taken in, the files left out
+  local lines = { ("Beat-Worktree: %s"):format(escape_line((self:path()))) }
+  for _, f in ipairs(info.skipped) do
+    lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format(escape_line(f.path), f.size)
   end
+  local message = with_newline(opts.message or "beat snapshot") .. "\n" .. table.concat(lines, "\n") .. "\n"
   local id, err = self._c:commit(tree, parents, message, name, email)
   if not id then return nil, err end
   if ref then
@@ -440,22 +485,48 @@ function Repo:refs(opts)
 end
 
 --- Point a ref under refs/beat/ at an existing commit (a snapshot): how a
---- strategy names its best result without taking another snapshot.
----@param opts {ref: string, commit: string} ref "refs/beat/<x>" or "<x>"; commit a revision
----@return string|nil id the commit id
+--- strategy names its best result without taking another snapshot. With
+--- `create = true` the ref must not exist yet: of several processes
+--- creating one name at once, exactly one gets the id and the others
+--- `false, "set_ref: <ref> exists"` — how a run reserves its id in a
+--- repository whose work trees share refs/beat/.
+---@param opts {ref: string, commit: string, create?: boolean} ref "refs/beat/<x>" or "<x>"; commit a revision
+---@return string|false|nil id the commit id; false when create and the ref exists
 ---@return string? err
 function Repo:set_ref(opts)
   local fname = "repo:set_ref"
   if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 2) end
-  only(fname, opts, { ref = true, commit = true })
+  only(fname, opts, { ref = true, commit = true, create = true })
   check(fname, opts, "ref", "string", true)
   check(fname, opts, "commit", "string", true)
+  check(fname, opts, "create", "boolean")
   local ref = beat_ref(fname, opts.ref, "opts.ref")
   local r, rerr = resolve_commit(self, "set_ref", opts.commit)
   if not r then return nil, rerr end
-  local ok, err = self._c:set_ref(ref, r.commit, "beat: set ref")
+  local ok, err = self._c:set_ref(ref, r.commit, "beat: set ref", opts.create == true)
+  if ok == false then return false, "set_ref: " .. ref .. " exists" end
   if not ok then return nil, "set_ref: " .. err end
   return r.commit
+end
+
+--- The work tree a snapshot was taken in (its `Beat-Worktree:` trailer), or
+--- false when the commit does not say (a snapshot from before beat recorded
+--- it, or any other commit).
+---@param rev string a snapshot or any revision naming a commit
+---@return string|false|nil path
+---@return string? err
+function Repo:worktree_of(rev)
+  local fname = "repo:worktree_of"
+  if type(rev) ~= "string" then error(fname .. ": rev must be a string, got " .. type(rev), 2) end
+  local r, rerr = resolve_commit(self, "worktree_of", rev)
+  if not r then return nil, rerr end
+  local msg, err = self._c:message(r.commit)
+  if not msg then return nil, err end
+  local path
+  for line in msg:gmatch("[^\n]+") do
+    path = line:match("^Beat%-Worktree: (.+)$") or path
+  end
+  return path and unescape_line(path) or false
 end
 
 --- Delete the refs under refs/beat/ whose names start with a prefix.
@@ -546,9 +617,7 @@ function Repo:lock(opts)
   only(fname, opts, { id = true, name = true })
   check(fname, opts, "id", "string", true)
   check(fname, opts, "name", "string")
-  if opts.id == "" or opts.id:find("[\n\r]") then
-    error(fname .. ": opts.id must be a non-empty single line", 2)
-  end
+  check_id(fname, opts.id, 2)
   local name = opts.name or "run"
   if not name:match("^[%w%-_.]+$") then
     error(string.format("%s: opts.name must be a plain file name, got %q", fname, name), 2)
@@ -558,8 +627,8 @@ function Repo:lock(opts)
   local ok, err = fs.mkdir_p(dir)
   if not ok then return nil, "lock: " .. err end
   local path = dir .. "/" .. name .. ".lock"
-  local lock, lerr, code = fs.lock(path, ("%d %s\n"):format(require("beat._runtime").pid(), opts.id))
-  if lock then return lock end
+  local k, lerr, code = fs.lock(path, holder(opts.id))
+  if k then return setmetatable({ _k = k }, Lock) end
   if code ~= fs.errno.EWOULDBLOCK then return nil, "lock: " .. lerr end
   -- the holder recorded "<pid> <id>" (it may not have yet)
   local pid, id = (fs.read(path) or ""):match("^(%d+) ([^\n]+)")

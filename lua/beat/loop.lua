@@ -409,6 +409,14 @@ local function runs_dir_of(opts, root)
   return dir, rel
 end
 
+-- A failure of the world before the run could start (nothing to undo, no
+-- journal): one line on stderr, exit status 1.
+local function start_failed(run, msg)
+  io.stderr:write("beat: ", msg, "\n")
+  run.status, run.reason = "failed", msg
+  return 1, run
+end
+
 -- Ends the run: work tree at best, optional promote, summary, journal.
 local function finish(run, status, reason)
   local o = run.opts
@@ -518,37 +526,47 @@ function M.run(strategy, opts, body)
     run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel },
       max_file_size = opts.max_file_size })
   end
-  local j, jerr = journal.create(runs_dir, beat.now())
-  if not j then error("cannot create the run directory: " .. tostring(jerr), 0) end
-  run.journal, run.id = j, j.id
-
   if run.repo then
+    -- the lock first (nothing is written before it); it names the run
+    -- once its id is reserved
     local lerr
-    lock, lerr = run.repo:lock { id = run.id }
-    if not lock then
-      fs.rm_rf(j.dir)
-      usage_error(lerr)
-    end
+    lock, lerr = run.repo:lock { id = "starting" }
+    if not lock then usage_error(lerr) end
     ensure_excluded(run.repo, runs_rel)
-    local base, berr = run.repo:snapshot { ref = ("refs/beat/%s/base"):format(run.id),
-      message = ("beat: run %s base (the work tree before the run)"):format(run.id) }
-    if not base then
+    local tree, info = run.repo:tree()
+    if not tree then
       lock:release()
-      error("cannot snapshot the work tree: " .. tostring(berr), 0)
+      return start_failed(run, "cannot snapshot the work tree: " .. tostring(info))
     end
-    if #berr.skipped > 0 then
+    if #info.skipped > 0 then
       -- a file no snapshot holds could not be given back: refuse to start
-      local f = berr.skipped[1]
-      run.repo:delete_refs(run.id .. "/")
-      fs.rm_rf(j.dir)
+      local f = info.skipped[1]
       lock:release()
       usage_error(("%s (%s) is larger than max_file_size (%s): beat could not restore it; "
         .. "ignore it (.gitignore) or raise max_file_size (--max-file-size)%s"):format(f.path,
         size.format(f.size), size.format(opts.max_file_size or beat.git.default_max_file_size),
-        #berr.skipped > 1 and (" (and %d more)"):format(#berr.skipped - 1) or ""))
+        #info.skipped > 1 and (" (and %d more)"):format(#info.skipped - 1) or ""))
     end
-    run.base, run.best = base, base
   end
+  -- The run's id is free in this work tree's runs directory and, with git,
+  -- in the repository, whose refs/beat/ every linked work tree shares: the
+  -- base snapshot's ref is created only where no run has that id yet.
+  local j, jerr = journal.create(runs_dir, beat.now(), run.repo and function(id)
+    local base, berr = run.repo:snapshot {
+      message = ("beat: run %s base (the work tree before the run)"):format(id) }
+    if not base then return nil, "cannot snapshot the work tree: " .. tostring(berr) end
+    local ok, rerr = run.repo:set_ref { ref = id .. "/base", commit = base, create = true }
+    if ok == nil then return nil, "cannot record the base snapshot: " .. tostring(rerr) end
+    run.base = ok and base or nil
+    return ok
+  end)
+  if not j then
+    if lock then lock:release() end
+    return start_failed(run, run.repo and tostring(jerr)
+      or "cannot create the run directory: " .. tostring(jerr))
+  end
+  run.journal, run.id, run.best = j, j.id, run.base
+  if lock then lock:relabel(run.id) end
 
   j:write("run_start", {
     id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = beat.pid(),
