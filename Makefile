@@ -13,8 +13,9 @@ BEAT_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS)
 BEAT_LIBS   = -l:liblua5.4-cjson.a $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lreadline
 
 BUILD    ?= build
-C_SRC    := $(wildcard engine/*.c)
-C_HDR    := $(wildcard engine/*.h)
+# engine/*.c and engine/git/*.c build to $(BUILD)/*.o and $(BUILD)/git/*.o;
+# -MMD writes each object's header dependencies beside it.
+C_SRC    := $(wildcard engine/*.c engine/*/*.c)
 LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
 BUSTED   := /usr/bin/busted
@@ -44,8 +45,11 @@ deps:
 $(BUILD)/beat: $(OBJ) | deps
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(BEAT_LIBS)
 
-$(BUILD)/%.o: engine/%.c $(C_HDR) | $(BUILD) deps
-	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+$(BUILD)/%.o: engine/%.c | $(BUILD) deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(OBJ:.o=.d)
 
 $(BUILD)/embedded.o: $(BUILD)/embedded.c
 	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<

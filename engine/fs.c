@@ -1,6 +1,6 @@
 /*
  * fs.c: the few file operations Lua's io library cannot do safely:
- * durable writes (fsync), atomic replace, directories, temp dirs.
+ * durable writes (fsync), atomic replace, directories, temp dirs, locks.
  * Failures of the world return nil, "path: why", errno (luaL_fileresult).
  */
 #include <dirent.h>
@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "runtime.h"
 
+/* Writes all n bytes (retrying short writes and EINTR); -1 with errno. */
 static int write_all(int fd, const char *data, size_t n)
 {
     while (n > 0) {
@@ -31,6 +33,7 @@ static int write_all(int fd, const char *data, size_t n)
     return 0;
 }
 
+/* Best effort: makes a rename in path's directory durable. */
 static void fsync_parent(const char *path)
 {
     char dir[PATH_MAX];
@@ -208,6 +211,7 @@ static int fs_rm_rf(lua_State *L)
     return luaL_fileresult(L, 1, NULL);
 }
 
+/* fs.realpath(path) -> absolute path without links | nil, err, errno. */
 static int fs_realpath(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -218,6 +222,7 @@ static int fs_realpath(lua_State *L)
     return 1;
 }
 
+/* fs.cwd() -> the current directory | nil, err, errno. */
 static int fs_cwd(lua_State *L)
 {
     char buf[PATH_MAX];
@@ -225,12 +230,6 @@ static int fs_cwd(lua_State *L)
         return luaL_fileresult(L, 0, ".");
     lua_pushstring(L, buf);
     return 1;
-}
-
-static int fs_chdir(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    return luaL_fileresult(L, chdir(path) == 0, path);
 }
 
 /* fs.list(dir) -> sorted list of entry names (no "." or "..") | nil, err. */
@@ -258,6 +257,108 @@ static int fs_list(lua_State *L)
     return 1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* locks                                                                     */
+
+#define LOCK_MT "beat.fs.lock"
+
+typedef struct {
+    int fd;  /* -1 once released */
+} flocker;
+
+/* lock:release() — idempotent; also __gc and __close.  The recorded text
+ * is cleared; the kernel lock goes with the descriptor. */
+static int lock_release(lua_State *L)
+{
+    flocker *k = luaL_checkudata(L, 1, LOCK_MT);
+    if (k->fd >= 0) {
+        if (ftruncate(k->fd, 0) < 0) {
+            /* the kernel lock goes with the close below anyway */
+        }
+        close(k->fd);
+        k->fd = -1;
+    }
+    return 0;
+}
+
+/* lock:held() -> whether this object still holds the lock */
+static int lock_held(lua_State *L)
+{
+    flocker *k = luaL_checkudata(L, 1, LOCK_MT);
+    lua_pushboolean(L, k->fd >= 0);
+    return 1;
+}
+
+/* Replaces the lock file's content with text; 0, or -1 with errno set. */
+static int record(int fd, const char *text, size_t len)
+{
+    if (ftruncate(fd, 0) < 0)
+        return -1;
+    if (pwrite(fd, text, len, 0) != (ssize_t)len) {
+        if (errno == 0)
+            errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* lock:record(text) -> true | nil, err, errno: replaces what the lock file
+ * says about its holder (the lock stays held).  Raises when released. */
+static int lock_record(lua_State *L)
+{
+    flocker *k = luaL_checkudata(L, 1, LOCK_MT);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    if (k->fd < 0)
+        return luaL_error(L, "beat.fs: lock:record on a released lock");
+    return luaL_fileresult(L, record(k->fd, text, len) == 0, "lock");
+}
+
+/*
+ * fs.lock(path, text) -> lock | nil, "path: why", errno
+ * An flock(2) on path, which the kernel drops when the holder exits however
+ * it exits, so a lock is never stale.  The file (created if missing, never
+ * removed, so two processes cannot lock two different inodes) then holds
+ * text, for whoever is refused to read.  A lock held elsewhere gives errno
+ * EWOULDBLOCK.  The descriptor is close-on-exec: children do not inherit
+ * the lock.  The object exists, released, before the file is opened.
+ */
+static int fs_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    flocker *k = lua_newuserdatauv(L, sizeof *k, 0);
+    int fd;
+    k->fd = -1;
+    luaL_setmetatable(L, LOCK_MT);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return luaL_fileresult(L, 0, path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0 || record(fd, text, len) < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return luaL_fileresult(L, 0, path);
+    }
+    k->fd = fd;
+    return 1;
+}
+
+static const luaL_Reg lock_meth[] = {
+    {"release", lock_release},
+    {"held", lock_held},
+    {"record", lock_record},
+    {NULL, NULL}
+};
+
+static const luaL_Reg lock_mt[] = {
+    {"__gc", lock_release},
+    {"__close", lock_release},
+    {"__index", NULL},
+    {NULL, NULL}
+};
+
 static const luaL_Reg funcs[] = {
     {"list", fs_list},
     {"write", fs_write},
@@ -270,12 +371,27 @@ static const luaL_Reg funcs[] = {
     {"rm_rf", fs_rm_rf},
     {"realpath", fs_realpath},
     {"cwd", fs_cwd},
-    {"chdir", fs_chdir},
+    {"lock", fs_lock},
     {NULL, NULL}
 };
 
+/* beat._fs: the functions above, the lock class, and fs.errno. */
 int luaopen_beat__fs(lua_State *L)
 {
+    luaL_newmetatable(L, LOCK_MT);
+    luaL_setfuncs(L, lock_mt, 0);
+    luaL_newlib(L, lock_meth);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newlib(L, funcs);
+    /* the errno values callers tell apart */
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, EEXIST);
+    lua_setfield(L, -2, "EEXIST");
+    lua_pushinteger(L, ENOENT);
+    lua_setfield(L, -2, "ENOENT");
+    lua_pushinteger(L, EWOULDBLOCK);
+    lua_setfield(L, -2, "EWOULDBLOCK");
+    lua_setfield(L, -2, "errno");
     return 1;
 }

@@ -504,27 +504,6 @@ static int core_exepath(lua_State *L)
     return 1;
 }
 
-static int core_strerror(lua_State *L)
-{
-    lua_pushstring(L, strerror((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-static int core_isatty(lua_State *L)
-{
-    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-/* core.kill_descendants(sig) -> count: signals every live process below
- * beat, including orphans that were reparented to it (beat is a subreaper). */
-static int core_kill_descendants(lua_State *L)
-{
-    int sig = (int)luaL_optinteger(L, 1, SIGKILL);
-    lua_pushinteger(L, beat_kill_descendants(getpid(), sig, 0));
-    return 1;
-}
-
 /* Kills every process below beat, sweeping again until none is left, so
  * processes forked during a sweep (and children of killed shims, which beat
  * inherits as subreaper) are caught too. */
@@ -563,9 +542,6 @@ static const luaL_Reg core_funcs[] = {
     {"clock", core_clock},
     {"pid", core_pid},
     {"exepath", core_exepath},
-    {"strerror", core_strerror},
-    {"isatty", core_isatty},
-    {"kill_descendants", core_kill_descendants},
     {"exit", core_exit},
     {NULL, NULL}
 };

@@ -115,11 +115,13 @@ return function(opts)
         or default_prompt(o, run, best_text, base_text)
       local agent = run:propose(n, prompt, { history = run.history })
       local changed = run:changed_since(run.best)
-      local snap = run:snapshot(n)
+      local snap, rejected = run:snapshot(n)
 
       -- check and score
       local status, summary, candidate
-      if not agent.ok then
+      if rejected then
+        status, summary, changed = "rejected", rejected, true
+      elseif not agent.ok then
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       elseif not changed then
         status, summary = "discard", "the agent changed nothing"
@@ -167,7 +169,8 @@ return function(opts)
         since_keep = since_keep + 1
         run:hook("on_discard", run:state { iteration = n, status = status, score = candidate, best_score = best })
       end
-      run.consecutive_failures = status == "crash" and run.consecutive_failures + 1 or 0
+      run.consecutive_failures = (status == "crash" or status == "rejected")
+        and run.consecutive_failures + 1 or 0
       no_progress = changed and 0 or no_progress + 1
 
       -- record

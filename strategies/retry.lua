@@ -67,12 +67,14 @@ return function(opts)
       end
       local agent = run:propose(n, prompt)
       local changed = run:changed_since(last)
-      local snap = run:snapshot(n)
+      local snap, rejected = run:snapshot(n)
       last = snap or last
 
       -- check
       local status, summary, r
-      if not agent.ok then
+      if rejected then
+        status, summary, changed = "rejected", rejected, true
+      elseif not agent.ok then
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       else
         r = run:command(n, "check", o.check, o.check_timeout)
@@ -88,10 +90,13 @@ return function(opts)
 
       -- decide
       no_progress = changed and 0 or no_progress + 1
-      local failure = status == "crash" or (status == "fail" and not changed)
+      local failure = status == "crash" or status == "rejected" or (status == "fail" and not changed)
       run.consecutive_failures = failure and run.consecutive_failures + 1 or 0
       if status == "pass" then
         run:keep(snap)
+      elseif status == "rejected" then
+        run:restore()    -- back to the last kept attempt: the rejected one is not built on
+        last = run.best
       elseif o.reset_on_failure then
         run:restore(run.base)
         last = run.base
@@ -100,6 +105,8 @@ return function(opts)
       end
       if r and r.code ~= 0 then
         feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+      elseif rejected then
+        feedback_text = "The attempt was rejected and undone: it left files " .. rejected
       end
       table.insert(run.history, { iteration = n, status = status, summary = summary })
       run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,

@@ -34,4 +34,41 @@ describe("beat.fs", function()
     assert.is_true(beat.fs.exists("/etc/passwd"))              -- links are removed, not followed
     assert.is_true(beat.fs.rm_rf(dir .. "/never-existed"))
   end)
+
+  it("locks a file for one holder at a time, records the holder, and lets go on release or death", function()
+    local dir = H.tmpdir()
+    local path = dir .. "/run.lock"
+    local lock = assert(beat.fs.lock(path, "123 first\n"))
+    assert.is_true(lock:held())
+    assert.equal("123 first\n", beat.fs.read(path))
+    local none, err, code = beat.fs.lock(path, "456 second\n")
+    assert.is_nil(none)
+    assert.equal(beat.fs.errno.EWOULDBLOCK, code)
+    assert.matches("run.lock", err, 1, true)
+    assert.equal("123 first\n", beat.fs.read(path))           -- the refused one wrote nothing
+    lock:release()
+    lock:release()                                             -- idempotent
+    assert.is_false(lock:held())
+    do
+      local l2 <close> = assert(beat.fs.lock(path, "456 second\n"))
+      assert.equal("456 second\n", beat.fs.read(path))
+    end
+    -- a holder killed with -9 leaves no stale lock
+    local script = dir .. "/hold.lua"
+    H.write(script, ([[
+      local l = assert(require("beat.fs").lock(%q, "x\n"))
+      require("beat").sleep(60)
+    ]]):format(path))
+    local proc = assert(beat.spawn({ H.bin, "run", script }))
+    local deadline = beat.clock() + 10
+    while beat.fs.read(path) ~= "x\n" and beat.clock() < deadline do beat.sleep(0.05) end
+    assert.is_nil((beat.fs.lock(path, "y\n")))
+    proc:kill("KILL")
+    proc:wait()
+    assert.truthy(beat.fs.lock(path, "z\n"))
+    local bad, berr, bcode = beat.fs.lock(dir .. "/missing/run.lock", "x")
+    assert.is_nil(bad)
+    assert.equal(beat.fs.errno.ENOENT, bcode)
+    assert.matches("missing/run.lock", berr, 1, true)
+  end)
 end)

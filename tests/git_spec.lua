@@ -235,7 +235,13 @@ describe("beat.git", function()
     assert.is_nil(names:find("debug.log", 1, true))
     assert.is_nil(names:find("docs/guide.md", 1, true))
     assert.equal(G(dir, { "rev-parse", "HEAD" }), G(dir, { "rev-parse", id .. "^" }))
-    assert.equal("base\n", G(dir, { "log", "-1", "--format=%B", id }):gsub("\n+$", "\n"))
+    -- the message, and a trailer naming the work tree it was taken in
+    assert.equal(("base\n\nBeat-Worktree: %s\n"):format(repo:path()),
+      G(dir, { "log", "-1", "--format=%B", id }):gsub("\n+$", "\n"))
+    assert.equal(repo:path(), repo:worktree_of(id))
+    assert.equal(repo:path(), G(dir, { "log", "-1", "--format=%(trailers:key=Beat-Worktree,valueonly)", id })
+      :gsub("%s+$", ""))
+    assert.is_false(repo:worktree_of("HEAD"))
     repo:close()
   end)
 
@@ -541,6 +547,88 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("streams a 2 GB file into a snapshot and back with peak memory far below its size", function()
+    dir = new_repo()
+    sh("truncate -s 2G big.bin && printf end >> big.bin && printf head | dd of=big.bin conv=notrunc 2>/dev/null", dir)
+    local size = 2 * 1024 ^ 3 + 3
+    -- a separate beat process, so its peak resident set (VmHWM) is this work alone
+    local script = tmpdir() .. "/big.lua"
+    dirs[#dirs + 1] = script:match("^(.*)/")
+    write(script, ([[
+      local repo = assert(require("beat.git").open { dir = %q, max_file_size = 3 * 1024 ^ 3 })
+      local id, info = assert(repo:snapshot {})
+      assert(#info.skipped == 0)
+      os.remove(%q)
+      local res = assert(repo:restore(id))
+      for l in io.lines("/proc/self/status") do
+        local kb = l:match("^VmHWM:%%s+(%%d+) kB")
+        if kb then print(id, res.written, kb) end
+      end
+    ]]):format(dir, dir .. "/big.bin"))
+    local r = assert(beat.exec({ BIN, "run", script }, { cwd = dir }))
+    assert.equal(0, r.code, r.stderr)
+    local id, written, kb = r.stdout:match("^(%x+)\t(%d+)\t(%d+)")
+    assert.equal("1", written)
+    -- the old code read the whole file into memory: 2 GB and more
+    assert.is_true(tonumber(kb) < 200 * 1024, ("peak RSS %d kB"):format(tonumber(kb)))
+    print(("\n  [2 GB snapshot + restore: peak RSS %.1f MB]"):format(tonumber(kb) / 1024))
+    assert.equal(tostring(math.floor(size)), G(dir, { "cat-file", "-s", id .. ":big.bin" }):gsub("%s+$", ""))
+    assert.equal(("%d\n"):format(size), sh("stat -c %s big.bin", dir))
+    assert.equal("head", sh("head -c 4 big.bin", dir))
+    assert.equal("end", sh("tail -c 3 big.bin", dir))
+    -- restored sparse: the zeros are holes, not 2 GB of disk
+    assert.is_true(tonumber((sh("du -k big.bin", dir):match("^(%d+)"))) < 100 * 1024)
+  end)
+
+  it("leaves a file larger than max_file_size out of snapshots, names it, and never touches it on restore", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local before = assert(repo:snapshot {})
+    -- 40 GB, sparse: it is never read (that would take minutes), only seen
+    sh("truncate -s 40G huge.bin && echo grown > docs/guide.md && truncate -s 2G docs/guide.md", dir)
+    local id, info = assert(repo:snapshot {})
+    assert.same({ { path = "docs/guide.md", size = 2 * 1024 ^ 3 }, { path = "huge.bin", size = 40 * 1024 ^ 3 } },
+      info.skipped)
+    local files = G(dir, { "ls-tree", "-r", "--name-only", id })
+    assert.is_nil(files:find("huge.bin", 1, true))
+    assert.is_nil(files:find("docs/guide.md", 1, true))
+    local msg = G(dir, { "log", "-1", "--format=%B", id })
+    assert.truthy(msg:find("Beat-Too-Large: huge.bin (42949672960 bytes)", 1, true), msg)
+    -- still there, still too large: named again, by the watch and by a full scan
+    local _, again = assert(repo:snapshot {})
+    assert.equal("watch", again.scan)
+    assert.equal(2, #again.skipped)
+    local _, full = assert(repo:snapshot { full = true })
+    assert.equal(again.tree, full.tree)
+    assert.equal(2, #full.skipped)
+    -- a restore leaves them as they are, and says so
+    write(dir .. "/README.md", "edited\n")
+    local res = assert(repo:restore(before))
+    assert.equal("# project\n", read(dir .. "/README.md"))
+    assert.equal(2, #res.kept)
+    assert.equal(("%d\n"):format(40 * 1024 ^ 3), sh("stat -c %s huge.bin", dir))
+    assert.equal(("%d\n"):format(2 * 1024 ^ 3), sh("stat -c %s docs/guide.md", dir))
+    -- back under the limit, it is stored again
+    sh("truncate -s 6 docs/guide.md && rm huge.bin", dir)
+    local _, small = assert(repo:snapshot {})
+    assert.same({}, small.skipped)
+    assert.truthy(G(dir, { "ls-tree", "-r", "--name-only", small.tree }):find("docs/guide.md", 1, true))
+    -- a limit per snapshot, and per repo
+    write(dir .. "/mid.bin", ("x"):rep(5000))
+    local _, lim = assert(repo:snapshot { max_file_size = 4096 })
+    assert.same({ { path = "mid.bin", size = 5000 } }, lim.skipped)
+    local _, nolim = assert(repo:snapshot {})
+    assert.same({}, nolim.skipped)
+    assert.equal("full", nolim.scan)       -- the limit changed: the watch's base does not hold
+    repo:close()
+    local tight = open(dir, { max_file_size = 100 })
+    local _, t = assert(tight:snapshot {})
+    assert.same({ { path = "mid.bin", size = 5000 } }, t.skipped)
+    tight:close()
+    assert.has_error(function() open(dir, { max_file_size = -1 }) end,
+      "beat.git.open: opts.max_file_size must be a size in bytes (an integer >= 0), got -1")
+  end)
+
   it("stores every file's bytes as they are under .gitattributes eol rules and restores them byte for byte", function()
     dir = new_repo()
     write(dir .. "/.gitattributes", "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n")
@@ -765,6 +853,42 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("never snapshots nor restores the paths it is opened to exclude, wherever the runs directory is", function()
+    dir = new_repo()
+    write(dir .. "/out/runs/r1/journal.jsonl", "{}\n")
+    write(dir .. "/out/keep.txt", "kept in snapshots\n")
+    write(dir .. "/.beat/runs/r0/journal.jsonl", "{}\n")
+    local repo = open(dir, { exclude = { "out/runs/" } })
+    local base = assert(repo:snapshot {})
+    local files = G(dir, { "ls-tree", "-r", "--name-only", base })
+    assert.is_nil(files:find("out/runs", 1, true))
+    assert.truthy(files:find("out/keep.txt", 1, true))
+    -- only what it was told: .beat/ is an ordinary directory for this repo
+    assert.truthy(files:find(".beat/runs/r0/journal.jsonl", 1, true))
+    write(dir .. "/out/runs/r1/journal.jsonl", "{}\n{}\n")
+    write(dir .. "/out/runs/r1/iter-1/agent.log", "log\n")
+    local _, info = assert(repo:snapshot {})
+    local _, full = assert(repo:snapshot { full = true })
+    assert.equal(full.tree, info.tree)
+    assert(repo:restore(base))
+    assert.equal("{}\n{}\n", read(dir .. "/out/runs/r1/journal.jsonl"))
+    assert.equal("log\n", read(dir .. "/out/runs/r1/iter-1/agent.log"))
+    repo:close()
+    -- a tracked file below an excluded path is left out too, and left alone
+    G(dir, { "add", "-f", "out/runs/r1/journal.jsonl" })
+    G(dir, { "commit", "-q", "-m", "tracked run file" })
+    local other = open(dir, { exclude = { "out/runs" } })
+    local snap = assert(other:snapshot {})
+    assert.is_nil(G(dir, { "ls-tree", "-r", "--name-only", snap }):find("out/runs", 1, true))
+    assert(other:restore(base))
+    assert.equal("{}\n{}\n", read(dir .. "/out/runs/r1/journal.jsonl"))
+    other:close()
+    assert.has_error(function() git.open { dir = dir, exclude = { "../up" } } end,
+      'beat.git.open: opts.exclude[1] must be a relative path inside the work tree, got "../up"')
+    assert.has_error(function() git.open { dir = dir, exclude = "out" } end,
+      "beat.git.open: opts.exclude must be a list of work-tree paths, got string")
+  end)
+
   it("leaves nested repositories alone and keeps a submodule's recorded commit", function()
     dir = new_repo()
     local lib = dir .. "/vendor/lib"
@@ -814,6 +938,41 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("creates a ref for exactly one of two processes racing to create it, 100 times out of 100", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local id = assert(repo:snapshot {})
+    -- two processes; in round i both try to create race-i/base at the same instant
+    local script = dir .. "/.git/race.lua"
+    write(script, ([[
+      local beat = require "beat"
+      local repo = assert(require("beat.git").open(%q))
+      local start = tonumber(os.getenv("START"))
+      for i = 1, 100 do
+        while beat.now() < start + i * 0.02 do end
+        local ok, err = repo:set_ref { ref = ("race-%%d/base"):format(i), commit = %q, create = true }
+        io.write(ok and "W" or ok == false and "L" or ("error: " .. tostring(err) .. "\n"))
+      end
+    ]]):format(dir, id))
+    local start = ("%.3f"):format(beat.now() + 0.5)
+    local a = assert(beat.spawn({ BIN, "run", script }, { env = { START = start } }))
+    local b = assert(beat.spawn({ BIN, "run", script }, { env = { START = start } }))
+    local ra, rb = a:wait(), b:wait()
+    assert.equal(0, ra.code, ra.stderr)
+    assert.equal(0, rb.code, rb.stderr)
+    assert.equal(100, #ra.stdout, ra.stdout)
+    assert.equal(100, #rb.stdout, rb.stdout)
+    for i = 1, 100 do
+      local pair = ra.stdout:sub(i, i) .. rb.stdout:sub(i, i)
+      assert.truthy(pair == "WL" or pair == "LW", ("round %d: %s"):format(i, pair))
+    end
+    local again, err = repo:set_ref { ref = "race-1/base", commit = id, create = true }
+    assert.is_false(again)
+    assert.equal("set_ref: refs/beat/race-1/base exists", err)
+    assert.equal(id, repo:set_ref { ref = "race-1/base", commit = id })   -- without create: overwrites
+    repo:close()
+  end)
+
   it("lets only one run hold a work tree's lock and names the holder", function()
     dir = new_repo()
     local repo = open(dir)
@@ -829,8 +988,12 @@ describe("beat.git", function()
       assert.is_true(l2:held())
       assert.is_nil(repo:lock("run-3"))
     end
-    local l3 = assert(repo:lock { id = "run-3" })
+    local l3 = assert(repo:lock { id = "starting" })
+    assert(l3:relabel("run-3"))                        -- a run locks before its id is known
+    assert.equal(("work tree is in use by run run-3 (pid %d)"):format(require("beat._runtime").pid()),
+      select(2, other:lock("run-4")))
     l3:release()
+    assert.has_error(function() l3:relabel("run-5") end, "lock:relabel: the lock was released")
     repo:close()
     other:close()
   end)

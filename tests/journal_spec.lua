@@ -14,6 +14,24 @@ describe("beat.journal", function()
     assert.is_true(b.id < c.id)
   end)
 
+  it("skips an id that the reserve hook says another run has, and leaves no directory for it", function()
+    local root = H.tmpdir()
+    local asked = {}
+    local taken = journal.new_id(1800000000.123)
+    local j = assert(journal.create(root, 1800000000.123, function(id)
+      asked[#asked + 1] = id
+      return id ~= taken
+    end))
+    assert.equal(taken, asked[1])
+    assert.are_not.equal(taken, j.id)
+    assert.is_true(taken < j.id)
+    assert.same({ j.id }, beat.fs.list(root))
+    local none, err = journal.create(root, 1800000000.123, function() return nil, "no git" end)
+    assert.is_nil(none)
+    assert.equal("no git", err)
+    assert.same({ j.id }, beat.fs.list(root))
+  end)
+
   it("writes valid UTF-8 JSON lines, redacting secrets", function()
     local j = assert(journal.create(H.tmpdir(), beat.now()))
     j:write("agent", { text = ("a" .. ("é"):rep(1500)):sub(1, 2000), raw = "bin\255\254ary",

@@ -26,7 +26,7 @@ M.write = core.write
 ---@param durable? boolean
 M.append = core.append
 
---- Creates one directory; fails with EEXIST if it exists (nil, err, errno).
+--- Creates one directory; fails with errno.EEXIST if it exists (nil, err, errno).
 M.mkdir = core.mkdir
 
 --- Creates a directory and its missing parents.
@@ -63,16 +63,17 @@ M.rm_rf = core.rm_rf
 M.list = core.list
 M.realpath = core.realpath
 M.cwd = core.cwd
-M.chdir = core.chdir
 
---- Joins path parts with "/".
-function M.join(...)
-  return (table.concat({ ... }, "/"):gsub("/+", "/"))
-end
+--- An flock(2) on path (created if missing, never removed), which the kernel
+--- drops when the holder exits however it exits; the file then holds text.
+--- Returns the lock (`:release()`, `:held()`; also released on `<close>` and
+--- garbage collection) or nil, "path: why", errno — `errno.EWOULDBLOCK` when
+--- another holder has it. Child processes do not inherit it.
+---@param path string
+---@param text string
+M.lock = core.lock
 
---- The directory part of a path ("." when there is none).
-function M.dirname(path)
-  return path:match("^(.*)/[^/]*$") or "."
-end
+--- The errno values callers tell apart: EEXIST, ENOENT, EWOULDBLOCK.
+M.errno = core.errno
 
 return M

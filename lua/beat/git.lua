@@ -8,14 +8,16 @@
 --- branch and never writes the work tree. Restoring one rewrites only paths that
 --- are not ignored. See docs/api/git.md.
 ---
---- The C half (engine/git.c, module beat._git) does the git work over libgit2;
+--- The C half (engine/git/, module beat._git) does the git work over libgit2;
 --- this file holds the policy: option checking, default parents, the author
---- used when git has none, the refs/beat/ namespace, lock messages.
+--- used when git has none, the refs/beat/ namespace, what is excluded, lock
+--- messages.
 ---
 --- Programmer mistakes (a wrong option type, a ref outside refs/beat/) raise;
 --- failures of the world (not a repository, unknown revision, I/O errors) return
 --- `nil, "what: why"`.
 local C = require "beat._git"
+local fs = require "beat.fs"
 
 local M = {}
 
@@ -31,9 +33,53 @@ M.fallback_name, M.fallback_email = "beat", "beat@localhost"
 local Repo = {}
 Repo.__index = Repo
 
+--- A work tree's lock (repo:lock).
 ---@class beat.git.Lock
----@field release fun(self: beat.git.Lock) let go of the lock (idempotent; also on `<close>` and garbage collection)
----@field held fun(self: beat.git.Lock): boolean whether this object still holds the lock
+---@field private _k userdata the beat.fs lock
+local Lock = {}
+Lock.__index = Lock
+
+-- What the lock file says: "<pid> <id>".
+local function holder(id)
+  return ("%d %s\n"):format(require("beat._runtime").pid(), id)
+end
+
+local function check_id(fname, id, level)
+  if type(id) ~= "string" then
+    error(string.format("%s: opts.id must be string, got %s", fname, type(id)), level + 1)
+  end
+  if id == "" or id:find("[\n\r]") then
+    error(fname .. ": opts.id must be a non-empty single line", level + 1)
+  end
+end
+
+--- Let go of the lock (idempotent; also on `<close>`, garbage collection and
+--- the end of the process).
+function Lock:release() self._k:release() end
+
+--- Whether this object still holds the lock.
+---@return boolean
+function Lock:held() return self._k:held() end
+
+--- Change the id whoever is refused is told (the lock stays held): a run
+--- takes the lock before its id is reserved.
+---@param id string
+---@return true|nil ok
+---@return string? err
+function Lock:relabel(id)
+  check_id("lock:relabel", id, 2)
+  if not self._k:held() then error("lock:relabel: the lock was released", 2) end
+  return self._k:record(holder(id))
+end
+
+Lock.__close = Lock.release
+
+--- What a repo excludes unless told otherwise: the runs directory.
+M.default_exclude = { ".beat" }
+
+--- Files larger than this many bytes are not snapshotted unless a repo is
+--- told otherwise (1 GiB).
+M.default_max_file_size = 1024 * 1024 * 1024
 
 -- Option handling ----------------------------------------------------------
 
@@ -69,6 +115,17 @@ local function check(fname, opts, name, kinds, required)
   end
   error(string.format("%s: opts.%s must be %s, got %s%s", fname, name, kinds, t,
     t == "string" and (" %q"):format(v) or ""), 3)
+end
+
+local function check_size(fname, opts, name)
+  local v = opts[name]
+  if v == nil then return nil end
+  local n = math.tointeger(v)
+  if not n or n < 0 then
+    error(string.format("%s: opts.%s must be a size in bytes (an integer >= 0), got %s", fname, name,
+      type(v) == "string" and ("%q"):format(v) or tostring(v)), 3)
+  end
+  return n
 end
 
 local function only(fname, opts, allowed)
@@ -117,16 +174,39 @@ local function signature(self)
   return name, email
 end
 
---- mkdir -p of the directories above path.
-local function mkdir_parents(path)
-  local at = 1
-  while true do
-    local slash = path:find("/", at + 1, true)
-    if not slash then return true end
-    local ok, err = C.mkdir(path:sub(1, slash - 1))
-    if not ok then return nil, err end
-    at = slash
+--- A list of work-tree paths ("dir", "dir/sub"), checked and normalized
+--- (no trailing slash); raises on anything else.
+local function exclude_list(fname, list)
+  if list == nil then return M.default_exclude end
+  if type(list) ~= "table" then
+    error(string.format("%s: opts.exclude must be a list of work-tree paths, got %s", fname, type(list)), 3)
   end
+  local out = {}
+  for i, p in ipairs(list) do
+    local ok = type(p) == "string"
+    if ok then
+      p = p:gsub("/+$", "")
+      ok = p ~= "" and p:sub(1, 1) ~= "/" and not p:find("\0")
+      for part in p:gmatch("[^/]+") do
+        if part == "." or part == ".." then ok = false end
+      end
+    end
+    if not ok then
+      error(string.format("%s: opts.exclude[%d] must be a relative path inside the work tree, got %s",
+        fname, i, type(p) == "string" and ("%q"):format(p) or type(p)), 3)
+    end
+    out[#out + 1] = p
+  end
+  return out
+end
+
+-- A path on one line of a commit message: "\" and newlines escaped.
+local function escape_line(p)
+  return (p:gsub("\\", "\\\\"):gsub("\n", "\\n"))
+end
+
+local function unescape_line(p)
+  return (p:gsub("\\(.)", { n = "\n", ["\\"] = "\\" }))
 end
 
 local function with_newline(msg)
@@ -139,6 +219,8 @@ end
 ---@class beat.git.OpenOptions
 ---@field dir string a directory inside the work tree (any subdirectory works)
 ---@field watch? boolean watch the work tree with inotify so a snapshot costs what changed (default true); false: full scan every time
+---@field exclude? string[] work-tree paths never snapshotted nor restored (default `{".beat"}`, the runs directory)
+---@field max_file_size? integer files larger than this many bytes are left out of snapshots (default 1 GiB)
 
 --- Open the repository whose work tree holds `dir`.
 ---@param opts string|beat.git.OpenOptions the directory, or options
@@ -147,12 +229,14 @@ end
 function M.open(opts)
   local fname = "beat.git.open"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true, max_file_size = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
-  local c, err = C.open(opts.dir, opts.watch ~= false)
+  local max = check_size(fname, opts, "max_file_size") or M.default_max_file_size
+  local exclude = exclude_list(fname, opts.exclude)
+  local c, err = C.open(opts.dir, opts.watch ~= false, exclude, max)
   if not c then return nil, err end
-  return setmetatable({ _c = c, _watch = opts.watch ~= false }, Repo)
+  return setmetatable({ _c = c, _watch = opts.watch ~= false, _exclude = exclude, _max = max }, Repo)
 end
 
 --- Create a repository in `dir` (created if missing; for tests, and for users
@@ -163,7 +247,7 @@ end
 function M.init(opts)
   local fname = "beat.git.init"
   opts = options(fname, opts, "dir")
-  only(fname, opts, { dir = true, watch = true })
+  only(fname, opts, { dir = true, watch = true, exclude = true, max_file_size = true })
   check(fname, opts, "dir", "string", true)
   check(fname, opts, "watch", "boolean")
   local ok, err = C.init(opts.dir)
@@ -189,24 +273,31 @@ function Repo:head()
   return self._c:head()
 end
 
+---@class beat.git.Skipped
+---@field path string a file left out of the snapshot: larger than max_file_size
+---@field size integer its size in bytes
+
 ---@class beat.git.TreeInfo
 ---@field tree string the tree id
 ---@field scan "watch"|"full" how the changed files were found
 ---@field hashed integer files read and hashed (their bytes as they are, unfiltered)
 ---@field watch string state of the watch ("watching", "first scan", "index changed", ...)
+---@field skipped beat.git.Skipped[] files too large to snapshot, left out (empty when none)
 
 --- The tree id of the work tree as it is now: the tree a snapshot would get.
----@param opts? {full?: boolean}
+---@param opts? {full?: boolean, max_file_size?: integer}
 ---@return string|nil tree
 ---@return beat.git.TreeInfo|string info, or the error
 function Repo:tree(opts)
   local fname = "repo:tree"
   opts = options(fname, opts or {}, "full")
-  only(fname, opts, { full = true })
+  only(fname, opts, { full = true, max_file_size = true })
   check(fname, opts, "full", "boolean")
-  local tree, how, hashed, state = self._c:tree(opts.full == true)
-  if not tree then return nil, how end
-  return tree, { tree = tree, scan = how, hashed = hashed, watch = state }
+  local max = check_size(fname, opts, "max_file_size")
+  local tree, info = self._c:tree(opts.full == true, max)
+  if not tree then return nil, info end
+  info.tree = tree
+  return tree, info
 end
 
 ---@class beat.git.SnapshotOptions
@@ -214,9 +305,13 @@ end
 ---@field message? string commit message (default "beat snapshot")
 ---@field parent? string|string[]|false parent revision(s) (default HEAD's commit, none when there is none; false for none)
 ---@field full? boolean scan the whole work tree instead of trusting the watch
+---@field max_file_size? integer leave out files larger than this many bytes (default: the repo's, 1 GiB)
 
 --- Commit the whole work tree as it is, without touching HEAD, the index,
---- any branch or any file.
+--- any branch or any file. The commit message ends with a
+--- `Beat-Worktree: <work tree>` trailer (see repo:worktree_of). A file larger
+--- than max_file_size is not stored: it is listed in `info.skipped` and named
+--- in the message (`Beat-Too-Large: <path> (<size> bytes)`).
 ---@param opts? beat.git.SnapshotOptions
 ---@return string|nil commit the snapshot's commit id
 ---@return beat.git.TreeInfo|string info, or the error
@@ -226,11 +321,12 @@ function Repo:snapshot(opts)
   if type(opts) ~= "table" then
     error(fname .. ": options must be a table, got " .. type(opts), 2)
   end
-  only(fname, opts, { ref = true, message = true, parent = true, full = true })
+  only(fname, opts, { ref = true, message = true, parent = true, full = true, max_file_size = true })
   check(fname, opts, "ref", "string")
   check(fname, opts, "message", "string")
   check(fname, opts, "parent", "string|table|boolean")
   check(fname, opts, "full", "boolean")
+  local max = check_size(fname, opts, "max_file_size")
   if opts.parent == true then
     error(fname .. ": opts.parent must be a revision, a list of revisions or false, got true", 2)
   end
@@ -249,10 +345,16 @@ function Repo:snapshot(opts)
       parents[#parents + 1] = r.commit
     end
   end
-  local tree, info = self:tree { full = opts.full }
+  local tree, info = self:tree { full = opts.full, max_file_size = max }
   if not tree then return nil, info end
   local name, email = signature(self)
-  local id, err = self._c:commit(tree, parents, with_newline(opts.message or "beat snapshot"), name, email)
+  -- trailers: the work tree it was taken in, the files left out
+  local lines = { ("Beat-Worktree: %s"):format(escape_line((self:path()))) }
+  for _, f in ipairs(info.skipped) do
+    lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format(escape_line(f.path), f.size)
+  end
+  local message = with_newline(opts.message or "beat snapshot") .. "\n" .. table.concat(lines, "\n") .. "\n"
+  local id, err = self._c:commit(tree, parents, message, name, email)
   if not id then return nil, err end
   if ref then
     local ok, rerr = self._c:set_ref(ref, id, "beat: snapshot")
@@ -268,12 +370,13 @@ end
 ---@class beat.git.RestoreResult
 ---@field written integer files written (or whose exec bit changed)
 ---@field removed integer files removed
+---@field kept beat.git.Skipped[] files too large to snapshot, left as they are (no snapshot could give them back)
 
 --- Make the work tree equal to a snapshot for every path that is not ignored:
 --- changed files rewritten with the snapshot's bytes (no checkout filter),
 --- added files removed, deleted files back, modes back, directories emptied by
---- the removals removed. Ignored paths, `.beat/`, HEAD, the index and branches
---- are not touched.
+--- the removals removed. Ignored paths, excluded paths (`.beat/`), files too
+--- large to snapshot, HEAD, the index and branches are not touched.
 ---@param opts string|beat.git.RestoreOptions the snapshot, or options
 ---@return beat.git.RestoreResult|nil result
 ---@return string? err
@@ -286,16 +389,18 @@ function Repo:restore(opts)
   local backup = opts.backup and beat_ref(fname, opts.backup, "opts.backup")
   local r, rerr = resolve(self, "restore", opts.commit)
   if not r then return nil, rerr end
-  local current, err = self._c:tree(false)
-  if not current then return nil, err end
+  local current, info = self._c:tree(false)
+  if not current then return nil, info end
   if backup then
     local id, berr = self:snapshot { ref = backup, message = "beat: work tree before restore" }
     if not id then return nil, berr end
   end
-  if current == r.tree then return { written = 0, removed = 0 } end
-  local written, removed = self._c:restore_tree(current, r.tree)
+  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped } end
+  local keep = {}
+  for i, f in ipairs(info.skipped) do keep[i] = f.path end
+  local written, removed = self._c:restore_tree(current, r.tree, keep)
   if not written then return nil, removed end
-  return { written = written, removed = removed }
+  return { written = written, removed = removed, kept = info.skipped }
 end
 
 ---@class beat.git.DiffOptions
@@ -380,22 +485,48 @@ function Repo:refs(opts)
 end
 
 --- Point a ref under refs/beat/ at an existing commit (a snapshot): how a
---- strategy names its best result without taking another snapshot.
----@param opts {ref: string, commit: string} ref "refs/beat/<x>" or "<x>"; commit a revision
----@return string|nil id the commit id
+--- strategy names its best result without taking another snapshot. With
+--- `create = true` the ref must not exist yet: of several processes
+--- creating one name at once, exactly one gets the id and the others
+--- `false, "set_ref: <ref> exists"` — how a run reserves its id in a
+--- repository whose work trees share refs/beat/.
+---@param opts {ref: string, commit: string, create?: boolean} ref "refs/beat/<x>" or "<x>"; commit a revision
+---@return string|false|nil id the commit id; false when create and the ref exists
 ---@return string? err
 function Repo:set_ref(opts)
   local fname = "repo:set_ref"
   if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 2) end
-  only(fname, opts, { ref = true, commit = true })
+  only(fname, opts, { ref = true, commit = true, create = true })
   check(fname, opts, "ref", "string", true)
   check(fname, opts, "commit", "string", true)
+  check(fname, opts, "create", "boolean")
   local ref = beat_ref(fname, opts.ref, "opts.ref")
   local r, rerr = resolve_commit(self, "set_ref", opts.commit)
   if not r then return nil, rerr end
-  local ok, err = self._c:set_ref(ref, r.commit, "beat: set ref")
+  local ok, err = self._c:set_ref(ref, r.commit, "beat: set ref", opts.create == true)
+  if ok == false then return false, "set_ref: " .. ref .. " exists" end
   if not ok then return nil, "set_ref: " .. err end
   return r.commit
+end
+
+--- The work tree a snapshot was taken in (its `Beat-Worktree:` trailer), or
+--- false when the commit does not say (a snapshot from before beat recorded
+--- it, or any other commit).
+---@param rev string a snapshot or any revision naming a commit
+---@return string|false|nil path
+---@return string? err
+function Repo:worktree_of(rev)
+  local fname = "repo:worktree_of"
+  if type(rev) ~= "string" then error(fname .. ": rev must be a string, got " .. type(rev), 2) end
+  local r, rerr = resolve_commit(self, "worktree_of", rev)
+  if not r then return nil, rerr end
+  local msg, err = self._c:message(r.commit)
+  if not msg then return nil, err end
+  local path
+  for line in msg:gmatch("[^\n]+") do
+    path = line:match("^Beat%-Worktree: (.+)$") or path
+  end
+  return path and unescape_line(path) or false
 end
 
 --- Delete the refs under refs/beat/ whose names start with a prefix.
@@ -443,13 +574,16 @@ function Repo:worktree(path, commit)
   local r, rerr = resolve_commit(self, "worktree", opts.commit)
   if not r then return nil, rerr end
   local name = (strip_slash(opts.path):match("([^/]+)$") or "wt"):gsub("[^%w%-_.]", "_")
-  local mok, merr = mkdir_parents(strip_slash(opts.path))
-  if not mok then return nil, "worktree: " .. merr end
+  local parent = strip_slash(opts.path):match("^(.+)/[^/]+$")
+  if parent then
+    local mok, merr = fs.mkdir_p(parent)
+    if not mok then return nil, "worktree: " .. merr end
+  end
   local ok, err = self._c:worktree_add(opts.path, r.commit, name)
   if not ok then return nil, err end
   local watch = opts.watch
   if watch == nil then watch = self._watch end
-  return M.open { dir = opts.path, watch = watch }
+  return M.open { dir = opts.path, watch = watch, exclude = self._exclude }
 end
 
 --- Delete a work tree made by repo:worktree: its directory and git's record
@@ -483,22 +617,23 @@ function Repo:lock(opts)
   only(fname, opts, { id = true, name = true })
   check(fname, opts, "id", "string", true)
   check(fname, opts, "name", "string")
-  if opts.id == "" or opts.id:find("[\n\r]") then
-    error(fname .. ": opts.id must be a non-empty single line", 2)
-  end
+  check_id(fname, opts.id, 2)
   local name = opts.name or "run"
   if not name:match("^[%w%-_.]+$") then
     error(string.format("%s: opts.name must be a plain file name, got %q", fname, name), 2)
   end
   local _, gitdir = self:path()
   local dir = gitdir .. "/beat"
-  local ok, err = C.mkdir(dir)
-  if not ok then return nil, err end
-  local lock, status, pid, id = C.lock(dir .. "/" .. name .. ".lock", opts.id)
-  if lock then return lock end
-  if status ~= "busy" then return nil, status end
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then return nil, "lock: " .. err end
+  local path = dir .. "/" .. name .. ".lock"
+  local k, lerr, code = fs.lock(path, holder(opts.id))
+  if k then return setmetatable({ _k = k }, Lock) end
+  if code ~= fs.errno.EWOULDBLOCK then return nil, "lock: " .. lerr end
+  -- the holder recorded "<pid> <id>" (it may not have yet)
+  local pid, id = (fs.read(path) or ""):match("^(%d+) ([^\n]+)")
   if pid then
-    return nil, string.format("work tree is in use by run %s (pid %d)", id, pid)
+    return nil, string.format("work tree is in use by run %s (pid %s)", id, pid)
   end
   return nil, "work tree is in use by another run"
 end

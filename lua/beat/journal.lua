@@ -134,11 +134,16 @@ local function tsv_field(v)
   return (redact.text(utf8_clean(tostring(v))):gsub("[\t\r\n]+", " "))
 end
 
---- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`).
+--- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`)
+--- with an id no other run has: free under `root` (the directory is made
+--- with a must-not-exist mkdir) and, with `reserve`, claimed wherever else
+--- ids must be unique — `reserve(id)` claims it atomically and returns true,
+--- false when it is taken (another id is tried), or nil, err.
 ---@param root string
 ---@param now number
+---@param reserve? fun(id: string): (boolean|nil, string?)
 ---@return beat.Journal|nil, string?
-function M.create(root, now)
+function M.create(root, now, reserve)
   local ok, err = fs.mkdir_p(root)
   if not ok then return nil, err end
   local t = now
@@ -147,12 +152,18 @@ function M.create(root, now)
     local dir = root .. "/" .. id
     local made, merr, code = fs.mkdir(dir)
     if made then
-      local j = setmetatable({ id = id, dir = dir, path = dir .. "/journal.jsonl",
-                               tsv = dir .. "/results.tsv" }, Journal)
-      ok, err = fs.append(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n", true)
-      if not ok then return nil, err end
-      return j
-    elseif code ~= 17 then -- not EEXIST
+      local claimed, cerr = true, nil
+      if reserve then claimed, cerr = reserve(id) end
+      if claimed then
+        local j = setmetatable({ id = id, dir = dir, path = dir .. "/journal.jsonl",
+                                 tsv = dir .. "/results.tsv" }, Journal)
+        ok, err = fs.append(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n", true)
+        if not ok then return nil, err end
+        return j
+      end
+      fs.rm_rf(dir)
+      if claimed == nil then return nil, cerr end
+    elseif code ~= fs.errno.EEXIST then
       return nil, merr
     end
     t = t + 0.001

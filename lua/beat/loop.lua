@@ -13,6 +13,7 @@ local task = require "beat.task"
 local journal = require "beat.journal"
 local duration = require "beat.duration"
 local fs = require "beat.fs"
+local size = require "beat.size"
 
 local M = {}
 
@@ -34,6 +35,7 @@ M.overrides = {}
 ---@field agent_timeout? number|string
 ---@field continue_context? boolean resume the agent's previous session where the CLI can
 ---@field commit_to? string promote the best snapshot to this branch at the end
+---@field max_file_size? integer|string a file the agent makes larger than this (bytes, or "500M", "2G"; default 1G) is not snapshotted: the iteration is rejected and the file set aside
 ---@field quiet? boolean no console lines
 ---@field feedback? fun(result: table): string what the next prompt says about a failed check
 ---@field on_iteration? fun(ctx: table)
@@ -49,6 +51,7 @@ local COMMON = {
   quiet = "boolean", feedback = "function", on_iteration = "function", on_keep = "function",
   on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
   max_rate_limit_waits = "number", rate_limit_cooldown = "number|string",
+  max_file_size = "number|string",
 }
 
 local DURATIONS = { cooldown = true, max_duration = true, agent_timeout = true,
@@ -143,6 +146,10 @@ function M.options(strategy, opts, extra, defaults)
       local s, why = duration.parse(v)
       if not s then error(("%s: option %s %s"):format(fn, k, why), 3) end
       o[k] = s
+    elseif k == "max_file_size" then
+      local n, why = size.parse(v)
+      if not n then error(("%s: option %s %s"):format(fn, k, why), 3) end
+      o[k] = n
     end
   end
   for _, k in ipairs { "max_iterations", "max_consecutive_failures", "max_no_progress" } do
@@ -371,17 +378,45 @@ function Run:measure(n, cmd, opts)
   return m, why
 end
 
---- Snapshots the work tree as iteration n (nil without git); it is also
---- the run's `last` snapshot (`beat restore RUN last`).
+-- Moves files too large to snapshot out of the work tree, into the run's
+-- directory (or removes them when that is on another file system); returns
+-- one line naming them and where they went.
+local function set_aside(run, n, files)
+  local root = run.repo:path()
+  local dest = ("%s/too-large/iter-%d"):format(run.journal.dir, n)
+  local names, moved = {}, true
+  for _, f in ipairs(files) do
+    local from, to = root .. "/" .. f.path, dest .. "/" .. f.path
+    fs.mkdir_p(to:match("^(.*)/[^/]*$"))
+    local ok = os.rename(from, to)
+    if not ok then
+      moved = false
+      os.remove(from)
+    end
+    names[#names + 1] = ("%s (%s)"):format(f.path, size.format(f.size))
+  end
+  run.journal:write("too_large", { iteration = n, files = files, set_aside = moved and dest or nil })
+  return ("too large to snapshot (max_file_size %s): %s; %s"):format(
+    size.format(run.opts.max_file_size or beat.git.default_max_file_size), table.concat(names, ", "),
+    moved and ("moved to " .. dest) or "removed")
+end
+
+--- Snapshots the work tree as iteration n (nil without git). When the agent
+--- left files too large to snapshot, the rest of the tree is snapshotted,
+--- then those files are set aside, and the second result says so: the
+--- strategy rejects the iteration. The snapshot is also the run's `last`
+--- (`beat restore RUN last`).
+---@return string|nil snapshot, string? rejected
 function Run:snapshot(n)
   if not self.repo then return nil end
-  local id, err = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
+  local id, info = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
-  if not id then error("snapshot failed: " .. tostring(err), 0) end
+  if not id then error("snapshot failed: " .. tostring(info), 0) end
   self.at, self.since = id, {}
   local ok, lerr = self.repo:set_ref { ref = ("refs/beat/%s/last"):format(self.id), commit = id }
   if not ok then error("cannot record the last snapshot: " .. tostring(lerr), 0) end
   self.last = id
+  if #info.skipped > 0 then return id, set_aside(self, n, info.skipped) end
   return id
 end
 
@@ -493,17 +528,40 @@ function Run:user_stop(extra)
   if v then return type(v) == "string" and v or "stop_when returned true" end
 end
 
-local function ensure_excluded(repo)
+-- git ignores the runs directory (`.beat/`, or `/<dir>/` for a runs_dir
+-- moved inside the work tree), so later restores leave it alone too.
+local function ensure_excluded(repo, rel)
   local _, gitdir = repo:path()
   if not gitdir then return end
   local common = gitdir:gsub("/worktrees/[^/]+/?$", "")
   local path = common .. "/info/exclude"
   local data = fs.read(path) or ""
+  local want = rel and ("/" .. rel .. "/") or ".beat/"
   for line in data:gmatch("[^\n]+") do
-    if line == ".beat/" or line == "/.beat/" or line == ".beat" then return end
+    if line == want or (not rel and (line == "/.beat/" or line == ".beat")) then return end
   end
   fs.mkdir_p(common .. "/info")
-  fs.append(path, (data == "" or data:sub(-1) == "\n") and ".beat/\n" or "\n.beat/\n")
+  fs.append(path, (data == "" or data:sub(-1) == "\n") and want .. "\n" or "\n" .. want .. "\n")
+end
+
+-- The runs directory as an absolute path, and its path inside the work
+-- tree root when it is there but not under .beat/ (nil otherwise).
+local function runs_dir_of(opts, root)
+  local dir = opts.runs_dir or (root .. "/.beat/runs")
+  if dir:sub(1, 1) ~= "/" then dir = fs.cwd() .. "/" .. dir end
+  dir = dir:gsub("/%./", "/"):gsub("/+", "/"):gsub("(.)/%.?$", "%1")
+  if dir:sub(1, #root + 1) ~= root .. "/" then return dir, nil end
+  local rel = dir:sub(#root + 2)
+  if rel == ".beat" or rel:sub(1, 6) == ".beat/" then return dir, nil end
+  return dir, rel
+end
+
+-- A failure of the world before the run could start (nothing to undo, no
+-- journal): one line on stderr, exit status 1.
+local function start_failed(run, msg)
+  io.stderr:write("beat: ", msg, "\n")
+  run.status, run.reason = "failed", msg
+  return 1, run
 end
 
 -- Up to three snapshot names, "a, b, …, z" beyond.
@@ -635,7 +693,7 @@ function M.run(strategy, opts, body)
   local lock
   local root = run.cwd
   if opts.git ~= false then
-    local repo, err = beat.git.open(run.cwd)
+    local repo, err = beat.git.open { dir = run.cwd, max_file_size = opts.max_file_size }
     if not repo then
       usage_error(("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
         :format(err))
@@ -652,7 +710,7 @@ function M.run(strategy, opts, body)
       end
     end
   end
-  local runs_dir = opts.runs_dir or (root .. "/.beat/runs")
+  local runs_dir, runs_rel = runs_dir_of(opts, root)
   for _, d in ipairs { root .. "/.beat", runs_dir } do
     local st = fs.stat(d)
     if st and st.type ~= "directory" and not fs.is_dir(d) then
@@ -660,26 +718,53 @@ function M.run(strategy, opts, body)
         :format(d, runs_dir))
     end
   end
-  local j, jerr = journal.create(runs_dir, beat.now())
-  if not j then usage_error("cannot create the run directory: " .. tostring(jerr)) end
-  run.journal, run.id = j, j.id
-
-  if run.repo then
-    local lerr
-    lock, lerr = run.repo:lock { id = run.id }
-    if not lock then
-      fs.rm_rf(j.dir)
-      usage_error(lerr)
-    end
-    ensure_excluded(run.repo)
-    local base, berr = run.repo:snapshot { ref = ("refs/beat/%s/base"):format(run.id),
-      message = ("beat: run %s base (the work tree before the run)"):format(run.id) }
-    if not base then
-      lock:release()
-      error("cannot snapshot the work tree: " .. tostring(berr), 0)
-    end
-    run.base, run.best, run.at = base, base, base
+  if run.repo and runs_rel then
+    -- the runs directory is never snapshotted nor restored, wherever it is
+    run.repo:close()
+    run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel },
+      max_file_size = opts.max_file_size })
   end
+  if run.repo then
+    -- the lock first (nothing is written before it); it names the run
+    -- once its id is reserved
+    local lerr
+    lock, lerr = run.repo:lock { id = "starting" }
+    if not lock then usage_error(lerr) end
+    ensure_excluded(run.repo, runs_rel)
+    local tree, info = run.repo:tree()
+    if not tree then
+      lock:release()
+      return start_failed(run, "cannot snapshot the work tree: " .. tostring(info))
+    end
+    if #info.skipped > 0 then
+      -- a file no snapshot holds could not be given back: refuse to start
+      local f = info.skipped[1]
+      lock:release()
+      usage_error(("%s (%s) is larger than max_file_size (%s): beat could not restore it; "
+        .. "ignore it (.gitignore) or raise max_file_size (--max-file-size)%s"):format(f.path,
+        size.format(f.size), size.format(opts.max_file_size or beat.git.default_max_file_size),
+        #info.skipped > 1 and (" (and %d more)"):format(#info.skipped - 1) or ""))
+    end
+  end
+  -- The run's id is free in this work tree's runs directory and, with git,
+  -- in the repository, whose refs/beat/ every linked work tree shares: the
+  -- base snapshot's ref is created only where no run has that id yet.
+  local j, jerr = journal.create(runs_dir, beat.now(), run.repo and function(id)
+    local base, berr = run.repo:snapshot {
+      message = ("beat: run %s base (the work tree before the run)"):format(id) }
+    if not base then return nil, "cannot snapshot the work tree: " .. tostring(berr) end
+    local ok, rerr = run.repo:set_ref { ref = id .. "/base", commit = base, create = true }
+    if ok == nil then return nil, "cannot record the base snapshot: " .. tostring(rerr) end
+    run.base = ok and base or nil
+    return ok
+  end)
+  if not j then
+    if lock then lock:release() end
+    return start_failed(run, run.repo and tostring(jerr)
+      or "cannot create the run directory: " .. tostring(jerr))
+  end
+  run.journal, run.id, run.best, run.at = j, j.id, run.base, run.base
+  if lock then lock:relabel(run.id) end
 
   j:write("run_start", {
     id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = beat.pid(),

@@ -30,6 +30,9 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --patience N             optimize: stop after N iterations without improvement
   --max-cost USD           stop once the agent's reported cost reaches USD
   --max-duration DUR       stop after DUR
+  --max-file-size SIZE     a file the agent makes larger than SIZE (default 1G;
+                           500M, 2G, or bytes) is not snapshotted: the iteration
+                           is rejected and the file moved into the run's directory
   --reset-on-failure       retry: start each attempt from the original tree
   --keep-last              retry: when the run fails, leave the last attempt in the
                            work tree (default: back to the original tree; the last
@@ -67,6 +70,7 @@ local FLAGS = {
   ["--max-duration"] = { "max_duration", "duration", positive = true },
   ["--reset-on-failure"] = { "reset_on_failure", "bool" }, ["--keep-last"] = { "keep_last", "bool" },
   ["--commit-to"] = { "commit_to", "string" },
+  ["--max-file-size"] = { "max_file_size", "size" },
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
 }
@@ -128,6 +132,10 @@ function M.parse(cli, args)
             cli.usage_error("loop: %s must be longer than 0, got '%s'", flag, v)
           end
           v = s
+        elseif kind == "size" then
+          local n, why = require("beat.size").parse(v)
+          if not n then cli.usage_error("loop: %s %s", flag, why) end
+          v = n
         end
         if kind == "list" then table.insert(p[key], v) else p[key] = v end
       end
@@ -188,7 +196,7 @@ function M.register(cli)
         max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
         cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
         max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
-        quiet = p.quiet,
+        quiet = p.quiet, max_file_size = p.max_file_size,
       }
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
       return cli.drive(function()

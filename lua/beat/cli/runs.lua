@@ -10,14 +10,17 @@ local function work_tree(cli, dir)
   return nil, beat.fs.realpath(dir or "."), err
 end
 
-local function take_dir_flag(cli, args)
-  local rest, dir = {}, nil
+local function take_dir_flag(cli, args, flags)
+  local rest, dir, seen = {}, nil, {}
   local i = 1
   while i <= #args do
     local a = args[i]
     if a == "-w" or a == "--working-directory" then
       dir = args[i + 1] or cli.usage_error("%s needs a directory", a)
       i = i + 2
+    elseif flags and flags[a] then
+      seen[a] = true
+      i = i + 1
     elseif a:sub(1, 1) == "-" then
       cli.usage_error("unknown option '%s'", a)
     else
@@ -25,12 +28,14 @@ local function take_dir_flag(cli, args)
       i = i + 1
     end
   end
-  return rest, dir
+  return rest, dir, seen
 end
 
 -- Runs known to the work tree: journals in .beat/runs, plus runs whose
 -- snapshots are still in git when the journal is gone (an agent or a
--- `git clean -x` removed .beat/).
+-- `git clean -x` removed .beat/). refs/beat/ is shared by every linked work
+-- tree of the repository: a run whose base snapshot says it was taken in
+-- another work tree is marked `other = <that path>`.
 local function known_runs(root, repo)
   local journal = require "beat.journal"
   local runs = journal.list(root .. "/.beat/runs")
@@ -41,7 +46,9 @@ local function known_runs(root, repo)
       local id = ref.name:match("^refs/beat/([^/]+)/")
       if id and not seen[id] then
         seen[id] = true
-        runs[#runs + 1] = { id = id, dir = root .. "/.beat/runs/" .. id, journal_gone = true }
+        local from = repo:worktree_of(("refs/beat/%s/base"):format(id))
+        runs[#runs + 1] = { id = id, dir = root .. "/.beat/runs/" .. id, journal_gone = true,
+          other = from and from ~= root and from or nil }
       end
     end
     table.sort(runs, function(a, b) return a.id < b.id end)
@@ -52,7 +59,12 @@ end
 local function find_run(cli, root, id, repo)
   local runs = known_runs(root, repo)
   if #runs == 0 then cli.usage_error("no runs in %s/.beat/runs", root) end
-  if id == nil or id == "last" or id == "latest" then return runs[#runs] end
+  if id == nil or id == "last" or id == "latest" then
+    for i = #runs, 1, -1 do
+      if not runs[i].other then return runs[i] end
+    end
+    cli.usage_error("no runs in %s/.beat/runs", root)
+  end
   local found
   for _, r in ipairs(runs) do
     if r.id:sub(1, #id) == id then
@@ -94,6 +106,8 @@ function M.register(cli)
           print(("%s  %s  %-9s  %-11s %3d iter  %s"):format(r.id,
             os.date("%Y-%m-%d %H:%M", math.floor(start.time or 0)), start.strategy or "?", status,
             iters, last.reason or ""))
+        elseif r.other then
+          print(("%s  (a run of the work tree %s)"):format(r.id, r.other))
         else
           print(("%s  (journal gone; snapshots kept in refs/beat/%s/)"):format(r.id, r.id))
         end
@@ -132,19 +146,24 @@ function M.register(cli)
 
   cli.command("restore", {
     summary = "put the work tree back as it was at a point of a run",
-    usage = "beat restore RUN [base|best|last|iter-N|pre-restore-N|before-restore-N] [-w DIR]",
+    usage = "beat restore RUN [base|best|last|iter-N|pre-restore-N|before-restore-N] [--into-this-tree] [-w DIR]",
     help = [[
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):
 base (default) is the work tree as it was before the run — uncommitted and
 untracked files included — so this undoes the run; best is the best result;
 last is the last iteration; iter-N is iteration N; pre-restore-N is what
 the run saved before it rewrote the work tree (files a check or eval wrote,
-or your edits made while it ran). Ignored files are never touched, HEAD,
-the index and branches are not changed. The work tree as it is now is first saved as
+or your edits made while it ran). Ignored files are never touched, nor are
+files too large to snapshot (they are named); HEAD, the index and branches
+are not changed. The work tree as it is now is first saved as
 refs/beat/RUN/before-restore-N (a new N each time), so a restore can itself
-be undone. Works from the snapshots in git even when .beat/ was deleted.]],
+be undone. Works from the snapshots in git even when .beat/ was deleted.
+
+Linked work trees (git worktree add) share their repository's snapshots;
+a snapshot taken in another work tree is refused (exit 2) unless
+--into-this-tree says to put that tree's files into this one.]],
     run = function(args)
-      local rest, dir = take_dir_flag(cli, args)
+      local rest, dir, flags = take_dir_flag(cli, args, { ["--into-this-tree"] = true })
       if not rest[1] then cli.usage_error("restore: missing RUN (see 'beat runs')") end
       if rest[3] then cli.usage_error("restore: unexpected argument '%s'", rest[3]) end
       local which = rest[2] or "base"
@@ -163,6 +182,11 @@ be undone. Works from the snapshots in git even when .beat/ was deleted.]],
         if n and n > backups then backups = n end
       end
       if not target then cli.usage_error("restore: run %s has no snapshot '%s'", r.id, which) end
+      local from = repo:worktree_of(target)
+      if from and from ~= root and not flags["--into-this-tree"] then
+        cli.usage_error("restore: run %s belongs to the work tree %s, not this one (%s); "
+          .. "restore it there, or pass --into-this-tree", r.id, from, root)
+      end
       local lock, lerr = repo:lock { id = "restore" }
       if not lock then io.stderr:write("beat: restore: ", lerr, "\n") return 1 end
       local changed = repo:changed(target)
@@ -178,6 +202,10 @@ be undone. Works from the snapshots in git even when .beat/ was deleted.]],
       if not res then io.stderr:write("beat: restore: ", tostring(rerr), "\n") return 1 end
       print(("work tree restored to %s of run %s (%s): %d written, %d removed"):format(
         which, r.id, target:sub(1, 10), res.written, res.removed))
+      for _, f in ipairs(res.kept or {}) do
+        print(("left as it is: %s (%s, too large to snapshot, so no snapshot holds it)"):format(
+          f.path, require("beat.size").format(f.size)))
+      end
       print(("undo this: beat restore %s %s"):format(r.id, backup))
       return 0
     end,

@@ -1,0 +1,296 @@
+/*
+ * filter.c — when the index's blob ids are not the files' bytes.
+ *
+ * `git add` may store a tracked file as other bytes than the file's (eol
+ * conversion, ident, a filter driver, a working-tree encoding).  Where that
+ * is possible, a full scan cannot take an unchanged index entry's blob id
+ * for the file's bytes: it reads the file, or takes the id from beat's own
+ * raw stat cache (<gitdir>/beat/raw-index) while the file's stat data is
+ * unchanged.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "git.h"
+
+static int nonempty_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0;
+}
+
+/* Whether some directory of a ':'-separated search path holds file name. */
+static int search_path_has(int level, const char *name)
+{
+    git_buf sp = {0};
+    int found = 0;
+    if (git_libgit2_opts(GIT_OPT_GET_SEARCH_PATH, level, &sp) < 0)
+        return 1;  /* cannot tell: assume it does */
+    for (const char *s = sp.ptr ? sp.ptr : ""; *s && !found;) {
+        size_t n = strcspn(s, ":");
+        char *p = NULL;
+        if (n && asprintf(&p, "%.*s/%s", (int)n, s, name) >= 0) {
+            found = nonempty_file(p);
+            free(p);
+        }
+        s += n;
+        if (*s == ':')
+            s++;
+    }
+    git_buf_dispose(&sp);
+    return found;
+}
+
+/* Whether a .gitattributes file is in dir (rel, "" = root) of the work tree. */
+static int dir_has_attrs(brepo *r, const char *dir, size_t dlen)
+{
+    char *p = NULL;
+    int found;
+    if (asprintf(&p, "%s%.*s%s.gitattributes", r->workdir, (int)dlen, dir,
+        dlen ? "/" : "") < 0)
+        return 1;
+    found = access(p, F_OK) == 0;
+    free(p);
+    return found;
+}
+
+/*
+ * Whether `git add` could have stored some tracked file as other bytes than
+ * the file's (eol conversion, ident, a filter driver, a working-tree
+ * encoding): then the index's blob ids cannot stand for the files' bytes.
+ * True when core.autocrlf is on or any attribute source exists: the system
+ * and global attribute files, info/attributes, a .gitattributes in the index,
+ * or a .gitattributes file in a directory that holds a tracked file or in one
+ * above it (an untracked directory's own files are hashed anyway).  Cheap:
+ * a few config reads and one access(2) per directory of the index.
+ */
+int filters_possible(brepo *r, git_index *idx)
+{
+    git_config *cfg = NULL;
+    git_buf b = {0};
+    char *last = NULL, *p = NULL;
+    int any = 0, autocrlf = 0;
+
+    if (git_repository_config_snapshot(&cfg, r->repo) < 0)
+        return 1;
+    const char *s;
+    if (git_config_get_string(&s, cfg, "core.autocrlf") == 0) {
+        int v;
+        autocrlf = git_config_parse_bool(&v, s) == 0 ? v
+            : strcasecmp(s, "input") == 0;
+    }
+    if (git_config_get_path(&b, cfg, "core.attributesfile") == 0)
+        any = nonempty_file(b.ptr);
+    else
+        any = search_path_has(GIT_CONFIG_LEVEL_XDG, "attributes");
+    git_buf_dispose(&b);
+    git_config_free(cfg);
+    if (autocrlf || any || search_path_has(GIT_CONFIG_LEVEL_SYSTEM, "gitattributes"))
+        return 1;
+    if (asprintf(&p, "%sinfo/attributes", git_repository_commondir(r->repo)) < 0)
+        return 1;
+    any = nonempty_file(p);
+    free(p);
+    if (any || dir_has_attrs(r, "", 0))
+        return 1;
+    /* the index is sorted, so each directory's entries are contiguous and
+     * each directory is looked at once, when its first entry comes */
+    if (!(last = str_dup("")))
+        return 1;
+    size_t n = git_index_entrycount(idx);
+    for (size_t i = 0; i < n && !any; i++) {
+        const git_index_entry *ie = git_index_get_byindex(idx, i);
+        const char *path = ie->path, *slash = strrchr(path, '/');
+        size_t dlen = slash ? (size_t)(slash - path) : 0, c = 0;
+        if (strcmp(slash ? slash + 1 : path, ".gitattributes") == 0) {
+            any = 1;
+            break;
+        }
+        if (strlen(last) == dlen && strncmp(last, path, dlen) == 0)
+            continue;
+        /* c: length of the directories path shares with last */
+        while (c < dlen && last[c] && last[c] == path[c])
+            c++;
+        if (!((c == dlen || path[c] == '/') && (last[c] == '\0' || last[c] == '/')))
+            while (c > 0 && path[c] != '/')
+                c--;
+        for (size_t j = c + 1; j <= dlen && !any; j++)
+            if (j == dlen || path[j] == '/')
+                any = dir_has_attrs(r, path, j);
+        free(last);
+        if (!(last = strndup(path, dlen)))
+            any = 1;
+    }
+    free(last);
+    return any;
+}
+
+/*
+ * The raw stat cache, <gitdir>/beat/raw-index: an index file (git's format,
+ * never git's index) whose entries say "the file at this path, with exactly
+ * this stat data, has these bytes".  It spares a full scan from reading every
+ * tracked file again where filters are possible (see filters_check_index).
+ * Only a cache: unreadable, it is started afresh; unwritable, it is not
+ * kept.  Returns NULL when it cannot be had at all.
+ */
+static git_index *raw_cache(brepo *r)
+{
+    if (r->rawcache) {
+        if (git_index_read(r->rawcache, 0) < 0 && git_index_clear(r->rawcache) < 0) {
+            git_index_free(r->rawcache);
+            r->rawcache = NULL;
+        }
+        return r->rawcache;
+    }
+    char *p = path_gitdir(r, "beat/raw-index");
+    if (!p)
+        return NULL;
+    if (git_index_open(&r->rawcache, p) < 0) {
+        unlink(p);
+        if (git_index_open(&r->rawcache, p) < 0)
+            r->rawcache = NULL;
+    }
+    free(p);
+    git_error_clear();
+    return r->rawcache;
+}
+
+/* Whether two entries record the same stat data (all the fields git
+ * compares, ctime included) and mode. */
+static int same_stat(const git_index_entry *a, const git_index_entry *b)
+{
+    return a->mode == b->mode && a->file_size == b->file_size &&
+        a->ino == b->ino && a->uid == b->uid && a->gid == b->gid &&
+        a->mtime.seconds == b->mtime.seconds &&
+        a->mtime.nanoseconds == b->mtime.nanoseconds &&
+        a->ctime.seconds == b->ctime.seconds &&
+        a->ctime.nanoseconds == b->ctime.nanoseconds;
+}
+
+/* An entry with st's stat data as git records it. */
+static void entry_from_stat(git_index_entry *ie, const struct stat *st)
+{
+    memset(ie, 0, sizeof *ie);
+    ie->ctime.seconds = (int32_t)st->st_ctim.tv_sec;
+    ie->ctime.nanoseconds = (uint32_t)st->st_ctim.tv_nsec;
+    ie->mtime.seconds = (int32_t)st->st_mtim.tv_sec;
+    ie->mtime.nanoseconds = (uint32_t)st->st_mtim.tv_nsec;
+    ie->dev = (uint32_t)st->st_dev;
+    ie->ino = (uint32_t)st->st_ino;
+    ie->uid = st->st_uid;
+    ie->gid = st->st_gid;
+    ie->file_size = (uint32_t)st->st_size;
+}
+
+/*
+ * For a full scan where filters are possible (filters_possible): the blob id
+ * of an index entry the diff found unchanged is the clean-filtered content,
+ * not necessarily the file's bytes.  Gives every such tracked regular file
+ * its own bytes' id: from the raw stat cache when it holds the path with the
+ * entry's exact stat data, else by reading the file (and then remembering it,
+ * unless the file changed in the last seconds: a write in the same clock
+ * tick could keep the stat data and change the bytes).  Adds a change for
+ * each file whose bytes are not its index blob.
+ *
+ * An unchanged entry's stat data is the file's as it is now, except for
+ * the paths in `uncertain` (sorted): those git found unchanged only by
+ * hashing them through the clean filter, their stat data being stale; the
+ * cache is not consulted for them.
+ * seen[0..nd) are the paths the diff reported, sorted: they are hashed
+ * already.  Entries git does not look at (assume-unchanged, skip-worktree,
+ * intent-to-add) keep their index blob, as `git add -A` keeps them.
+ */
+int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
+    const char **seen, size_t nd, changes *c, size_t *nhashed, errbuf *e)
+{
+    git_index *cache = raw_cache(r);
+    git_odb *odb = NULL;
+    size_t ne = git_index_entrycount(use), added = 0;
+    time_t now = time(NULL);
+    int rc = -1;
+
+    /* the cache names blobs that only snapshots may hold: a gc may have
+     * pruned them since, so such an id is used only while it exists */
+    if (cache && git_repository_odb(&odb, r->repo) < 0) {
+        git_error_clear();
+        cache = NULL;
+    }
+    /* paths no longer tracked linger in the cache; harmless (an entry only
+     * counts when its stat data matches), but start afresh when they pile
+     * up: this scan refills it */
+    if (cache && git_index_entrycount(cache) > 2 * ne + 1024 &&
+        git_index_clear(cache) < 0) {
+        git_error_clear();
+        cache = NULL;
+    }
+    for (size_t i = 0; i < ne; i++) {
+        const git_index_entry *ie = git_index_get_byindex(use, i);
+        const char *path = ie->path;
+        git_oid oid;
+        uint32_t mode = ie->mode;
+        if (GIT_INDEX_ENTRY_STAGE(ie) != 0 ||
+            (ie->mode != GIT_FILEMODE_BLOB && ie->mode != GIT_FILEMODE_BLOB_EXECUTABLE) ||
+            (ie->flags & GIT_INDEX_ENTRY_VALID) ||
+            (ie->flags_extended & (GIT_INDEX_ENTRY_SKIP_WORKTREE | GIT_INDEX_ENTRY_INTENT_TO_ADD)) ||
+            path_excluded(r, path) ||
+            (nd && bsearch(&path, seen, nd, sizeof *seen, cmp_str)))
+            continue;
+        const git_index_entry *ce = cache && !(uncertain->n &&
+            bsearch(&path, uncertain->v, uncertain->n, sizeof *uncertain->v, cmp_str))
+            ? git_index_get_bypath(cache, path, 0) : NULL;
+        if (ce && same_stat(ce, ie) &&
+            (git_oid_equal(&ce->id, &ie->id) || git_odb_exists(odb, &ce->id))) {
+            git_oid_cpy(&oid, &ce->id);
+        } else {
+            struct stat st;
+            memset(&st, 0, sizeof st);
+            int h = tree_hash_path(r, use, path, 1, &oid, &mode, &st, e);
+            if (h < 0)
+                goto done;
+            if (h != 1) {
+                /* gone since the diff looked, or a directory now */
+                if (changes_add(c, path, NULL, 0) < 0) {
+                    err_set(e, "snapshot: out of memory");
+                    goto done;
+                }
+                continue;
+            }
+            (*nhashed)++;
+            /* remembered only when what was read is what the entry's
+             * stat data describes, and not too fresh */
+            git_index_entry ne2;
+            entry_from_stat(&ne2, &st);
+            ne2.mode = mode;
+            if (cache && S_ISREG(st.st_mode) && same_stat(&ne2, ie) &&
+                st.st_mtim.tv_sec + 2 < now && st.st_ctim.tv_sec + 2 < now) {
+                ne2.path = path;
+                git_oid_cpy(&ne2.id, &oid);
+                if (git_index_add(cache, &ne2) == 0)
+                    added++;
+                else
+                    git_error_clear();
+            }
+        }
+        if ((!git_oid_equal(&oid, &ie->id) || mode != ie->mode) &&
+            changes_add(c, path, &oid, mode) < 0) {
+            err_set(e, "snapshot: out of memory");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (cache && added) {
+        char *dir = path_gitdir(r, "beat");
+        if (dir && (mkdir(dir, 0777) == 0 || errno == EEXIST) &&
+            git_index_write(cache) < 0)
+            git_error_clear();  /* a cache: the scan is right without it */
+        free(dir);
+    }
+    git_odb_free(odb);
+    return rc;
+}
+

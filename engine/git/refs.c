@@ -1,0 +1,388 @@
+/*
+ * refs.c — repository methods over commits, refs, revisions and diffs:
+ * thin Lua-facing wrappers of libgit2 (registered by bind.c).  Failures of
+ * the world return nil, "what: why"; bad arguments raise.
+ */
+#include <string.h>
+
+#include "git.h"
+
+/* repo:commit(tree, parents, message, name, email) -> commit id */
+int repo_commit(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid tid, cid, pids[16];
+    size_t np, i;
+    const char *msg, *name, *email;
+    git_tree *tree = NULL;
+    const git_commit *parents[16] = {0};
+    git_signature *sig = NULL;
+    int rc = 0;
+
+    check_oid(L, 2, &tid);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    msg = luaL_checkstring(L, 4);
+    name = luaL_checkstring(L, 5);
+    email = luaL_checkstring(L, 6);
+    np = lua_rawlen(L, 3);
+    luaL_argcheck(L, np <= 16, 3, "at most 16 parents");
+    for (i = 0; i < np; i++) {
+        lua_rawgeti(L, 3, (lua_Integer)i + 1);
+        const char *s = lua_tostring(L, -1);
+        if (!s || strlen(s) != GIT_OID_HEXSZ || git_oid_fromstr(&pids[i], s) < 0)
+            return luaL_argerror(L, 3, "parents must be object ids");
+        lua_pop(L, 1);
+    }
+    if (git_signature_now(&sig, name, email) < 0)
+        return push_gitfail(L, "snapshot: signature");
+    if (git_tree_lookup(&tree, r->repo, &tid) < 0) {
+        rc = push_gitfail(L, "snapshot: tree");
+        goto done;
+    }
+    for (i = 0; i < np; i++) {
+        if (git_commit_lookup((git_commit **)&parents[i], r->repo, &pids[i]) < 0) {
+            rc = push_gitfail(L, "snapshot: parent");
+            goto done;
+        }
+    }
+    if (git_commit_create(&cid, r->repo, NULL, sig, sig, NULL, msg, tree, np,
+            parents) < 0) {
+        rc = push_gitfail(L, "snapshot: commit");
+        goto done;
+    }
+    push_oid(L, &cid);
+    rc = 1;
+done:
+    for (i = 0; i < np; i++)
+        git_commit_free((git_commit *)parents[i]);
+    git_tree_free(tree);
+    git_signature_free(sig);
+    return rc;
+}
+
+/*
+ * repo:set_ref(name, id, log message, create) -> true | nil, error
+ * Points the ref at id, overwriting it; with create, only when no such ref
+ * exists: atomically (git's lock file), so of several processes creating
+ * one name exactly one gets true, and the others false.
+ */
+int repo_set_ref(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    const char *name = luaL_checkstring(L, 2);
+    git_oid oid;
+    git_reference *ref = NULL;
+    check_oid(L, 3, &oid);
+    const char *logmsg = luaL_optstring(L, 4, "beat");
+    int create = lua_toboolean(L, 5);
+    git_oid none;
+    int rc;
+    /* "must not exist" is checked under the ref's lock only when asked for
+     * through an all-zero expected value: git_reference_create with force 0
+     * looks before it locks, so two processes could both create the ref */
+    memset(&none, 0, sizeof none);
+    if (create)
+        rc = git_reference_create_matching(&ref, r->repo, name, &oid, 1, &none, logmsg);
+    else
+        rc = git_reference_create(&ref, r->repo, name, &oid, 1, logmsg);
+    if (rc < 0) {
+        if (create && (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || rc == GIT_ELOCKED)) {
+            git_error_clear();
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        return push_gitfail(L, "ref");
+    }
+    git_reference_free(ref);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* repo:message(commit id) -> the commit's message | nil, error */
+int repo_message(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid oid;
+    git_commit *c = NULL;
+    check_oid(L, 2, &oid);
+    if (git_commit_lookup(&c, r->repo, &oid) < 0)
+        return push_gitfail(L, "commit");
+    lua_pushstring(L, git_commit_message(c));
+    git_commit_free(c);
+    return 1;
+}
+
+/* repo:get_ref(name) -> id or nil */
+int repo_get_ref(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid oid;
+    if (git_reference_name_to_id(&oid, r->repo, luaL_checkstring(L, 2)) < 0)
+        return 0;
+    push_oid(L, &oid);
+    return 1;
+}
+
+/* repo:delete_ref(name) -> true */
+int repo_delete_ref(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    if (git_reference_remove(r->repo, luaL_checkstring(L, 2)) < 0)
+        return push_gitfail(L, "delete ref");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* repo:refs(prefix) -> { {name=, id=}, ... } sorted by name */
+int repo_refs(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    size_t plen;
+    const char *prefix = luaL_checklstring(L, 2, &plen);
+    git_reference_iterator *it = NULL;
+    const char *name;
+    lua_Integer n = 0;
+    int rc;
+
+    if (git_reference_iterator_new(&it, r->repo) < 0)
+        return push_gitfail(L, "refs");
+    lua_newtable(L);
+    while ((rc = git_reference_next_name(&name, it)) == 0) {
+        git_oid oid;
+        if (strncmp(name, prefix, plen) != 0)
+            continue;
+        if (git_reference_name_to_id(&oid, r->repo, name) < 0)
+            continue;
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        push_oid(L, &oid);
+        lua_setfield(L, -2, "id");
+        lua_rawseti(L, -2, ++n);
+    }
+    git_reference_iterator_free(it);
+    if (rc != GIT_ITEROVER)
+        return push_gitfail(L, "refs");
+    return 1;
+}
+
+/* repo:head() -> commit id or nil (no commits yet), branch ref name or nil
+ * (detached) */
+int repo_head(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_reference *head = NULL;
+    git_oid oid;
+    if (git_reference_lookup(&head, r->repo, "HEAD") < 0)
+        return push_gitfail(L, "head");
+    if (git_reference_type(head) == GIT_REFERENCE_SYMBOLIC) {
+        const char *target = git_reference_symbolic_target(head);
+        if (git_reference_name_to_id(&oid, r->repo, target) == 0)
+            push_oid(L, &oid);
+        else
+            lua_pushnil(L);
+        lua_pushstring(L, target);
+    } else {
+        push_oid(L, git_reference_target(head));
+        lua_pushnil(L);
+    }
+    git_reference_free(head);
+    return 2;
+}
+
+/* repo:resolve(rev) -> commit id, tree id; for a tree: false, tree id;
+ * nil, error when rev names neither */
+int repo_resolve(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    const char *rev = luaL_checkstring(L, 2);
+    git_object *obj = NULL, *peeled = NULL;
+    if (git_revparse_single(&obj, r->repo, rev) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "unknown revision: %s", rev);
+        return 2;
+    }
+    if (git_object_type(obj) == GIT_OBJECT_TREE) {
+        lua_pushboolean(L, 0);
+        push_oid(L, git_object_id(obj));
+        git_object_free(obj);
+        return 2;
+    }
+    if (git_object_peel(&peeled, obj, GIT_OBJECT_COMMIT) < 0) {
+        git_object_free(obj);
+        lua_pushnil(L);
+        lua_pushfstring(L, "not a commit: %s", rev);
+        return 2;
+    }
+    push_oid(L, git_object_id(peeled));
+    push_oid(L, git_commit_tree_id((git_commit *)peeled));
+    git_object_free(peeled);
+    git_object_free(obj);
+    return 2;
+}
+
+/* repo:signature() -> name, email from the git config, or nil */
+int repo_signature(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_signature *sig = NULL;
+    if (git_signature_default(&sig, r->repo) < 0)
+        return 0;
+    lua_pushstring(L, sig->name);
+    lua_pushstring(L, sig->email);
+    git_signature_free(sig);
+    return 2;
+}
+
+static const char *status_word(git_delta_t s)
+{
+    switch (s) {
+    case GIT_DELTA_ADDED: return "added";
+    case GIT_DELTA_DELETED: return "deleted";
+    case GIT_DELTA_MODIFIED: return "modified";
+    case GIT_DELTA_RENAMED: return "renamed";
+    case GIT_DELTA_COPIED: return "copied";
+    case GIT_DELTA_TYPECHANGE: return "typechange";
+    default: return "unmodified";
+    }
+}
+
+/* repo:diff_trees(a, b, patch) -> {files_changed, insertions, deletions,
+ * files = {{path, status, insertions, deletions, binary}}, patch} */
+int repo_diff_trees(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid a, b;
+    git_tree *ta = NULL, *tb = NULL;
+    git_diff *diff = NULL;
+    git_diff_stats *stats = NULL;
+    git_diff_options o;
+    int want_patch, rc;
+
+    check_oid(L, 2, &a);
+    check_oid(L, 3, &b);
+    want_patch = lua_toboolean(L, 4);
+    git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
+    o.flags = GIT_DIFF_INCLUDE_TYPECHANGE;
+    /* a larger blob counts as binary and is never loaded: memory does not
+     * grow with a file's size (libgit2's default is 512 MB) */
+    o.max_size = DIFF_MAX;
+    if (git_tree_lookup(&ta, r->repo, &a) < 0 || git_tree_lookup(&tb, r->repo, &b) < 0) {
+        rc = push_gitfail(L, "diff");
+        goto done;
+    }
+    if (git_diff_tree_to_tree(&diff, r->repo, ta, tb, &o) < 0 ||
+        git_diff_get_stats(&stats, diff) < 0) {
+        rc = push_gitfail(L, "diff");
+        goto done;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)git_diff_stats_files_changed(stats));
+    lua_setfield(L, -2, "files_changed");
+    lua_pushinteger(L, (lua_Integer)git_diff_stats_insertions(stats));
+    lua_setfield(L, -2, "insertions");
+    lua_pushinteger(L, (lua_Integer)git_diff_stats_deletions(stats));
+    lua_setfield(L, -2, "deletions");
+    size_t nd = git_diff_num_deltas(diff);
+    lua_createtable(L, (int)nd, 0);
+    for (size_t i = 0; i < nd; i++) {
+        const git_diff_delta *d = git_diff_get_delta(diff, i);
+        git_patch *p = NULL;
+        size_t adds = 0, dels = 0;
+        if (git_patch_from_diff(&p, diff, i) == 0 && p)
+            git_patch_line_stats(NULL, &adds, &dels, p);
+        git_patch_free(p);
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, d->status == GIT_DELTA_DELETED ? d->old_file.path
+            : d->new_file.path);
+        lua_setfield(L, -2, "path");
+        lua_pushstring(L, status_word(d->status));
+        lua_setfield(L, -2, "status");
+        lua_pushinteger(L, (lua_Integer)adds);
+        lua_setfield(L, -2, "insertions");
+        lua_pushinteger(L, (lua_Integer)dels);
+        lua_setfield(L, -2, "deletions");
+        lua_pushboolean(L, (d->flags & GIT_DIFF_FLAG_BINARY) != 0);
+        lua_setfield(L, -2, "binary");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "files");
+    if (want_patch) {
+        git_buf buf = {0};
+        if (git_diff_to_buf(&buf, diff, GIT_DIFF_FORMAT_PATCH) < 0) {
+            lua_pop(L, 1);
+            rc = push_gitfail(L, "diff");
+            goto done;
+        }
+        lua_pushlstring(L, buf.ptr ? buf.ptr : "", buf.size);
+        git_buf_dispose(&buf);
+        lua_setfield(L, -2, "patch");
+    }
+    rc = 1;
+done:
+    git_diff_stats_free(stats);
+    git_diff_free(diff);
+    git_tree_free(ta);
+    git_tree_free(tb);
+    return rc;
+}
+
+/* repo:descendant(a, b) -> whether commit a has b in its history (or a == b) */
+int repo_descendant(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid a, b;
+    int rc;
+    check_oid(L, 2, &a);
+    check_oid(L, 3, &b);
+    if (git_oid_equal(&a, &b)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    rc = git_graph_descendant_of(r->repo, &a, &b);
+    if (rc < 0)
+        return push_gitfail(L, "history");
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* repo:checked_out(branch ref) -> whether a work tree has it checked out */
+int repo_checked_out(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_reference *ref = NULL;
+    int rc;
+    if (git_reference_lookup(&ref, r->repo, luaL_checkstring(L, 2)) < 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    rc = git_branch_is_checked_out(ref);
+    git_reference_free(ref);
+    if (rc < 0)
+        return push_gitfail(L, "branch");
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* repo:reset_index(tree) -> true: the index file now holds the tree */
+int repo_reset_index(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    git_oid oid;
+    git_tree *tree = NULL;
+    git_index *idx = NULL;
+    int rc;
+    check_oid(L, 2, &oid);
+    if (git_tree_lookup(&tree, r->repo, &oid) < 0 ||
+        git_repository_index(&idx, r->repo) < 0 ||
+        git_index_read_tree(idx, tree) < 0 || git_index_write(idx) < 0) {
+        rc = push_gitfail(L, "index");
+    } else {
+        lua_pushboolean(L, 1);
+        rc = 1;
+    }
+    git_index_free(idx);
+    git_tree_free(tree);
+    return rc;
+}
+
