@@ -504,6 +504,13 @@ static int core_exepath(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> boolean: whether fd is a terminal (colour, redraws). */
+static int core_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 /* Kills every process below beat, sweeping again until none is left, so
  * processes forked during a sweep (and children of killed shims, which beat
  * inherits as subreaper) are caught too. */
@@ -542,6 +549,7 @@ static const luaL_Reg core_funcs[] = {
     {"clock", core_clock},
     {"pid", core_pid},
     {"exepath", core_exepath},
+    {"isatty", core_isatty},
     {"exit", core_exit},
     {NULL, NULL}
 };

@@ -294,4 +294,11 @@ function M.stats()
   return n, next(unobserved) ~= nil
 end
 
+--- Whether t is a task (beat.go's result).
+---@param t any
+---@return boolean
+function M.is_task(t)
+  return getmetatable(t) == Task
+end
+
 return M
