@@ -780,4 +780,111 @@ describe("beat.agent", function()
       assert.matches("claude%s+no%s+install: npm @anthropic%-ai/claude%-code", list.format(rows))
     end)
   end)
+  describe("beat agents check", function()
+    -- beat with only the fake CLIs and the system's tools on PATH, HOME in dir,
+    -- and none of the credentials the machine running the tests may have.
+    local function check(args, extra)
+      local env = { PATH = FAKES .. ":/usr/bin:/bin", HOME = dir .. "/home", IS_SANDBOX = false }
+      for _, v in ipairs { "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                           "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX",
+                           "CLAUDE_CODE_USE_FOUNDRY", "OPENAI_API_KEY", "CODEX_HOME", "GEMINI_API_KEY",
+                           "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA",
+                           "DEEPSEEK_API_KEY", "OPENROUTER_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY",
+                           "XAI_API_KEY", "COHERE_API_KEY", "AZURE_API_KEY", "AWS_ACCESS_KEY_ID",
+                           "OLLAMA_API_BASE" } do
+        env[v] = false
+      end
+      for k, v in pairs(extra or {}) do env[k] = v end
+      local argv = { "agents", "check" }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      beat.fs.mkdir_p(dir .. "/home")
+      return H.beat(argv, { env = env, cwd = dir })
+    end
+    local function line_of(out, name)
+      for l in out:gmatch("[^\n]+") do
+        if l:sub(1, #name + 1) == name .. " " then return l end
+      end
+    end
+
+    it("prints one line per installed CLI: version, credentials, whether it may run commands", function()
+      put(dir .. "/home/.codex/auth.json", "{}")
+      local r = check({}, { ANTHROPIC_API_KEY = "k" })
+      assert.equal(1, r.code, r.stderr)  -- gemini has no credentials
+      assert.equal(4, select(2, r.stdout:gsub("\n", "")))
+      local claude = line_of(r.stdout, "claude")
+      assert.matches("^claude%s+ready%s+2%.1%.332 %(Claude Code%); auth: ANTHROPIC_API_KEY; commands: no %(permission mode acceptEdits asks", claude)
+      assert.matches("^codex%s+ready%s+codex%-cli 0%.171%.0; auth: ~/%.codex/auth%.json; commands: yes$", line_of(r.stdout, "codex"))
+      assert.matches("^gemini%s+not ready%s+0%.61%.0; auth: none %(no GEMINI_API_KEY", line_of(r.stdout, "gemini"))
+      -- aider (through litellm) takes the Anthropic key too
+      assert.matches("^aider%s+ready%s+aider 0%.86%.1; auth: ANTHROPIC_API_KEY; commands: aider runs a shell command only when",
+        line_of(r.stdout, "aider"))
+      -- the status column starts at the same place on every line
+      local col
+      for l in r.stdout:gmatch("[^\n]+") do
+        local at = l:find("%s%S", 7) + 1
+        col = col or at
+        assert.equal(col, at, l)
+      end
+    end)
+
+    it("checks the agents named, with loop's flags, and exits 0 when every one is ready", function()
+      put(dir .. "/.claude/settings.json", '{"permissions":{"allow":["Bash(make *)"]}}')
+      local r = check({ "claude", "--command", "make test" }, { ANTHROPIC_API_KEY = "k" })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("^claude%s+ready%s+2%.1%.332 %(Claude Code%); auth: ANTHROPIC_API_KEY; commands: yes\n$", r.stdout)
+      r = check({ "gemini", "--permission-mode", "default", "--allowed-tools", "run_shell_command" },
+                { GEMINI_API_KEY = "k" })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("commands: yes", r.stdout)
+    end)
+
+    it("says Claude will not start in bypassPermissions as root without IS_SANDBOX=1", function()
+      if (H.read("/proc/self/status") or ""):match("\nUid:%s+(%d+)") ~= "0" then
+        return pending("needs root")
+      end
+      local r = check({ "claude --permission-mode bypassPermissions" }, { ANTHROPIC_API_KEY = "k" })
+      assert.equal(1, r.code)
+      assert.matches("not ready.*will not start: as root Claude Code refuses", r.stdout)
+      r = check({ "claude --permission-mode bypassPermissions" }, { ANTHROPIC_API_KEY = "k", IS_SANDBOX = "1" })
+      assert.equal(0, r.code, r.stdout)
+    end)
+
+    it("without names skips the CLIs that do not take the options given", function()
+      local r = check({ "--permission-mode", "yolo" }, { GEMINI_API_KEY = "k" })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      assert.matches("^gemini%s+ready", r.stdout)
+      assert.equal(1, select(2, r.stdout:gsub("\n", "")))
+    end)
+
+    it("reports a CLI that is not installed, and rejects bad input with exit 2", function()
+      local r = check({ "codex" }, { PATH = "/usr/bin:/bin" })
+      assert.equal(1, r.code)
+      assert.matches("^codex%s+not ready%s+not installed %(npm @openai/codex%)\n$", r.stdout)
+      r = check({ "aider", "--permission-mode", "yolo" })
+      assert.equal(2, r.code)
+      assert.equal("beat: agent aider does not take permission_mode (--permission-mode): claude, codex and gemini do\n",
+        r.stderr)
+      assert.equal("", r.stdout)
+      r = check({ "--bogus" })
+      assert.equal(2, r.code)
+      assert.matches("^beat: agents check: unknown option '%-%-bogus'", r.stderr)
+    end)
+  end)
+
+  describe("beat agents", function()
+    it("aligns its columns whatever the length of an install hint", function()
+      local list = require "beat.agent.list"
+      local text = list.format(list.list { path = "/nonexistent" })
+      local col
+      for l in text:gmatch("[^\n]+") do
+        local at = l:find("Claude Code:", 1, true) or l:find("OpenAI Codex", 1, true) or l:find("RUNS", 1, true)
+                   or l:find("any program", 1, true) or l:find("a Lua function", 1, true)
+        if at then
+          col = col or at
+          assert.equal(col, at, l)
+        end
+      end
+      assert.matches("install: npm @anthropic%-ai/claude%-code  Claude Code", text)
+    end)
+  end)
 end)

@@ -291,8 +291,8 @@ local function settings_rules(ctx, cwd)
   return allow, deny
 end
 
-function spec.can_run_commands(self, q)
-  local o = self.opts
+-- The permission mode a run gets: the option, or what the user's args say.
+local function effective_mode(o)
   local args = agent.user_args(o)
   local mode = o.permission_mode or "acceptEdits"
   local given = arg_values(args, { "--permission-mode" })
@@ -300,6 +300,23 @@ function spec.can_run_commands(self, q)
   for _, a in ipairs(args) do
     if a == "--dangerously-skip-permissions" then mode = "bypassPermissions" end
   end
+  return mode
+end
+
+local ROOT_REFUSAL = "as root Claude Code refuses to start in bypassPermissions mode unless "
+  .. "IS_SANDBOX=1 is set (only in a sandbox: env = {IS_SANDBOX = \"1\"}, or export it)"
+
+-- Why the CLI would exit at once with these options, or nil.
+function spec.refuses_to_start(self, ctx)
+  if effective_mode(self.opts) == "bypassPermissions" and is_root() and ctx.env.IS_SANDBOX ~= "1" then
+    return ROOT_REFUSAL
+  end
+end
+
+function spec.can_run_commands(self, q)
+  local o = self.opts
+  local args = agent.user_args(o)
+  local mode = effective_mode(o)
   local command = q.command
   if type(command) == "table" then command = table.concat(command, " ") end
 
@@ -319,10 +336,8 @@ function spec.can_run_commands(self, q)
     end
   end
   if mode == "bypassPermissions" then
-    if is_root() and q.env.IS_SANDBOX ~= "1" then
-      return false, "as root Claude Code refuses to start in bypassPermissions mode unless "
-        .. "IS_SANDBOX=1 is set (only in a sandbox: env = {IS_SANDBOX = \"1\"}, or export it)"
-    end
+    local refusal = spec.refuses_to_start(self, q)
+    if refusal then return false, refusal end
     return true, "permission mode bypassPermissions runs every command without asking"
   end
   if mode == "plan" then
