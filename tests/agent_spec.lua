@@ -226,6 +226,21 @@ describe("beat.agent", function()
       assert.equal("run-7", env.BEAT_RUN_ID)
     end)
 
+    it("removes a variable the adapter's or the run's env sets to false", function()
+      local recipe = H.recipe(dir, ([[
+        local beat = require "beat"
+        local a = beat.agent.claude { bin = %q, env = { FAKE_RECORD = %q, GONE_A = false } }
+        local r = a:run { prompt = "p", cwd = %q, env = { GONE_B = false } }
+        return r.ok and 0 or 1
+      ]]):format(fake("claude"), record, dir))
+      local r = H.beat({ "run", recipe }, { env = { GONE_A = "a", GONE_B = "b", KEPT_C = "c" } })
+      assert.equal(0, r.code, r.stderr)
+      local env = recorded(record).env
+      assert.is_nil(env.GONE_A)
+      assert.is_nil(env.GONE_B)
+      assert.equal("c", env.KEPT_C)
+    end)
+
     it("rejects bad options with a message naming the option", function()
       assert.has_error(function() beat.agent.claude { max_turns = "x" } end,
         'beat.agent.claude: opts.max_turns must be a positive integer, got "x"')

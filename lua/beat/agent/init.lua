@@ -86,7 +86,7 @@ function M.child_env(layers, keep, iteration)
   for _, name in ipairs(keep or {}) do env[name] = nil end
   for i = 1, layers.n or #layers do
     for k, v in pairs(layers[i] or {}) do
-      env[k] = (v == false) and false or tostring(v)
+      if v == false then env[k] = false else env[k] = tostring(v) end
     end
   end
   if iteration ~= nil and env.BEAT_ITERATION == nil then env.BEAT_ITERATION = tostring(iteration) end
@@ -499,14 +499,15 @@ function M.define(spec)
   end
 end
 
---- The environment the agent's CLI would get (beat's, with the adapter's
---- `env` applied), and the home directory in it. For checks that read
+--- The environment the agent's CLI would get (beat's, nested-session
+--- variables scrubbed, the adapter's `env` applied), and the home directory in it. For checks that read
 --- credentials or settings without running anything.
 ---@return table<string, string> env, string|nil home
 function Agent:environment()
   local env = require("beat.exec").environ()
-  for k, v in pairs(self.opts.env or {}) do
-    if v == false then env[k] = nil else env[k] = tostring(v) end
+  local changes = M.child_env({ self.opts.env, n = 1 }, self.opts.keep_env or M.default_keep_env)
+  for k, v in pairs(changes) do
+    if v == false then env[k] = nil else env[k] = v end
   end
   return env, env.HOME
 end
