@@ -639,7 +639,7 @@ describe("beat.agent", function()
         usage_of(function() beat.agent.named("aider", { permission_mode = "yolo" }) end))
       assert.equal("agent codex does not take allowed_tools (--allowed-tools): claude and gemini do",
         usage_of(function() beat.agent.named("codex", { allowed_tools = { "Bash" } }) end))
-      assert.equal("agent a command agent (my-agent) does not take model (-m/--model): claude, codex, gemini and aider do",
+      assert.equal("the command agent my-agent does not take model (-m/--model): claude, codex, gemini and aider do",
         usage_of(function() beat.agent.named("my-agent", { model = "x" }) end))
       assert.equal('beat.agent.claude: opts.permission_mode must be "acceptEdits", "bypassPermissions", "auto", '
         .. '"dontAsk", "plan", "manual" or "default", got "yolo"',

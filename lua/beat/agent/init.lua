@@ -811,12 +811,12 @@ function M.named(name, opts)
   table.sort(keys)
   for _, k in ipairs(keys) do
     if not (schema[k] or M.common_schema[k]) then
-      local what = spec.name == "command" and ("a command agent (%s)"):format(spec.argv[1]) or spec.name
+      local what = spec.name == "command" and ("the command agent " .. spec.argv[1]) or ("agent " .. spec.name)
       if PASS_FLAGS[k] then
-        usage("agent %s does not take %s (%s): %s %s", what, k, PASS_FLAGS[k], takers(k),
+        usage("%s does not take %s (%s): %s %s", what, k, PASS_FLAGS[k], takers(k),
           takers(k):find(" and ", 1, true) and "do" or "does")
       end
-      usage("agent %s does not take option %s", what, k)
+      usage("%s does not take option %s", what, k)
     end
   end
   local ok, agent = pcall(ctor, o)
