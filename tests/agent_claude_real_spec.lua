@@ -24,6 +24,7 @@ local SERVER = H.root .. "/tests/fixtures/fake_anthropic.js"
 local function start_server(dir, args)
   local port_file = dir .. "/port"
   local log = dir .. "/requests.jsonl"
+  os.remove(port_file) -- a server started before in this test wrote its port there
   local argv = { NODE, SERVER, "--port-file", port_file, "--log", log, "--max-seconds", "300" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local proc = assert(beat.spawn(argv, { stdout = false, stderr = dir .. "/server.err" }))
@@ -141,6 +142,114 @@ describe("beat.agent.claude with the real Claude Code CLI", function()
     assert.is_true(rec.total_cost_usd > r1.cost_usd)
     assert.is_true(math.abs(r2.cost_usd - (rec.total_cost_usd - r1.cost_usd)) < 1e-9)
     assert.is_true(#requests(log) >= 4)
+  end)
+
+  it("sends the system prompt appended to Claude Code's own, and the model asked for", function()
+    local url, log
+    url, server, log = start_server(dir, { "--write-path", work .. "/hello.txt" })
+    local marker = "BEAT-SYSTEM-PROMPT: run `make test` before you stop.\nSecond line."
+    local r = agent_for(url, home, nil, { model = "claude-sonnet-4-5", system_prompt = marker })
+      :run { prompt = "Create hello.txt.", cwd = work, timeout = 120 }
+    assert.is_true(r.ok, r.error)
+    local reqs = requests(log)
+    assert.is_true(#reqs >= 2)
+    for _, q in ipairs(reqs) do
+      assert.equal("claude-sonnet-4-5", q.model)
+      if q.tools then
+        local system = assert(q.system, "no system prompt in the request")
+        local at = system:find(marker, 1, true)
+        assert.is_number(at, "the appended text is missing")
+        assert.is_true(at > 1000, "Claude Code's own prompt should come first")
+      end
+    end
+  end)
+
+  it("offers no Bash tool when Bash is disallowed", function()
+    local url, log
+    url, server, log = start_server(dir, { "--write-path", work .. "/hello.txt" })
+    local r = agent_for(url, home, nil, { disallowed_tools = { "Bash" } })
+      :run { prompt = "Create hello.txt.", cwd = work, timeout = 120 }
+    assert.is_true(r.ok, r.error)
+    local offered = requests(log)[1].tools
+    local set = {}
+    for _, t in ipairs(offered) do set[t] = true end
+    assert.is_true(set.Write, "Write should still be offered")
+    assert.is_nil(set.Bash)
+  end)
+
+  it("under acceptEdits refuses a command until allowed_tools allows Bash, as can_run_commands says", function()
+    local check = "python3 -c \"open('ran.txt', 'w').write('ran')\""
+    local url, log
+    url, server, log = start_server(dir, { "--scenario", "bash", "--bash-command", check })
+    local a = agent_for(url, home)
+    assert.is_false((a:can_run_commands { command = check, cwd = work }))
+    local r = a:run { prompt = "Run the check.", cwd = work, timeout = 120 }
+    assert.is_true(r.ok, r.error)
+    assert.is_nil(beat.fs.stat(work .. "/ran.txt"))
+    assert.same({ "Bash" }, r.denied_tools)
+    local refused
+    for _, q in ipairs(requests(log)) do
+      if q.tool_result then refused = q end
+    end
+    assert.is_true(refused.tool_result_error)
+    assert.matches("requires approval", refused.tool_result_text)
+    server:kill("KILL"); server:wait()
+
+    url, server, log = start_server(dir, { "--scenario", "bash", "--bash-command", check })
+    a = agent_for(url, home, nil, { allowed_tools = { "Bash(python3 *)" } })
+    assert.is_true((a:can_run_commands { command = check, cwd = work }))
+    r = a:run { prompt = "Run the check.", cwd = work, timeout = 120 }
+    assert.is_true(r.ok, r.error)
+    assert.equal("ran", H.read(work .. "/ran.txt"))
+    assert.is_nil(r.denied_tools)
+  end)
+
+  it("in bypassPermissions runs as root only with IS_SANDBOX=1, as can_run_commands says", function()
+    local root = (H.read("/proc/self/status") or ""):match("\nUid:%s+(%d+)") == "0"
+    local url
+    url, server = start_server(dir, { "--scenario", "bash", "--bash-command", "echo ran > ran.txt" })
+    local a = agent_for(url, home, { IS_SANDBOX = false }, { permission_mode = "bypassPermissions" })
+    local can, why = a:can_run_commands { command = "echo ran > ran.txt", cwd = work }
+    local r = a:run { prompt = "Run the check.", cwd = work, timeout = 120 }
+    if root then
+      assert.is_false(can)
+      assert.matches("IS_SANDBOX=1", why)
+      assert.is_false(r.ok)
+      assert.matches("cannot be used with root", r.error)
+    else
+      assert.is_true(can)
+      assert.is_true(r.ok, r.error)
+    end
+    r = agent_for(url, home, { IS_SANDBOX = "1" }, { permission_mode = "bypassPermissions" })
+      :run { prompt = "Run the check.", cwd = work, timeout = 120 }
+    assert.is_true(r.ok, r.error)
+    assert.equal("ran\n", H.read(work .. "/ran.txt"))
+  end)
+
+  it("over three resumed iterations counts each one's cost once: the sum is what the server billed", function()
+    local url, log
+    url, server, log = start_server(dir, { "--write-path", work .. "/hello.txt" })
+    local a = agent_for(url, home, nil, { model = "claude-sonnet-4-5", continue_context = true })
+    local sum, billed_before, session = 0, 0, nil
+    for i = 1, 3 do
+      local r = a:run { prompt = "Write hello.txt, take " .. i .. ".", cwd = work, timeout = 120, iteration = i }
+      assert.is_true(r.ok, r.error)
+      if session then assert.equal(session, r.session_id) end
+      session = r.session_id
+      -- what the server billed for this iteration's requests alone
+      local billed = 0
+      for _, q in ipairs(requests(log)) do
+        assert.is_number(q.billed_usd, "a request for a model without a price: " .. tostring(q.model))
+        billed = billed + q.billed_usd
+      end
+      local this = billed - billed_before
+      billed_before = billed
+      assert.is_true(this > 0)
+      assert.is_true(math.abs(r.cost_usd - this) < 1e-9,
+        ("iteration %d: beat counted %.6f, the server billed %.6f"):format(i, r.cost_usd, this))
+      sum = sum + r.cost_usd
+    end
+    assert.is_true(math.abs(sum - billed_before) < 1e-9, ("%.6f vs %.6f"):format(sum, billed_before))
   end)
 
   it("reports an API rate limit as rate_limited, with the delay the CLI was told", function()

@@ -1,7 +1,11 @@
 --- beat.agent.aider: aider, one message per run.
 ---
 ---   aider --message-file <F> --yes-always --no-auto-commits --no-stream --no-pretty
----         --no-check-update [--model M] [extra_args...] [files...]
+---         --no-check-update [--model M] [--read <S>] [args...] [files...]
+---
+--- system_prompt goes in a second private temp file given with --read (a
+--- read-only file in the chat), removed after the run. aider has no
+--- permission modes or tool lists: those options are not taken.
 ---
 --- The prompt is written to a private temp file (removed afterwards) and given
 --- with --message-file, so it never passes through a shell or the argument
@@ -21,23 +25,31 @@ local M = {}
 local spec = {
   name = "aider",
   bin = "aider",
-  schema = { model = "nonempty", files = "strings" },
+  schema = { model = "nonempty", files = "strings", system_prompt = "string" },
 }
+
+-- API key variables aider (through litellm) reads for the providers people use most.
+local KEY_VARS = { "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "DEEPSEEK_API_KEY",
+                   "OPENROUTER_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY", "XAI_API_KEY",
+                   "COHERE_API_KEY", "AZURE_API_KEY", "AWS_ACCESS_KEY_ID", "OLLAMA_API_BASE" }
 
 function spec.command(self, req)
   local o = self.opts
-  local fs = require("beat").fs
-  local dir = assert(fs.tmpdir("beat-aider"))
-  local file = dir .. "/message.txt"
-  local f = assert(io.open(file, "wb"))
-  f:write(req.prompt)
-  f:close()
+  local file, dir = agent.temp_file("beat-aider", "message.txt", req.prompt)
   local argv = { o.bin or "aider", "--message-file", file, "--yes-always", "--no-auto-commits",
                  "--no-stream", "--no-pretty", "--no-check-update" }
   if o.model then argv[#argv + 1] = "--model"; argv[#argv + 1] = o.model end
-  for _, a in ipairs(o.extra_args or {}) do argv[#argv + 1] = a end
+  if o.system_prompt then
+    local path = dir .. "/instructions.md"
+    local f = assert(io.open(path, "wb"))
+    f:write(o.system_prompt)
+    f:close()
+    argv[#argv + 1] = "--read"
+    argv[#argv + 1] = path
+  end
+  for _, a in ipairs(agent.user_args(o)) do argv[#argv + 1] = a end
   for _, a in ipairs(o.files or {}) do argv[#argv + 1] = a end
-  return { argv = argv, files = { file, dir } }
+  return { argv = argv, files = { dir } }
 end
 
 function spec.start()
@@ -98,7 +110,29 @@ function spec.finish(_, st)
   return out
 end
 
---- aider adapter; options: model, files (paths added to the chat), plus the common ones.
+function spec.auth(_, ctx)
+  for _, v in ipairs(KEY_VARS) do
+    if ctx.env[v] and ctx.env[v] ~= "" then return v end
+  end
+  for _, name in ipairs { ".aider.conf.yml", ".env" } do
+    local path = ctx.home and (ctx.home .. "/" .. name)
+    local f = path and io.open(path, "rb")
+    if f then
+      local data = f:read("a")
+      f:close()
+      if data:lower():match("api[%-_]key") then return "~/" .. name .. " (an API key entry)" end
+    end
+  end
+  return nil, "no provider API key (ANTHROPIC_API_KEY, OPENAI_API_KEY, ...) in the environment, "
+    .. "~/.aider.conf.yml or ~/.env"
+end
+
+function spec.can_run_commands()
+  return nil, "aider runs a shell command only when it proposes one, as its own settings allow"
+end
+
+--- aider adapter; options: model, files (paths added to the chat), system_prompt,
+--- plus the common ones.
 ---@param opts? table
 ---@return beat.Agent
 M.new = agent.define(spec)

@@ -1,12 +1,19 @@
 --- beat.agent.codex: OpenAI Codex CLI in headless mode.
 ---
----   codex exec --json --sandbox <mode> --skip-git-repo-check [--model M] [extra_args...] -
----   codex exec resume --json --skip-git-repo-check -c sandbox_mode="<mode>" [--model M]
----        [extra_args...] <thread_id> -                       (continue_context)
+---   codex exec --json --sandbox <mode> --skip-git-repo-check
+---        [-c developer_instructions="<system_prompt>"] [--model M] [args...] -
+---   codex exec resume --json --skip-git-repo-check -c sandbox_mode="<mode>"
+---        [-c developer_instructions=...] [--model M] [args...] <thread_id> -   (continue_context)
 ---
 --- The prompt goes on stdin, which is then closed (an open stdin makes codex
 --- wait). Checked against codex-cli 0.171.0's --help: `--full-auto` is gone,
 --- and `exec resume` takes no --sandbox (so the mode is given with -c).
+--- permission_mode is the sandbox (read-only | workspace-write |
+--- danger-full-access); `codex exec` never stops to ask, so commands run
+--- inside it. system_prompt becomes the config key developer_instructions,
+--- written as a TOML string (-c parses its value as TOML): with 0.171.0
+--- against a logging Responses API server, the text arrived verbatim as a
+--- developer message of the request.
 --- Parsed JSONL events: `thread.started` (thread_id → session_id),
 --- `item.completed` with item.type "agent_message" (the final text),
 --- `turn.completed` (usage: input_tokens, cached_input_tokens, output_tokens),
@@ -20,6 +27,8 @@ local M = {}
 
 local num, str = agent.num, agent.str
 
+local SANDBOXES = { "read-only", "workspace-write", "danger-full-access" }
+
 local spec = {
   name = "codex",
   bin = "codex",
@@ -27,13 +36,28 @@ local spec = {
   jsonl = true,
   schema = {
     model = "nonempty",
-    sandbox = { enum = { "read-only", "workspace-write", "danger-full-access" } },
+    permission_mode = { enum = SANDBOXES },
+    sandbox = { enum = SANDBOXES },
+    system_prompt = { "string", test = function(v) return utf8.len(v) ~= nil end,
+                      what = "a string of valid UTF-8" },
   },
+  aliases = { sandbox = "permission_mode" },
 }
+
+--- A TOML basic string holding s (which must be valid UTF-8).
+---@param s string
+---@return string
+function M.toml_string(s)
+  return '"' .. s:gsub('[%c"\\\127]', function(c)
+    local named = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\t"] = "\\t",
+                    ["\n"] = "\\n", ["\f"] = "\\f", ["\r"] = "\\r" }
+    return named[c] or ("\\u%04X"):format(c:byte())
+  end) .. '"'
+end
 
 function spec.command(self, req)
   local o = self.opts
-  local sandbox = o.sandbox or "workspace-write"
+  local sandbox = o.permission_mode or "workspace-write"
   local argv = { o.bin or "codex", "exec" }
   local function add(...) for _, a in ipairs { ... } do argv[#argv + 1] = a end end
   if req.resume then
@@ -41,8 +65,9 @@ function spec.command(self, req)
   else
     add("--json", "--sandbox", sandbox, "--skip-git-repo-check")
   end
+  if o.system_prompt then add("-c", "developer_instructions=" .. M.toml_string(o.system_prompt)) end
   if o.model then add("--model", o.model) end
-  for _, a in ipairs(o.extra_args or {}) do add(a) end
+  for _, a in ipairs(agent.user_args(o)) do add(a) end
   if req.resume then add(req.resume) end
   add("-")
   return { argv = argv, stdin = req.prompt }
@@ -108,7 +133,41 @@ function spec.finish(_, st, res)
   return out
 end
 
---- Codex adapter; options: model, sandbox ("workspace-write"), plus the common ones.
+function spec.auth(_, ctx)
+  local env = ctx.env
+  if env.OPENAI_API_KEY and env.OPENAI_API_KEY ~= "" then return "OPENAI_API_KEY" end
+  local home = env.CODEX_HOME
+  if not home or home == "" then home = ctx.home and (ctx.home .. "/.codex") end
+  local path = home and (home .. "/auth.json")
+  local f = path and io.open(path, "rb")
+  if f then
+    f:close()
+    if ctx.home and path:sub(1, #ctx.home + 1) == ctx.home .. "/" then path = "~" .. path:sub(#ctx.home + 1) end
+    return path
+  end
+  return nil, "no OPENAI_API_KEY or ~/.codex/auth.json: set a key, or log in once with `codex login`"
+end
+
+function spec.can_run_commands(self)
+  local args = agent.user_args(self.opts)
+  for _, a in ipairs(args) do
+    if a == "--dangerously-bypass-approvals-and-sandbox" then
+      return true, "codex runs commands with no sandbox (--dangerously-bypass-approvals-and-sandbox)"
+    end
+  end
+  local mode = self.opts.permission_mode or "workspace-write"
+  for i, a in ipairs(args) do
+    if (a == "--sandbox" or a == "-s") and args[i + 1] then mode = args[i + 1] end
+  end
+  if mode == "read-only" then
+    return false, "sandbox read-only: codex may run commands but they cannot write files "
+      .. "(most checks do): use --permission-mode workspace-write"
+  end
+  return true, ("codex exec runs commands without asking, inside its sandbox (%s)"):format(mode)
+end
+
+--- Codex adapter; options: model, permission_mode (or sandbox: "workspace-write"),
+--- system_prompt, plus the common ones.
 ---@param opts? table
 ---@return beat.Agent
 M.new = agent.define(spec)

@@ -10,7 +10,8 @@
 ---             (or is appended when argv has no placeholder); removed afterwards
 ---             (default when argv has "{prompt_file}");
 ---   "stdin" — written to stdin, then stdin is closed (the default otherwise).
---- The text is the tail of stdout. ok is exit code 0. With `jsonl = true`,
+--- `args` (or its older name extra_args) are appended to argv. The text is
+--- the tail of stdout. ok is exit code 0. With `jsonl = true`,
 --- stdout lines that are JSON objects go to on_event and a line such as
 --- {"type":"result","cost_usd":0.1,"tokens":{"input":1,"output":2},"text":"..."}
 --- fills the result fields (so a wrapper script can report cost).
@@ -85,7 +86,7 @@ function spec.command(self, req)
     argv[i] = a
   end
   if prompt_file and not has(o.argv, "{prompt_file}") then argv[#argv + 1] = prompt_file end
-  for _, a in ipairs(o.extra_args or {}) do argv[#argv + 1] = a end
+  for _, a in ipairs(agent.user_args(o)) do argv[#argv + 1] = a end
   return { argv = argv, stdin = stdin, files = files }
 end
 

@@ -1,7 +1,22 @@
 --- beat.agent.gemini: Gemini CLI in headless mode.
 ---
 ---   gemini --output-format stream-json --approval-mode <mode> --skip-trust [--model M]
----          [extra_args...]
+---          [--policy <tmp>/policy.toml] [--include-directories <tmp>/context] [args...]
+---
+--- permission_mode is Gemini's approval mode (yolo | auto_edit | default |
+--- plan). allowed_tools and disallowed_tools are Gemini tool names
+--- (run_shell_command, write_file, replace, ...) written as allow and deny
+--- rules of a policy file given with --policy (the CLI's own mechanism since
+--- --allowed-tools was deprecated; a denied tool is not offered to the model
+--- at all — checked with 0.61.0 against a logging API server). Headless,
+--- anything a rule does not allow and the mode does not approve is refused.
+--- system_prompt: Gemini CLI 0.61 can only *replace* its system prompt
+--- (GEMINI_SYSTEM_MD), which would drop its tool-use rules; so beat gives the
+--- text as a context file, <tmp>/context/GEMINI.md, in a directory added with
+--- --include-directories. Gemini sends it with the session's first message as
+--- project context (seen in the request with 0.61.0). A user whose settings
+--- rename context files (context.fileName) without GEMINI.md must keep it in
+--- the list. The temp directory is removed after the run.
 ---
 --- The prompt goes on stdin: with no -p, a Gemini CLI whose stdin is not a
 --- terminal reads the prompt from it and runs headless (checked with 0.61.0;
@@ -34,23 +49,77 @@ local EXIT_REASONS = {
   [130] = "cancelled",
 }
 
+local MODES = { "yolo", "auto_edit", "default", "plan" }
+
+-- Gemini tool names as policy rules take them: run_shell_command,
+-- write_file, mcp_server_*, ... (no quotes, spaces or brackets).
+local TOOLS_WHAT = "a list of Gemini tool names such as run_shell_command"
+local function tool_names(list)
+  for _, name in ipairs(list) do
+    if not name:match("^[%w_%-%.%*:]+$") then return false end
+  end
+  return true
+end
+
 local spec = {
   name = "gemini",
   bin = "gemini",
   jsonl = true,
   schema = {
     model = "nonempty",
-    approval_mode = { enum = { "yolo", "auto_edit", "default", "plan" } },
+    permission_mode = { enum = MODES },
+    approval_mode = { enum = MODES },
+    allowed_tools = { "strings", test = tool_names, what = TOOLS_WHAT },
+    disallowed_tools = { "strings", test = tool_names, what = TOOLS_WHAT },
+    system_prompt = "string",
   },
+  aliases = { approval_mode = "permission_mode" },
 }
+
+-- The policy file for allowed and disallowed tools: user-tier rules; a deny
+-- outranks an allow of the same tool.
+local function policy(o)
+  local lines = { "# written by beat for one gemini run" }
+  local function rules(list, decision, priority)
+    for _, name in ipairs(list or {}) do
+      lines[#lines + 1] = ("[[rule]]\ntoolName = \"%s\"\ndecision = \"%s\"\npriority = %d\n")
+        :format(name, decision, priority)
+    end
+  end
+  rules(o.allowed_tools, "allow", 900)
+  rules(o.disallowed_tools, "deny", 999)
+  return table.concat(lines, "\n") .. "\n"
+end
 
 function spec.command(self, req)
   local o = self.opts
   local argv = { o.bin or "gemini", "--output-format", "stream-json",
-                 "--approval-mode", o.approval_mode or "yolo", "--skip-trust" }
-  if o.model then argv[#argv + 1] = "--model"; argv[#argv + 1] = o.model end
-  for _, a in ipairs(o.extra_args or {}) do argv[#argv + 1] = a end
-  return { argv = argv, stdin = req.prompt }
+                 "--approval-mode", o.permission_mode or "yolo", "--skip-trust" }
+  local function add(...) for _, a in ipairs { ... } do argv[#argv + 1] = a end end
+  if o.model then add("--model", o.model) end
+  local files
+  local tools = (o.allowed_tools and #o.allowed_tools > 0) or (o.disallowed_tools and #o.disallowed_tools > 0)
+  if tools or o.system_prompt then
+    local fs = require("beat.fs")
+    local dir = assert(fs.tmpdir("beat-gemini"))
+    files = { dir }
+    if tools then
+      local path = dir .. "/policy.toml"
+      local f = assert(io.open(path, "wb"))
+      f:write(policy(o))
+      f:close()
+      add("--policy", path)
+    end
+    if o.system_prompt then
+      assert(fs.mkdir(dir .. "/context"))
+      local f = assert(io.open(dir .. "/context/GEMINI.md", "wb"))
+      f:write(o.system_prompt)
+      f:close()
+      add("--include-directories", dir .. "/context")
+    end
+  end
+  for _, a in ipairs(agent.user_args(o)) do add(a) end
+  return { argv = argv, stdin = req.prompt, files = files }
 end
 
 function spec.start()
@@ -131,7 +200,83 @@ function spec.finish(_, st, res)
   return out
 end
 
---- Gemini CLI adapter; options: model, approval_mode ("yolo"), plus the common ones.
+function spec.auth(_, ctx)
+  local env, home = ctx.env, ctx.home
+  local function set(v) return env[v] ~= nil and env[v] ~= "" end
+  local function readable(path)
+    local f = path and io.open(path, "rb")
+    if f then f:close() end
+    return f ~= nil
+  end
+  local settings
+  if home then
+    local f = io.open(home .. "/.gemini/settings.json", "rb")
+    if f then
+      local ok, v = pcall(require("cjson").decode, f:read("a"))
+      f:close()
+      settings = ok and type(v) == "table" and v or nil
+    end
+  end
+  local selected = settings and type(settings.security) == "table" and type(settings.security.auth) == "table"
+    and settings.security.auth.selectedType
+  if env.GOOGLE_GENAI_USE_VERTEXAI == "true" or selected == "vertex-ai" then
+    if set("GOOGLE_API_KEY") then return "Vertex AI (GOOGLE_API_KEY)" end
+    if set("GOOGLE_CLOUD_PROJECT") and set("GOOGLE_CLOUD_LOCATION") then
+      return "Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION; credentials not checked)"
+    end
+    return nil, "Vertex AI needs GOOGLE_API_KEY, or GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION"
+  end
+  if set("GEMINI_API_KEY") then return "GEMINI_API_KEY" end
+  for _, path in ipairs { home and (home .. "/.gemini/.env"), home and (home .. "/.env") } do
+    local f = io.open(path, "rb")
+    if f then
+      local data = f:read("a")
+      f:close()
+      if data:match("%f[%w_]GEMINI_API_KEY%s*=%s*[^%s]") then
+        return "GEMINI_API_KEY in " .. path:gsub("^" .. home:gsub("%p", "%%%0"), "~")
+      end
+    end
+  end
+  local creds = home and (home .. "/.gemini/oauth_creds.json")
+  if readable(creds) then
+    if selected == "oauth-personal" or env.GOOGLE_GENAI_USE_GCA == "true" then
+      return "~/.gemini/oauth_creds.json"
+    end
+    return nil, "~/.gemini/oauth_creds.json is there but a headless run needs the auth type: "
+      .. "set security.auth.selectedType to \"oauth-personal\" in ~/.gemini/settings.json "
+      .. "(logging in once with `gemini` does), or GOOGLE_GENAI_USE_GCA=true"
+  end
+  return nil, "no GEMINI_API_KEY or ~/.gemini/oauth_creds.json: set a key, or log in once with `gemini`"
+end
+
+function spec.can_run_commands(self)
+  local o = self.opts
+  local mode = o.permission_mode or "yolo"
+  local args = agent.user_args(o)
+  for i, a in ipairs(args) do
+    if a == "--approval-mode" and args[i + 1] then mode = args[i + 1] end
+    if a == "-y" or a == "--yolo" then mode = "yolo" end
+  end
+  local function listed(list)
+    for _, n in ipairs(list or {}) do
+      if n == "run_shell_command" or n == "*" then return true end
+    end
+    return false
+  end
+  if listed(o.disallowed_tools) then
+    return false, "run_shell_command is among the disallowed tools"
+  end
+  if mode == "plan" then return false, "approval mode plan is read-only: it runs no commands" end
+  if mode == "yolo" then return true, "approval mode yolo runs every tool without asking" end
+  if listed(o.allowed_tools) then
+    return true, ("approval mode %s, and the allowed tools include run_shell_command"):format(mode)
+  end
+  return false, ("approval mode %s asks before running commands, and nobody answers in a headless "
+    .. "run: add --allowed-tools run_shell_command, or use --permission-mode yolo"):format(mode)
+end
+
+--- Gemini CLI adapter; options: model, permission_mode (or approval_mode: "yolo"),
+--- allowed_tools, disallowed_tools, system_prompt, plus the common ones.
 ---@param opts? table
 ---@return beat.Agent
 M.new = agent.define(spec)

@@ -86,7 +86,7 @@ function M.child_env(layers, keep, iteration)
   for _, name in ipairs(keep or {}) do env[name] = nil end
   for i = 1, layers.n or #layers do
     for k, v in pairs(layers[i] or {}) do
-      env[k] = (v == false) and false or tostring(v)
+      if v == false then env[k] = false else env[k] = tostring(v) end
     end
   end
   if iteration ~= nil and env.BEAT_ITERATION == nil then env.BEAT_ITERATION = tostring(iteration) end
@@ -198,12 +198,24 @@ local RUN_SCHEMA = {
   continue_context = "boolean", history = "table",
 }
 
---- Options every CLI adapter accepts besides its own.
+--- Options every CLI adapter accepts besides its own. `args` are appended to
+--- the command line; `extra_args` is its older name, still accepted.
 M.common_schema = {
-  bin = "nonempty", extra_args = "strings", env = "env", keep_env = "strings",
+  bin = "nonempty", args = "strings", extra_args = "strings", env = "env", keep_env = "strings",
   timeout = "duration", grace = "duration", continue_context = "boolean",
   price = "table", summarize = "function",
 }
+
+--- The longest system_prompt an adapter takes (bytes). Claude and Codex get it
+--- as one argument, and Linux refuses a single argument over 128 KiB.
+M.MAX_SYSTEM_PROMPT = 100 * 1000
+
+--- The arguments a user asked to append (opts.args, or its older name extra_args).
+---@param o table validated adapter options
+---@return string[]
+function M.user_args(o)
+  return o.args or o.extra_args or {}
+end
 
 -- Checks agent:run's options, blaming the caller of agent:run.
 local function check_run_opts(where, opts, need_prompt)
@@ -257,7 +269,38 @@ function Agent:command(opts)
                             resume = "string" }, true)
   local req = { prompt = opts.prompt, cwd = opts.cwd, iteration = opts.iteration,
                 resume = opts.resume }
-  return self.spec.command(self, req)
+  local cmd = self.spec.command(self, req)
+  -- A preview: temp files the command names (aider's message file, a system
+  -- prompt file) are removed at once; a run writes them afresh.
+  M.remove_files(cmd.files)
+  return cmd
+end
+
+--- Removes the temp files and directories an adapter's command() listed in
+--- `files` (directories with everything in them).
+---@param files string[]|nil
+function M.remove_files(files)
+  local fs = require("beat.fs")
+  for _, f in ipairs(files or {}) do
+    if fs.is_dir(f) then fs.rm_rf(f) else os.remove(f) end
+  end
+end
+
+--- Writes text to a new file `name` inside a new private temp directory
+--- (prefix-XXXXXX under $TMPDIR); returns the file's path and the directory,
+--- which the adapter lists in `files` so they are removed after the run.
+---@param prefix string
+---@param name string
+---@param text string
+---@return string path, string dir
+function M.temp_file(prefix, name, text)
+  local fs = require("beat.fs")
+  local dir = assert(fs.tmpdir(prefix))
+  local path = dir .. "/" .. name
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path, dir
 end
 
 local function cost_from_price(price, tokens)
@@ -328,7 +371,7 @@ function Agent:run(opts)
     stdout = on_stdout, stderr = on_stderr, max_output = self.opts.max_line or MAX_LINE,
   })
   if transcript then transcript:close() end
-  for _, f in ipairs(cmd.files or {}) do os.remove(f) end
+  M.remove_files(cmd.files)
 
   local function stderr_last()
     for i = 0, math.min(stderr_n, STDERR_TAIL) - 1 do
@@ -371,10 +414,18 @@ function Agent:run(opts)
   result.session_cost_usd = nil
   if result.ok then result.error = nil end
 
+  -- The session's running total as last reported. A resumed run that printed
+  -- no total (killed, timed out) keeps the one before, so the next run's share
+  -- is its own plus what the unreported run spent, never the whole session.
+  local session_cost = st and st.session_cost_usd
+  if session_cost == nil and self._last and result.session_id ~= nil
+     and result.session_id == self._last.session_id then
+    session_cost = self._last.session_cost_usd
+  end
   self._last = {
     iteration = opts.iteration, prompt = opts.prompt, text = result.text, ok = result.ok,
     error = result.error, session_id = result.session_id,
-    session_cost_usd = (st and st.session_cost_usd) or nil,
+    session_cost_usd = session_cost,
   }
   return result
 end
@@ -447,16 +498,21 @@ end
 ---   name        string, used in messages ("beat.agent.<name>")
 ---   bin         default executable (nil for in-process agents)
 ---   schema      the adapter's own options {name = kind}; common options are added
+---   aliases     {old = new}: two names for one option (giving both raises)
 ---   resume      true when the CLI resumes a session by id (continue_context)
 ---   jsonl       true to decode each stdout line as JSON and call `event`
 ---   init(opts)  optional: checks or fills options after validation
 ---   command(agent, req) → {argv, stdin?, env?, files?}; req = {prompt, cwd, iteration, resume?}
+---               files: temp files or directories removed after the run
 ---   start(agent, req) → state table for one run
 ---   event(agent, state, ev, line)  for each stdout line that is a JSON object (jsonl adapters)
 ---   line(agent, state, line, stream) for each other line ("stdout"|"stderr")
 ---   finish(agent, state, exec_result) → fields of the result
 ---     {ok?, text?, cost_usd?, tokens?, turns?, rate_limited?, retry_after?, error?, session_id?}
 ---   run(agent, opts) → result: replaces the process machinery entirely (fn, tune)
+---   auth(agent, ctx) → source|nil, hint: where the CLI finds its credentials
+---               (ctx = {env = the child's environment, home = its HOME}); never calls a model
+---   can_run_commands(agent, opts) → true|false|nil, reason (see Agent:can_run_commands)
 --- Returns a constructor `function(opts) → agent`.
 ---@param spec table
 ---@return fun(opts: table): beat.Agent
@@ -468,14 +524,73 @@ function M.define(spec)
   end
   for k, v in pairs(spec.schema or {}) do schema[k] = v end
   local where = "beat.agent." .. spec.name
+  local aliases = { extra_args = "args" }
+  for k, v in pairs(spec.aliases or {}) do aliases[k] = v end
   return function(opts)
     opts = opts or {}
     M.validate(where, opts, schema)
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
+    for old, new in pairs(aliases) do
+      if schema[old] and copy[old] ~= nil then
+        if copy[new] ~= nil then
+          check.error(where, ("give opts.%s or opts.%s (its older name), not both"):format(new, old), 3)
+        end
+        copy[new], copy[old] = copy[old], nil
+      end
+    end
+    if copy.system_prompt ~= nil and #copy.system_prompt > M.MAX_SYSTEM_PROMPT then
+      check.error(where, ("opts.system_prompt is %d bytes, more than the %d allowed")
+        :format(#copy.system_prompt, M.MAX_SYSTEM_PROMPT), 3)
+    end
     if spec.init then spec.init(copy, where) end
     return setmetatable({ name = spec.name, opts = copy, spec = spec }, Agent)
   end
+end
+
+--- The environment the agent's CLI would get (beat's, nested-session
+--- variables scrubbed, the adapter's `env` applied), and the home directory in it. For checks that read
+--- credentials or settings without running anything.
+---@return table<string, string> env, string|nil home
+function Agent:environment()
+  local env = require("beat.exec").environ()
+  local changes = M.child_env({ self.opts.env, n = 1 }, self.opts.keep_env or M.default_keep_env)
+  for k, v in pairs(changes) do
+    if v == false then env[k] = nil else env[k] = v end
+  end
+  return env, env.HOME
+end
+
+--- Where this agent's CLI would find its credentials, without calling a
+--- model: an API key variable, a login file, ... Returns a short description
+--- of the source ("ANTHROPIC_API_KEY", "~/.codex/auth.json"), or nil and a
+--- one-line hint on how to authenticate. Agents that need none (command, fn,
+--- tune) return "not needed".
+---@return string|nil source, string? hint
+function Agent:credentials()
+  if not self.spec.auth then return "not needed" end
+  local env, home = self:environment()
+  return self.spec.auth(self, { env = env, home = home })
+end
+
+--- Whether the agent, as configured (permission mode, allowed and disallowed
+--- tools, its arguments, the CLI's settings files), may run shell commands —
+--- such as the check command — by itself in a headless run. Returns true,
+--- false, or nil when beat cannot tell, and a one-line reason (for false,
+--- what to change). Reads files only; never runs the CLI.
+---@param opts? {command?: string|string[], cwd?: string} the command it should be able to run; the work tree
+---@return boolean|nil ok, string reason
+function Agent:can_run_commands(opts)
+  opts = opts or {}
+  M.validate("beat.agent." .. self.name .. ":can_run_commands", opts,
+    { command = "string|table", cwd = "string" })
+  if self.spec.can_run_commands then
+    local env, home = self:environment()
+    return self.spec.can_run_commands(self, { command = opts.command, cwd = opts.cwd,
+                                              env = env, home = home })
+  end
+  if self.spec.run then return nil, self.name .. " runs in beat itself: it runs no shell by its own choice" end
+  return nil, "beat cannot tell whether " .. self.name .. " runs shell commands"
 end
 
 M.Agent = Agent
@@ -483,18 +598,53 @@ M.Agent = Agent
 --------------------------------------------------------------------------------
 -- Constructors (each adapter loads on first use)
 
----@class beat.agent.ClaudeOpts
----@field model? string
----@field max_turns? integer
----@field permission_mode? "acceptEdits"|"bypassPermissions"|"auto"|"dontAsk"|"plan"|"manual"|"default"
----@field allowed_tools? string[]
----@field append_system_prompt? string
----@field bin? string
----@field extra_args? string[]
+---@class beat.agent.CommonOpts
+---@field bin? string the executable (default: the CLI's name, found on PATH)
+---@field args? string[] appended to the CLI's command line
+---@field extra_args? string[] older name of `args`
 ---@field env? table<string, string|false>
 ---@field keep_env? string[]
 ---@field timeout? number|string
+---@field grace? number|string
 ---@field continue_context? boolean
+---@field price? {input: number, output: number} USD per million tokens, when the CLI reports no cost
+---@field summarize? fun(last: table): string
+
+---@class beat.agent.ClaudeOpts: beat.agent.CommonOpts
+---@field model? string `--model`
+---@field max_turns? integer `--max-turns`
+---@field permission_mode? "acceptEdits"|"bypassPermissions"|"auto"|"dontAsk"|"plan"|"manual"|"default" `--permission-mode` (default acceptEdits)
+---@field allowed_tools? string[] `--allowedTools` rules: "Bash", "Bash(make *)", "Edit", ...
+---@field disallowed_tools? string[] `--disallowedTools` rules
+---@field system_prompt? string appended to Claude Code's system prompt (`--append-system-prompt`)
+---@field append_system_prompt? string older name of `system_prompt`
+
+---@class beat.agent.CodexOpts: beat.agent.CommonOpts
+---@field model? string `--model`
+---@field permission_mode? "read-only"|"workspace-write"|"danger-full-access" `--sandbox` (default workspace-write)
+---@field sandbox? "read-only"|"workspace-write"|"danger-full-access" the same as permission_mode
+---@field system_prompt? string developer instructions (`-c developer_instructions="..."`)
+
+---@class beat.agent.GeminiOpts: beat.agent.CommonOpts
+---@field model? string `--model`
+---@field permission_mode? "yolo"|"auto_edit"|"default"|"plan" `--approval-mode` (default yolo)
+---@field approval_mode? "yolo"|"auto_edit"|"default"|"plan" the same as permission_mode
+---@field allowed_tools? string[] Gemini tool names allowed without asking (a policy file given with `--policy`)
+---@field disallowed_tools? string[] Gemini tool names denied (the same policy file)
+---@field system_prompt? string instructions given as a GEMINI.md context file (`--include-directories`)
+
+---@class beat.agent.AiderOpts: beat.agent.CommonOpts
+---@field model? string `--model`
+---@field files? string[] files added to the chat
+---@field system_prompt? string instructions in a read-only file (`--read`)
+
+---@class beat.agent.CommandOpts
+---@field argv string[] the program and its arguments; "{prompt}" / "{prompt_file}" are replaced
+---@field prompt_via? "arg"|"stdin"|"file"
+---@field jsonl? boolean read a {"type":"result",...} line for cost and tokens
+---@field args? string[] appended to argv
+---@field env? table<string, string|false>
+---@field timeout? number|string
 
 --- Claude Code: `claude -p --output-format stream-json --verbose --permission-mode <mode> ...`,
 --- prompt on stdin.
@@ -504,23 +654,23 @@ function M.claude(opts) return require("beat.agent.claude").new(opts) end
 
 --- OpenAI Codex: `codex exec --json --sandbox <mode> --skip-git-repo-check [--model M] -`,
 --- prompt on stdin.
----@param opts? table
+---@param opts? beat.agent.CodexOpts
 ---@return beat.Agent
 function M.codex(opts) return require("beat.agent.codex").new(opts) end
 
 --- Gemini CLI: `gemini --output-format stream-json --approval-mode <mode> --skip-trust [--model M]`,
 --- prompt on stdin.
----@param opts? table
+---@param opts? beat.agent.GeminiOpts
 ---@return beat.Agent
 function M.gemini(opts) return require("beat.agent.gemini").new(opts) end
 
 --- aider: `aider --message-file F --yes-always --no-auto-commits --no-stream --no-pretty ...`.
----@param opts? table
+---@param opts? beat.agent.AiderOpts
 ---@return beat.Agent
 function M.aider(opts) return require("beat.agent.aider").new(opts) end
 
 --- Any program: `command{argv = {"my-agent", "{prompt}"}}`, or with prompt_via = "stdin"|"file".
----@param opts table
+---@param opts beat.agent.CommandOpts
 ---@return beat.Agent
 function M.command(opts) return require("beat.agent.command").new(opts) end
 
@@ -534,27 +684,196 @@ function M.fn(f) return require("beat.agent.fn").new(f) end
 ---@return beat.Agent
 function M.tune(opts) return require("beat.agent.tune").new(opts) end
 
---- An agent by name, as `beat loop -a NAME` and the recipes' BEAT_AGENT take
---- it: "claude", "codex", "gemini", "aider", or any command line, run
---- without a shell, with the prompt as its last argument (or where
---- "{prompt}" stands).
+--------------------------------------------------------------------------------
+-- Agents named on the command line (`beat loop -a ...`, BEAT_AGENT)
+
+--- The coding-agent CLIs `named` knows by name, in the order messages list them.
+M.ADAPTER_NAMES = { "claude", "codex", "gemini", "aider" }
+
+-- The pass-through options `beat loop` has flags for, with those flags.
+local PASS_FLAGS = {
+  args = "--agent-arg", permission_mode = "--permission-mode", allowed_tools = "--allowed-tools",
+  disallowed_tools = "--disallowed-tools", system_prompt = "--system-prompt", model = "-m/--model",
+}
+
+-- Raises a usage error: one line, exit status 2 from the command line (the
+-- shape beat.cli's usage errors have), still a readable message in Lua.
+local function usage(fmt, ...)
+  error(setmetatable({ usage = fmt:format(...) }, {
+    __tostring = function(e) return e.usage end,
+  }), 0)
+end
+
+--- Splits a command line into words the way a POSIX shell does with quotes
+--- and backslashes — 'single', "double" (where \ escapes \ " $ ` and newline),
+--- and \x outside quotes — but expands nothing: no variables, globs, ~ or
+--- command substitution. Returns the words, or nil and why.
+---@param s string
+---@return string[]|nil words, string? err
+function M.split_words(s)
+  local words, cur, i, n = {}, nil, 1, #s
+  while i <= n do
+    local c = s:sub(i, i)
+    if c:match("%s") then
+      if cur then words[#words + 1] = cur; cur = nil end
+      i = i + 1
+    elseif c == "'" then
+      local j = s:find("'", i + 1, true)
+      if not j then return nil, "unterminated ' quote" end
+      cur = (cur or "") .. s:sub(i + 1, j - 1)
+      i = j + 1
+    elseif c == '"' then
+      local buf = {}
+      i = i + 1
+      while true do
+        if i > n then return nil, 'unterminated " quote' end
+        local d = s:sub(i, i)
+        if d == '"' then i = i + 1; break end
+        local e = s:sub(i + 1, i + 1)
+        if d == "\\" and e:match('^[\\"$`\n]$') then
+          if e ~= "\n" then buf[#buf + 1] = e end
+          i = i + 2
+        else
+          buf[#buf + 1] = d
+          i = i + 1
+        end
+      end
+      cur = (cur or "") .. table.concat(buf)
+    elseif c == "\\" then
+      if i == n then return nil, "a backslash at the end" end
+      local e = s:sub(i + 1, i + 1)
+      if e ~= "\n" then cur = (cur or "") .. e end
+      i = i + 2
+    else
+      local j = s:find("[%s'\"\\]", i) or n + 1
+      cur = (cur or "") .. s:sub(i, j - 1)
+      i = j
+    end
+  end
+  if cur then words[#words + 1] = cur end
+  return words
+end
+
+--- Splits a list of tools given as one string ("Bash,Edit" or "Bash(git *) Edit")
+--- at commas and spaces outside parentheses.
+---@param s string
+---@return string[]
+function M.split_list(s)
+  local out, buf, depth = {}, {}, 0
+  local function flush()
+    if #buf > 0 then out[#out + 1] = table.concat(buf); buf = {} end
+  end
+  for ch in s:gmatch(".") do
+    if ch == "(" then depth = depth + 1 elseif ch == ")" and depth > 0 then depth = depth - 1 end
+    if depth == 0 and (ch == "," or ch:match("%s")) then flush() else buf[#buf + 1] = ch end
+  end
+  flush()
+  return out
+end
+
+---@class beat.AgentSpec what an `-a` value names
+---@field name string "claude", "codex", "gemini", "aider", or "command"
+---@field args? string[] for a known CLI: the arguments after its name
+---@field argv? string[] for any other program: its command line
+
+--- Parses what `beat loop -a` takes: a known agent name, alone or followed
+--- by arguments for that CLI ("claude --effort low" → {name = "claude",
+--- args = {"--effort", "low"}}), or any other command line ({name =
+--- "command", argv = {...}}). Words are split as by beat.agent.split_words.
+--- Raises a usage error for an empty or badly quoted value.
+---@param s string
+---@return beat.AgentSpec
+function M.parse_spec(s)
+  if type(s) ~= "string" or not s:match("%S") then
+    usage("beat.agent.named: the agent must be a name (%s) or a command line, got %s",
+      table.concat(M.ADAPTER_NAMES, ", "), check.show(s))
+  end
+  local words, err = M.split_words(s)
+  if not words then usage("beat.agent.named: cannot split the agent command line %s: %s", check.show(s), err) end
+  for _, name in ipairs(M.ADAPTER_NAMES) do
+    if words[1] == name then return { name = name, args = { table.unpack(words, 2) } } end
+  end
+  return { name = "command", argv = words }
+end
+
+-- Which adapters take an option, for messages ("claude, codex and gemini").
+local function takers(opt)
+  local names = {}
+  for _, name in ipairs(M.ADAPTER_NAMES) do
+    local spec = require("beat.agent." .. name).spec
+    if (spec.schema or {})[opt] or M.common_schema[opt] then names[#names + 1] = name end
+  end
+  if #names == 0 then return "no agent" end
+  if #names == 1 then return names[1] end
+  return table.concat(names, ", ", 1, #names - 1) .. " and " .. names[#names]
+end
+
+--- An agent from what the command line gives: `name` as `beat loop -a`
+--- takes it (see beat.agent.parse_spec) and the pass-through options of
+--- `beat loop`'s flags: args (--agent-arg, appended after the arguments in
+--- `name`), permission_mode, allowed_tools, disallowed_tools (a list, or one
+--- string split at commas and spaces outside parentheses), system_prompt,
+--- model — and any other option of the named adapter. A command line that is
+--- not a known agent is run without a shell with the prompt as its last
+--- argument (or where "{prompt}" stands); it takes only `args`.
+---
+--- Bad input raises a usage error (one line; `beat` exits 2): an option the
+--- adapter does not take ("agent aider does not take permission_mode
+--- (--permission-mode): claude, codex and gemini do"), a value it refuses,
+--- a badly quoted command line.
 ---@param name string
----@param opts? table options for a named adapter (model = ..., ...)
+---@param opts? {args?: string[], permission_mode?: string, allowed_tools?: string[]|string, disallowed_tools?: string[]|string, system_prompt?: string, model?: string}
 ---@return beat.Agent
 function M.named(name, opts)
-  if type(name) ~= "string" or not name:match("%S") then
-    error(("beat.agent.named: name must be an adapter name or a command line, got %s"):format(tostring(name)), 2)
+  opts = opts or {}
+  if type(opts) ~= "table" then usage("beat.agent.named: opts must be a table, got %s", check.show(opts)) end
+  local spec = M.parse_spec(name)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  for _, k in ipairs { "allowed_tools", "disallowed_tools" } do
+    if type(o[k]) == "string" then o[k] = M.split_list(o[k]) end
   end
-  if name == "claude" or name == "codex" or name == "gemini" or name == "aider" then
-    return M[name](opts or {})
+  if o.args ~= nil and type(o.args) ~= "table" then
+    usage("beat.agent.named: args must be a list of strings, got %s", check.show(o.args))
   end
-  local argv, placeholder = {}, false
-  for word in name:gmatch("%S+") do
-    argv[#argv + 1] = word
-    if word:find("{prompt}", 1, true) then placeholder = true end
+  local args = {}
+  for _, a in ipairs(spec.args or {}) do args[#args + 1] = a end
+  for _, a in ipairs(o.args or {}) do args[#args + 1] = a end
+  o.args = #args > 0 and args or nil
+
+  local ctor, schema
+  if spec.name == "command" then
+    local argv, placeholder = {}, false
+    for _, w in ipairs(spec.argv) do
+      argv[#argv + 1] = w
+      if w:find("{prompt", 1, true) then placeholder = true end
+    end
+    for _, a in ipairs(o.args or {}) do argv[#argv + 1] = a end
+    if not placeholder then argv[#argv + 1] = "{prompt}" end
+    o.args, o.argv = nil, argv
+    ctor, schema = M.command, require("beat.agent.command").spec.schema
+  else
+    ctor, schema = M[spec.name], require("beat.agent." .. spec.name).spec.schema
   end
-  if not placeholder then argv[#argv + 1] = "{prompt}" end
-  return M.command { argv = argv }
+  local keys = {}
+  for k in pairs(o) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not (schema[k] or M.common_schema[k]) then
+      local what = spec.name == "command" and ("the command agent " .. spec.argv[1]) or ("agent " .. spec.name)
+      if PASS_FLAGS[k] then
+        usage("%s does not take %s (%s): %s %s", what, k, PASS_FLAGS[k], takers(k),
+          takers(k):find(" and ", 1, true) and "do" or "does")
+      end
+      usage("%s does not take option %s", what, k)
+    end
+  end
+  local ok, agent = pcall(ctor, o)
+  if not ok then
+    local msg = type(agent) == "table" and agent.usage or tostring(agent)
+    usage("%s", (msg:gsub("^[^\n]-:%d+: ", "")))
+  end
+  return agent
 end
 
 --- Rows for `beat agents`: see beat.agent.list.
