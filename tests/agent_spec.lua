@@ -667,7 +667,7 @@ describe("beat.agent", function()
       local work = H.git_repo { ["README"] = "x\n" }
       local r = H.loop(work, { "p", "--until", "true", "-a", "claude --x 'unclosed" })
       assert.equal(2, r.code)
-      assert.equal([[beat: beat.agent.named: cannot split the agent command line "claude --x 'unclosed": unterminated ' quote]] .. "\n",
+      assert.equal([[beat: loop: --agent cannot split the agent command line "claude --x 'unclosed": unterminated ' quote]] .. "\n",
         r.stderr)
       assert.is_nil(beat.fs.stat(work .. "/.beat"))
       beat.fs.rm_rf(work)

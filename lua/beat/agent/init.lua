@@ -432,7 +432,7 @@ end
 
 -- Options recorded as they are by describe(): plain settings, never code,
 -- the environment's values or what argv already shows.
-local NOT_DESCRIBED = { argv = true, bin = true, extra_args = true, env = true, keep_env = true,
+local NOT_DESCRIBED = { argv = true, bin = true, args = true, extra_args = true, env = true, keep_env = true,
   fn = true, summarize = true, prompt_via = true }
 
 local function plain(v, depth)
@@ -465,16 +465,18 @@ function Agent:describe()
   if self.spec.run or not self.spec.command then return d end
   local ok, cmd = pcall(self.spec.command, self, { prompt = "{prompt}" })
   if not ok or type(cmd) ~= "table" or type(cmd.argv) ~= "table" then return d end
-  local files = {}
-  for _, f in ipairs(cmd.files or {}) do files[f] = true end
+  local function temp(a)
+    for _, f in ipairs(cmd.files or {}) do
+      if a == f or a:sub(1, #f + 1) == f .. "/" then return true end
+    end
+  end
   local argv, via = {}, cmd.stdin and "stdin" or nil
   for i, a in ipairs(cmd.argv) do
-    if files[a] then a, via = "{prompt_file}", "file" end
+    if temp(a) then a, via = "{prompt_file}", "file" end
     if a:find("{prompt}", 1, true) then via = "arg" end
     argv[i] = a
   end
-  -- the adapter's temporary prompt file, then its directory
-  for _, f in ipairs(cmd.files or {}) do os.remove(f) end
+  M.remove_files(cmd.files)   -- the adapter's temporary prompt file
   d.program, d.argv, d.prompt_via = argv[1], argv, via
   return d
 end
