@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,6 +158,17 @@ static int timer_stop(lua_State *L)
     return 0;
 }
 
+/* timer:unref(): the timer no longer keeps the loop alive on its own (a
+ * spinner redrawn while other work runs); it still fires while the loop
+ * runs for something else. */
+static int timer_unref(lua_State *L)
+{
+    timer_box *b = checktimer(L);
+    if (b->t != NULL)
+        uv_unref((uv_handle_t *)&b->t->handle);
+    return 0;
+}
+
 static int timer_close(lua_State *L)
 {
     timer_release(L, checktimer(L));
@@ -269,6 +281,27 @@ static int core_isatty(lua_State *L)
     return 1;
 }
 
+/* core.winsize(fd) -> columns, rows of the terminal on fd; nil, message
+ * when fd is not a terminal (or the size is unknown, reported as 0). */
+static int core_winsize(lua_State *L)
+{
+    struct winsize ws;
+    int fd = (int)luaL_checkinteger(L, 1);
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    if (ws.ws_col == 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "terminal size unknown");
+        return 2;
+    }
+    lua_pushinteger(L, ws.ws_col);
+    lua_pushinteger(L, ws.ws_row);
+    return 2;
+}
+
 /* core.kill_descendants(sig) -> count: signals every live process below
  * beat, including orphans that were reparented to it (beat is a subreaper). */
 static int core_kill_descendants(lua_State *L)
@@ -303,6 +336,7 @@ static int core_exit(lua_State *L)
 static const luaL_Reg timer_meth[] = {
     {"start", timer_start},
     {"stop", timer_stop},
+    {"unref", timer_unref},
     {"close", timer_close},
     {NULL, NULL}
 };
@@ -317,6 +351,7 @@ static const luaL_Reg core_funcs[] = {
     {"exepath", core_exepath},
     {"strerror", core_strerror},
     {"isatty", core_isatty},
+    {"winsize", core_winsize},
     {"kill_descendants", core_kill_descendants},
     {"exit", core_exit},
     {NULL, NULL}
@@ -338,7 +373,7 @@ int luaopen_beat__runtime(lua_State *L)
 #define SIG(name) lua_pushinteger(L, name), lua_setfield(L, -2, #name)
     SIG(SIGINT); SIG(SIGTERM); SIG(SIGKILL); SIG(SIGHUP); SIG(SIGQUIT);
     SIG(SIGUSR1); SIG(SIGUSR2); SIG(SIGPIPE); SIG(SIGALRM); SIG(SIGCONT);
-    SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT);
+    SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT); SIG(SIGWINCH);
 #undef SIG
     lua_setfield(L, -2, "signals");
     lua_pushstring(L, uv_version_string());
