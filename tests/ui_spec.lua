@@ -270,3 +270,64 @@ describe("the iteration count", function()
     assert.matches(id .. "[^\n]* 1 iter", runs)
   end)
 end)
+
+describe("what a run says (issue 12)", function()
+  local FIX = "sh " .. H.root .. "/tests/fixtures/loop/fix-on-3.sh"
+
+  it("the first retry prompt says the check fails before any change, not 'previous attempt 0'", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local log = H.tmpdir() .. "/prompts"
+    local r = H.loop(dir, { "fix the bug", "--until", "grep -q fixed bug.txt", "-a", FIX }, { PROMPT_LOG = log })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local prompts = {}
+    for p in H.read(log):gmatch("(.-)\n===\n") do prompts[#prompts + 1] = p end
+    assert.equal(3, #prompts)
+    assert.matches("^fix the bug\n\nThe check fails before any change: The check exited 1%.", prompts[1])
+    assert.is_nil(prompts[1]:find("Previous attempt", 1, true))
+    assert.matches("\n\nPrevious attempt %(iteration 1 of 10%): The check exited 1%.", prompts[2])
+    assert.matches("\n\nPrevious attempt %(iteration 2 of 10%)", prompts[3])
+  end)
+
+  it("labels iteration 0 as the initial check or the baseline, not 'iter 0'", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", FIX })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("\ninitial check  fail  — check exited 1 before any change\n", r.stdout)
+    assert.is_nil(r.stdout:find("iter 0", 1, true), r.stdout)
+    assert.matches("\n3 iterations in ", r.stdout)
+    local dir2 = repo()
+    local r2 = H.loop(dir2, { "lower", "--eval", "cat value.txt", "-a", SET, "--max-iterations", "1" },
+      { VALUES = "90" })
+    assert.matches("\nbaseline  score 100  — the unchanged work tree\n", r2.stdout)
+    assert.is_nil(r2.stdout:find("iter 0", 1, true), r2.stdout)
+  end)
+
+  it("says 1 iteration, not 1 iterations", function()
+    local dir = repo()
+    local r = H.loop(dir, { "lower", "--eval", "cat value.txt", "-a", SET, "--max-iterations", "1" },
+      { VALUES = "90" })
+    assert.matches("completed: 1 iteration done\n", r.stdout)
+    assert.matches("\n1 iteration in ", r.stdout)
+    local dir2 = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r2 = H.loop(dir2, { "fix", "--until", "grep -q fixed bug.txt", "-a", FIX, "--max-iterations", "1" })
+    assert.matches("the check still fails after 1 iteration\n", r2.stdout)
+  end)
+
+  it("a failing baseline shows the first error line, the tail of its output and the log's path", function()
+    local dir = repo()
+    H.write(dir .. "/eval.sh", table.concat({
+      "echo 'loader:1228' >&2", "echo '  throw err;' >&2",
+      "echo \"Error: Cannot find module './nothere'\" >&2",
+      "for i in 1 2 3 4 5 6; do echo \"    at frame $i\" >&2; done",
+      "echo 'Node.js v20.20.2' >&2", "exit 1" }, "\n") .. "\n")
+    local r = H.loop(dir, { "lower", "--eval", "sh eval.sh", "-a", SET }, { VALUES = "90" })
+    assert.equal(1, r.code)
+    local _, rundir = H.last_run(dir)
+    -- the one-line reason names the cause, not the version line
+    assert.matches("failed: the baseline cannot be scored: eval exited 1 %(stderr: Error: Cannot find module './nothere'%)", r.stdout)
+    local excerpt = r.stdout:match("the baseline eval's output %((.-)%):\n(.-)\n0 iterations")
+    assert.equal(rundir .. "/iter-0/eval.log", excerpt)
+    local body = r.stdout:match("the baseline eval's output %(.-%):\n(.-)\n0 iterations")
+    assert.equal("  Error: Cannot find module './nothere'\n  …\n      at frame 5\n      at frame 6\n  Node.js v20.20.2", body)
+  end)
+end)

@@ -208,11 +208,60 @@ local function event_lines(st, event, rec, color, plain)
   return nil
 end
 
+--- The few most telling lines of a command's log (iter-N/eval.log as
+--- beat.loop writes it): the first error-looking line and the last lines
+--- of its stderr (or stdout when stderr is empty). Returns a list (maybe
+--- empty).
+---@param text string
+---@param tail? integer lines of the tail (default 3)
+---@return string[]
+function M.telling_lines(text, tail)
+  tail = tail or 3
+  local out_s = text:match("\n%-%-%- stdout\n(.-)\n%-%-%- stderr\n") or ""
+  local err_s = text:match("\n%-%-%- stderr\n(.*)$") or text
+  local body = err_s:match("%S") and err_s or out_s
+  local lines = {}
+  for l in body:gmatch("[^\n]+") do
+    if l:match("%S") then lines[#lines + 1] = (cut(l:gsub("%s+$", ""), 200)) end
+  end
+  local picked = {}
+  local first = require("beat.score").error_line(body)
+  local from = math.max(1, #lines - tail + 1)
+  if first then
+    local at
+    for i, l in ipairs(lines) do if l:find(first, 1, true) then at = i break end end
+    if at and at < from then
+      picked[#picked + 1] = lines[at]
+      if at < from - 1 then picked[#picked + 1] = "…" end
+    end
+  end
+  for i = from, #lines do picked[#picked + 1] = lines[i] end
+  return picked
+end
+
+-- The log of a failed iteration 0 (the baseline eval, a guard): its path
+-- and its telling lines, for the summary.
+local function failed_start_lines(st)
+  if not st.dir or not st.start_failed then return {} end
+  local fs = require "beat.fs"
+  for _, name in ipairs { "eval", "check", "guard-1" } do
+    local path = ("%s/iter-0/%s.log"):format(st.dir, name)
+    local text = fs.read(path)
+    if text then
+      local lines = { ("the %s's output (%s):"):format(name == "eval" and "baseline eval" or name, path) }
+      for _, l in ipairs(M.telling_lines(text)) do lines[#lines + 1] = "  " .. l end
+      return lines
+    end
+  end
+  return {}
+end
+
 -- The summary of a finished run (from its run_end or interrupted record).
 local function summary_lines(st, rec, color)
   local lines = { "" }
   local status = tostring(rec.status or "?")
   lines[#lines + 1] = ("%s: %s"):format(paint(status, status, color), tostring(rec.reason or ""))
+  for _, l in ipairs(failed_start_lines(st)) do lines[#lines + 1] = l end
   if rec.best_score and rec.baseline_score then
     lines[#lines + 1] = ("best: %s (baseline: %s)"):format(paint(tostring(rec.best_score), "score", color),
       tostring(rec.baseline_score))
@@ -428,6 +477,7 @@ local function track(st, event, rec)
     local n = math.tointeger(rec.iteration) or 0
     st.last_status = rec.status and tostring(rec.status)
     if n == 0 and rec.status == "baseline" and rec.score_text then st.baseline_text = tostring(rec.score_text) end
+    st.start_failed = n == 0 and rec.status == "crash" or nil
     if rec.best_text then st.best_text = tostring(rec.best_text)
     elseif n == 0 and rec.status == "baseline" and rec.score_text then st.best_text = tostring(rec.score_text) end
   end
