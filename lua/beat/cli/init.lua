@@ -254,7 +254,7 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.agents", "beat.cli.report" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.clean", "beat.cli.agents", "beat.cli.report" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then
