@@ -124,3 +124,52 @@ describe("the docs' runnable examples", function()
     end)
   end
 end)
+
+describe("the help texts and the man page", function()
+  it("beat help loop prints its usage whole and says what {prompt} is", function()
+    local r = H.beat { "help", "loop" }
+    assert.equal(0, r.code)
+    local usage = r.stdout:match("^Usage: ([^\n]*)\n")
+    assert.equal("beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]", usage)
+    local _, opens = usage:gsub("%[", "")
+    local _, closes = usage:gsub("%]", "")
+    assert.equal(opens, closes)
+    assert.matches("{prompt}", r.stdout)
+  end)
+
+  it("every flag of beat loop --help is in the man page and in docs/cli.md", function()
+    local help = H.beat({ "loop", "--help" }).stdout
+    local man = H.read(H.root .. "/docs/beat.1"):gsub("\\%-", "-")
+    local cli = H.read(H.root .. "/docs/cli.md")
+    local flags = {}
+    -- the flags each option line of the help starts with ("  -a, --agent NAME  ...")
+    for line in help:gmatch("[^\n]+") do
+      local a, b = line:match("^  (%-%-?%a[%w%-]*),? ?(%-?%-?%a?[%w%-]*)")
+      if a then flags[a] = true end
+      if b and b:match("^%-%-%a") then flags[b] = true end
+    end
+    for f in help:gmatch("also (%-%-%a[%w%-]*)") do flags[f] = true end
+    for f in help:gmatch(", (%-%-%a[%w%-]*)\n") do flags[f] = true end
+    for _, f in ipairs { "--direction", "--minimize", "--maximize", "--quiet", "--json", "--plain" } do
+      assert.truthy(flags[f], f .. " is not in beat loop --help")
+    end
+    for flag in pairs(flags) do
+      assert.truthy(man:find(flag, 1, true), flag .. " is missing from docs/beat.1")
+      assert.truthy(cli:find("`" .. flag, 1, true), flag .. " is missing from docs/cli.md")
+    end
+  end)
+
+  it("every command is in beat help, has --help, and is in the man page and docs/cli.md", function()
+    local list = H.beat({ "help" }).stdout
+    local man = H.read(H.root .. "/docs/beat.1")
+    local cli = H.read(H.root .. "/docs/cli.md")
+    for _, cmd in ipairs { "run", "loop", "repl", "runs", "show", "clean", "restore", "report", "agents" } do
+      assert.matches("\n  " .. cmd .. " ", list)
+      local r = H.beat { cmd, "--help" }
+      assert.equal(0, r.code, cmd)
+      assert.matches("^Usage: beat " .. cmd, r.stdout)
+      assert.truthy(man:find(".B beat " .. cmd, 1, true), cmd .. " is missing from docs/beat.1")
+      assert.truthy(cli:find("`beat " .. cmd, 1, true), cmd .. " is missing from docs/cli.md")
+    end
+  end)
+end)
