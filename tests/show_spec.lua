@@ -171,6 +171,22 @@ describe("beat show RUN --log N", function()
     assert.truthy(raw.stdout:find('"type":"result"', 1, true))
   end)
 
+  it("prints Codex's and Gemini's JSON lines as the conversation too", function()
+    local want = {
+      codex = { "→ $ bash -lc ls (exit 0)", "  ← x", "result: turn completed · 24763 input, 122 output tokens" },
+      gemini = { "Let me look.", "→ write_file bug.txt", "  ← ok", "Done editing.", "result: success" },
+    }
+    for name, lines in pairs(want) do
+      local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+      local env = { PATH = AGENTS .. ":" .. os.getenv("PATH"), FAKE_WRITE = "bug.txt" }
+      local r = H.loop(dir, { "fix", "--until", "grep -q fake bug.txt", "-a", name }, env)
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      local log = show(dir, { "last", "--log", "1" }).stdout
+      for _, l in ipairs(lines) do assert.truthy(log:find(l, 1, true), name .. ": " .. l .. "\n" .. log) end
+      assert.is_nil(log:find('{"type"', 1, true), log)
+    end
+  end)
+
   it("prints the check or eval log of an iteration, and names what exists when asked for what does not", function()
     local dir = optimize_run()
     local id = loop(dir, { "90" })

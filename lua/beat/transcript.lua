@@ -126,7 +126,8 @@ local function codex(ev, out, color)
       out[#out + 1] = paint("(reasoning) " .. one_line(item.text, 160), "dim", color)
     elseif item.type == "command_execution" then
       out[#out + 1] = paint("→ $ ", "bold", color) .. one_line(item.command, 160)
-        .. (item.exit_code and paint((" (exit %s)"):format(tostring(item.exit_code)), "dim", color) or "")
+        .. (item.exit_code and paint((" (exit %s)"):format(tostring(math.tointeger(tonumber(item.exit_code))
+          or item.exit_code)), "dim", color) or "")
       local o = item.aggregated_output
       if type(o) == "string" and o:match("%S") then out[#out + 1] = paint("  ← " .. one_line(o, 160), "dim", color) end
     elseif item.type == "file_change" then

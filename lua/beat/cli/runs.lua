@@ -428,7 +428,7 @@ local function show_run(repo, info, color, as_json)
     end
     row[#row + 1] = { text = it.duration_s and duration.format(it.duration_s) or "", right = true }
     if any_cost then row[#row + 1] = { text = it.cost_usd and it.cost_usd > 0 and ("$%.2f"):format(it.cost_usd) or "", right = true } end
-    row[#row + 1] = it.summary or ""
+    row[#row + 1] = tostring(it.summary or ""):match("^[^\n]*")   -- one line: a traceback stays in the journal
     rows[#rows + 1] = row
   end
   if #rows == 0 then
