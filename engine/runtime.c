@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,6 +158,17 @@ static int timer_stop(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, b->t->cb_ref);
         b->t->cb_ref = LUA_NOREF;
     }
+    return 0;
+}
+
+/* timer:unref(): the timer no longer keeps the loop alive on its own (a
+ * spinner redrawn while other work runs); it still fires while the loop
+ * runs for something else. */
+static int timer_unref(lua_State *L)
+{
+    timer_box *b = checktimer(L);
+    if (b->t != NULL)
+        uv_unref((uv_handle_t *)&b->t->handle);
     return 0;
 }
 
@@ -511,6 +523,27 @@ static int core_isatty(lua_State *L)
     return 1;
 }
 
+/* core.winsize(fd) -> columns, rows of the terminal on fd; nil, message
+ * when fd is not a terminal (or the size is unknown, reported as 0). */
+static int core_winsize(lua_State *L)
+{
+    struct winsize ws;
+    int fd = (int)luaL_checkinteger(L, 1);
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    if (ws.ws_col == 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "terminal size unknown");
+        return 2;
+    }
+    lua_pushinteger(L, ws.ws_col);
+    lua_pushinteger(L, ws.ws_row);
+    return 2;
+}
+
 /* Kills every process below beat, sweeping again until none is left, so
  * processes forked during a sweep (and children of killed shims, which beat
  * inherits as subreaper) are caught too. */
@@ -536,6 +569,7 @@ static int core_exit(lua_State *L)
 static const luaL_Reg timer_meth[] = {
     {"start", timer_start},
     {"stop", timer_stop},
+    {"unref", timer_unref},
     {"close", timer_close},
     {NULL, NULL}
 };
@@ -550,6 +584,7 @@ static const luaL_Reg core_funcs[] = {
     {"pid", core_pid},
     {"exepath", core_exepath},
     {"isatty", core_isatty},
+    {"winsize", core_winsize},
     {"exit", core_exit},
     {NULL, NULL}
 };
@@ -570,7 +605,7 @@ int luaopen_beat__runtime(lua_State *L)
 #define SIG(name) lua_pushinteger(L, name), lua_setfield(L, -2, #name)
     SIG(SIGINT); SIG(SIGTERM); SIG(SIGKILL); SIG(SIGHUP); SIG(SIGQUIT);
     SIG(SIGUSR1); SIG(SIGUSR2); SIG(SIGPIPE); SIG(SIGALRM); SIG(SIGCONT);
-    SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT);
+    SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT); SIG(SIGWINCH);
 #undef SIG
     lua_setfield(L, -2, "signals");
     lua_pushstring(L, uv_version_string());

@@ -22,6 +22,7 @@ local status = beat.strategy("optimize") {
       { "params", direction = "minimize" },
     },
     constraints = { { metric = "train_loss", max = 0.1 } },
+    sentinels = { [1e6] = "diverged" },   -- train.lua's marker for a run that blew up
   },
   max_iterations = math.tointeger(tonumber((...) or "")) or 15,
   max_no_progress = 5,

@@ -22,9 +22,11 @@ local status = beat.strategy("optimize") {
   agent = beat.agent.tune { seed = seed, params = sample.params },
   eval = sample.eval,
   score = beat.score.metric("val_loss"),
-  metric = "val_loss",
-  direction = "minimize",
-  min_rel_delta = 0.01,          -- a change under 1% is noise, not progress
+  objective = beat.objective {
+    metric = "val_loss", direction = "minimize",
+    min_rel_delta = 0.01,          -- a change under 1% is noise, not progress
+    sentinels = { [1e6] = "diverged" },   -- train.lua's marker for a run that blew up
+  },
   max_iterations = iterations,
   max_no_progress = 5,
 }

@@ -202,6 +202,6 @@ return function(opts)
       end
       if n < o.max_iterations then run:cooldown() end
     end
-    return "completed", ("%d iterations done"):format(o.max_iterations)
+    return "completed", ("%d iteration%s done"):format(o.max_iterations, o.max_iterations == 1 and "" or "s")
   end)
 end

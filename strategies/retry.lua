@@ -27,13 +27,20 @@ local function default_feedback(r, limit)
   return ("The check %s. Its output ends with:\n%s"):format(what, out)
 end
 
+-- What the next prompt says about the last failing check: the initial
+-- check (no agent ran yet) is not a "previous attempt".
+local function feedback_note(feedback_text, from, max)
+  if from == 0 then return "The check fails before any change: " .. feedback_text end
+  return ("Previous attempt (iteration %d of %d): %s"):format(from, max, feedback_text)
+end
+
 return function(opts)
   local o = beat.loop.options("retry", opts, OPTIONS, DEFAULTS)
   if o.check == nil then error('beat.strategy("retry"): option check is required (the command that must pass)', 2) end
   beat.loop.check_command("retry", "check", o.check)
 
   return beat.loop.run("retry", o, function(run)
-    local feedback_text
+    local feedback_text, feedback_from   -- what the last failing check said, and its iteration
     -- a failed run gives the user back the original tree, not a half fix
     if not o.keep_last then run.restore_on_failure = run.base end
 
@@ -46,6 +53,7 @@ return function(opts)
         return "passed", "the check already passes; the agent was not run"
       end
       feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+      feedback_from = 0
       run:record { iteration = 0, status = "fail", summary = ("check exited %d before any change"):format(r.code) }
     end
 
@@ -63,7 +71,7 @@ return function(opts)
         and run:text_hook("prompt", run:state { iteration = n, feedback = feedback_text })
         or o.prompt
       if feedback_text and type(o.prompt) ~= "function" then
-        prompt = ("%s\n\nPrevious attempt (iteration %d of %d): %s"):format(prompt, n - 1, o.max_iterations, feedback_text)
+        prompt = ("%s\n\n%s"):format(prompt, feedback_note(feedback_text, feedback_from, o.max_iterations))
       end
       local agent = run:propose(n, prompt)
       local changed = run:changed_since(last)
@@ -105,8 +113,10 @@ return function(opts)
       end
       if r and r.code ~= 0 then
         feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
+        feedback_from = n
       elseif rejected then
         feedback_text = "The attempt was rejected and undone: it left files " .. rejected
+        feedback_from = n
       end
       table.insert(run.history, { iteration = n, status = status, summary = summary })
       run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,
@@ -128,6 +138,7 @@ return function(opts)
       end
       if n < o.max_iterations then run:cooldown() end
     end
-    return "failed", ("the check still fails after %d iterations"):format(o.max_iterations)
+    return "failed", ("the check still fails after %d iteration%s"):format(o.max_iterations,
+      o.max_iterations == 1 and "" or "s")
   end)
 end

@@ -19,7 +19,7 @@ describe("beat CLI", function()
     assert.matches("run%s+run a Lua recipe", r.stdout)
     r = H.beat { "run", "--help" }
     assert.equal(0, r.code)
-    assert.matches("Usage: beat run FILE", r.stdout)
+    assert.matches("Usage: beat run %[%-%-json|%-%-plain%] %[%-q%] FILE", r.stdout)
     r = H.beat { "version" }
     assert.matches("^beat %d+%.%d+%.%d+", r.stdout)
     r = H.beat { "frobnicate" }

@@ -507,3 +507,41 @@ describe("beat.objective noise (seeded trials)", function()
     end
   end)
 end)
+
+describe("numbers in reasons (issue 12)", function()
+  local M = "\226\136\146"   -- U+2212, the minus sign of reasons
+
+  it("keep each number's magnitude: the best is never shown as 0 next to a huge value", function()
+    local o = new { direction = "minimize", metric = "val_loss" }
+    local _, reason = o:compare(1000000, 0.011964)
+    assert.equal("val_loss 1000000 > 0.01196 (+8.36e+09%)", reason)
+    _, reason = o:compare(0.1684, 0.011964)
+    assert.equal("val_loss 0.1684 > 0.01196 (+1308%)", reason)
+    -- same magnitude: same decimals, as before
+    _, reason = new { direction = "minimize", metric = "size", unit = "KB" }:compare(120.4, 131)
+    assert.equal("size 120.4 KB < 131.0 KB (" .. M .. "8.1%)", reason)
+  end)
+
+  it("name sentinels, with no percentage next to them", function()
+    local o = new { direction = "minimize", metric = "val_loss", sentinels = { [1e6] = "diverged" } }
+    local verdict, reason = o:compare(1e6, 0.011964)
+    assert.equal("worse", verdict)
+    assert.equal("val_loss diverged > 0.01196", reason)
+    assert.equal("val_loss diverged", o:describe(1e6))
+  end)
+
+  it("show a constraint's limit as it is: 0.1, not 0, and its sentinel by name", function()
+    local o = new { order = { { "val_loss", direction = "minimize" } },
+      constraints = { { metric = "train_loss", max = 0.1 } } }
+    assert.equal("infeasible", (o:compare({ val_loss = 1, train_loss = 1000000 }, { val_loss = 2, train_loss = 0 })))
+    assert.equal("infeasible: train_loss 1000000 > max 0.1", o:describe { val_loss = 1, train_loss = 1000000 })
+    local named = new { order = { { "val_loss", direction = "minimize" } },
+      constraints = { { metric = "train_loss", max = 0.1 } }, sentinels = { [1e6] = "diverged" } }
+    assert.equal("infeasible: train_loss diverged > max 0.1", named:describe { val_loss = 1, train_loss = 1e6 })
+  end)
+
+  it("refuse a sentinels table that is not {[number] = name}", function()
+    assert.has_error(function() new { direction = "minimize", sentinels = { diverged = 1e6 } } end)
+    assert.has_error(function() new { direction = "minimize", metrics = { x = { sentinels = 5 } } } end)
+  end)
+end)

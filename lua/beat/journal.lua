@@ -84,8 +84,10 @@ function M.sanitize(v, seen, in_env)
   local out = {}
   local mt = getmetatable(v)
   if mt and mt.__name then out.type = mt.__name end
+  local n = #v
   for k, x in pairs(v) do
-    local key = type(k) == "number" and k or tostring(k)
+    -- list indexes stay numbers; other keys ({[1e6] = "diverged"}) become strings (JSON keys)
+    local key = math.type(k) == "integer" and k >= 1 and k <= n and k or tostring(k)
     if not in_env and k == "env" and type(x) == "table" then
       -- an environment given to a command: its secret-named values are
       -- redacted wherever they show up later (a log echoing them)
@@ -265,25 +267,30 @@ function Journal:check(full)
 end
 
 -- Appends data to one of the run's files (which: "path" or "tsv") and to
--- the run's copy of it; on disk when this returns.
-function Journal:_append(which, data)
+-- the run's copy of it; on disk when this returns (unless nosync).
+function Journal:_append(which, data, nosync)
   local m = copy(self)[which]
-  local ok, err = fs.append(self[which], data, true)
+  local ok, err = fs.append(self[which], data, not nosync)
   if not ok then error(("cannot write %s: %s"):format(self[which], tostring(err)), 0) end
   m[#m + 1], m.size, m.absent = data, m.size + #data, false
 end
 
---- Appends one event; it is on disk when this returns. A deleted or
---- changed run directory is put back first (see Journal:check).
+--- Appends one event; it is on disk when this returns (fsync'd, unless
+--- opts.sync is false: for records whose loss in a crash costs nothing,
+--- such as phase changes). A deleted or changed run directory is put back
+--- first (see Journal:check). Returns the record as written.
 ---@param event string
 ---@param fields? table
-function Journal:write(event, fields)
+---@param opts? {sync?: boolean}
+---@return table rec
+function Journal:write(event, fields, opts)
   local rec = M.sanitize(fields or {})
   rec.event = event
   rec.time = require("beat._runtime").now()
   local line = json.encode(rec)
   self:check()
-  self:_append("path", line .. "\n")
+  self:_append("path", line .. "\n", opts ~= nil and opts.sync == false)
+  return rec
 end
 
 --- Appends a row to results.tsv: {iteration, snapshot, score, status, delta,

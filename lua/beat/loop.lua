@@ -36,7 +36,8 @@ M.overrides = {}
 ---@field continue_context? boolean resume the agent's previous session where the CLI can
 ---@field commit_to? string promote the best snapshot to this branch at the end
 ---@field max_file_size? integer|string a file the agent makes larger than this (bytes, or "500M", "2G"; default 1G) is not snapshotted: the iteration is rejected and the file set aside
----@field quiet? boolean no console lines
+---@field quiet? boolean no per-iteration lines on the console (the summary still prints)
+---@field listeners? (fun(event: string, rec: table))[] called with every journal record and phase change (see Run:emit)
 ---@field feedback? fun(result: table): string what the next prompt says about a failed check
 ---@field on_iteration? fun(ctx: table)
 ---@field on_keep? fun(ctx: table)
@@ -50,7 +51,7 @@ local COMMON = {
   agent_timeout = "number|string", continue_context = "boolean", commit_to = "string",
   quiet = "boolean", feedback = "function", on_iteration = "function", on_keep = "function",
   on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
-  max_rate_limit_waits = "number", rate_limit_cooldown = "number|string",
+  max_rate_limit_waits = "number", rate_limit_cooldown = "number|string", listeners = "table",
   max_file_size = "number|string",
 }
 
@@ -199,14 +200,50 @@ HookError.__tostring = function(e) return ("hook %s failed: %s"):format(e.hook, 
 ---@field iteration integer
 ---@field cost_usd number
 ---@field started number
+---@field phase_name string|nil what runs now: agent, guard, eval, check, cooldown, paused or idle
+---  (not `phase`: that name is the method Run:phase, which a field would hide)
+---@field phase_started number|nil beat.clock() when the phase began
+---@field listeners table list of fun(event, rec) (see Run:emit)
 local Run = {}
 Run.__index = Run
 
-local function say(run, fmt, ...)
-  if not run.opts.quiet then
-    io.stdout:write((fmt):format(...), "\n")
-    io.stdout:flush()
+local PHASES = { agent = true, guard = true, eval = true, check = true, cooldown = true,
+  paused = true, idle = true }
+
+--- Calls every listener with (event, rec): the journal's records as written
+--- (rec.event, rec.time set) and phase changes. A listener that raises is
+--- dropped with a note on stderr; it never stops the run.
+---@param event string
+---@param rec table
+function Run:emit(event, rec)
+  for i, fn in ipairs(self.listeners) do
+    local ok, err = pcall(fn, event, rec)
+    if not ok then
+      io.stderr:write(("beat: a run listener failed and was removed: %s\n"):format(tostring(err)))
+      table.remove(self.listeners, i)
+    end
   end
+end
+
+--- Appends a journal record (fsync'd, see beat.journal) and emits it.
+---@param event string
+---@param fields? table
+function Run:write(event, fields)
+  local rec = self.journal:write(event, fields)
+  self:emit(event, rec or fields or {})
+end
+
+--- Enters a phase: agent, guard, eval, check, cooldown, paused or idle. The
+--- change is journaled (a `phase` record, not fsync'd: losing the last one
+--- to a crash costs nothing) and emitted, so the console and `--json` show
+--- what runs now.
+---@param name string
+function Run:phase(name)
+  if not PHASES[name] then error(("run:phase: unknown phase %q"):format(tostring(name)), 2) end
+  self.phase_name, self.phase_started = name, beat.clock()
+  local rec = { phase = name, iteration = self.iteration }
+  local ok, written = pcall(self.journal.write, self.journal, "phase", rec, { sync = false })
+  self:emit("phase", ok and written or rec)
 end
 
 --- Calls the user's hook `name` if set; an error in it stops the run with
@@ -262,7 +299,11 @@ end
 --- Pauses for the cooldown (cut to the time left).
 function Run:cooldown()
   local c = self.opts.cooldown
-  if c and c > 0 then beat.sleep(self:limit(c)) end
+  if c and c > 0 then
+    self:phase("cooldown")
+    beat.sleep(self:limit(c))
+    self:phase("idle")
+  end
 end
 
 --- Calls a hook that must return text (prompt, feedback); anything else
@@ -284,6 +325,7 @@ end
 function Run:propose(n, prompt, extra)
   local dir = self.journal:iter_dir(n)
   local waits, delay = 0, self.opts.rate_limit_cooldown or 30
+  self:phase("agent")
   while true do
     local req = {
       prompt = prompt, cwd = self.cwd, timeout = self:agent_timeout(), iteration = n,
@@ -303,12 +345,12 @@ function Run:propose(n, prompt, extra)
     local cost = tonumber(res.cost_usd)
     if res.cost_usd ~= nil and not (cost and cost >= 0 and cost < math.huge) then
       -- a negative cost would be subtracted and max_cost_usd never reached
-      self.journal:write("note", { iteration = n, note = ("the agent reported a cost of %s; counted as unknown (0)")
+      self:write("note", { iteration = n, note = ("the agent reported a cost of %s; counted as unknown (0)")
         :format(tostring(res.cost_usd)) })
       cost = nil
     end
     self.cost_usd = self.cost_usd + (cost or 0)
-    self.journal:write("agent", {
+    self:write("agent", {
       iteration = n, ok = res.ok, code = res.code, error = res.error, cost_usd = res.cost_usd,
       tokens = res.tokens, turns = res.turns, duration = res.duration,
       rate_limited = res.rate_limited, retry_after = res.retry_after,
@@ -327,9 +369,9 @@ function Run:propose(n, prompt, extra)
       local left = self.opts.max_duration - self:elapsed()
       if left <= wait then return res end
     end
-    say(self, "iter %-3d rate limited; waiting %s", n, duration.format(wait))
-    self.journal:write("rate_limited", { iteration = n, wait = wait })
+    self:write("rate_limited", { iteration = n, wait = wait })
     beat.sleep(wait)
+    self:phase("agent")
   end
 end
 
@@ -342,6 +384,7 @@ end
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
   self.since[#self.since + 1] = name
+  self:phase(name == "eval" and "eval" or name:match("^guard") and "guard" or "check")
   local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
   self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
@@ -353,7 +396,7 @@ function Run:command(n, name, cmd, timeout)
     ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
       type(cmd) == "table" and table.concat(cmd, " ") or cmd, r.code,
       r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or "")))
-  self.journal:write(name:match("^%a+"), {
+  self:write(name:match("^%a+"), {
     iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
     duration = r.duration, error = r.error,
   })
@@ -371,9 +414,10 @@ function Run:measure(n, cmd, opts)
   local o = { cwd = self.cwd }
   for k, v in pairs(opts or {}) do o[k] = v end
   o.timeout = self:limit(o.timeout)
+  self:phase("eval")
   local m, why = beat.measure(cmd, o)
   self.journal:check(true)
-  self.journal:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
+  self:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
     values = m and m.values, value = m and m.value, stddev = m and m.stddev })
   return m, why
 end
@@ -481,7 +525,7 @@ function Run:restore(snap)
       local what = during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
         or "files changed since the last snapshot (by the agent or by you)"
       self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
-      self.journal:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
+      self:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
         during = self.since, note = what })
     end
     self.repo:delete_refs(tmp)
@@ -494,8 +538,10 @@ function Run:restore(snap)
   return name
 end
 
---- Records an iteration's outcome: results.tsv row, a journal record and
---- the console line.
+--- Records an iteration's outcome: results.tsv row and a `decision`
+--- journal record (which the console shows). Iterations above 0 with a
+--- decision are the run's count of iterations (`iterations` in run_end,
+--- the summary, `beat runs` and `beat show` all use it).
 ---@param row {iteration: integer, status: string, score?: any, best?: any, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string}
 function Run:record(row)
   self.journal:row {
@@ -503,14 +549,12 @@ function Run:record(row)
     score = row.score or row.score_text, status = row.status, delta = row.delta,
     cost_usd = row.cost_usd, duration_s = row.duration_s, summary = row.summary,
   }
-  self.journal:write("decision", row)
-  local parts = { ("iter %-3d %-8s"):format(row.iteration, row.status) }
-  if row.score_text then parts[#parts + 1] = row.score_text end
-  if row.best_text then parts[#parts + 1] = ("(best %s)"):format(row.best_text) end
-  parts[#parts + 1] = duration.format(self:elapsed())
-  if self.cost_usd > 0 then parts[#parts + 1] = ("$%.2f"):format(self.cost_usd) end
-  if row.summary and row.summary ~= "" then parts[#parts + 1] = "— " .. row.summary end
-  say(self, "%s", table.concat(parts, "  "))
+  if (math.tointeger(row.iteration) or 0) > 0 and not self.decided[row.iteration] then
+    self.decided[row.iteration] = true
+    self.completed = self.completed + 1
+  end
+  self:write("decision", row)
+  self:phase("idle")
 end
 
 --- The state given to stop_when and on_* hooks.
@@ -623,39 +667,31 @@ local function finish(run, status, reason)
   end
   local diff
   if run.repo and run.base then
-    diff = run.repo:diff { from = run.base, to = "worktree", patch = false }
+    local d = run.repo:diff { from = run.base, to = "worktree", patch = false }
+    if d then
+      diff = { files_changed = d.files_changed, insertions = d.insertions, deletions = d.deletions,
+        files = {} }
+      for i, f in ipairs(d.files) do
+        if i > 10 then diff.more_files = #d.files - 10 break end
+        diff.files[i] = { path = f.path, status = f.status, insertions = f.insertions,
+          deletions = f.deletions }
+      end
+    end
   end
   -- the last record: "run_end", or "interrupted" when a signal stopped the run
-  local wok, werr = pcall(run.journal.write, run.journal, status == "interrupted" and "interrupted" or "run_end", {
-    status = status, reason = reason, iterations = run.iteration, best = run.best,
+  local event = status == "interrupted" and "interrupted" or "run_end"
+  local rec = {
+    status = status, reason = reason, iterations = run.completed, best = run.best,
     base = run.base, last = run.last, cost_usd = run.cost_usd, elapsed = run:elapsed(),
     best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
-  })
-  if not wok then notes[#notes + 1] = "could not write the journal: " .. tostring(werr) end
-  say(run, "")
-  say(run, "%s: %s", status, reason)
-  if run.best_score and run.baseline_score then
-    say(run, "best: %s (baseline: %s)", run.best_score, run.baseline_score)
+    diff = diff, git = run.repo ~= nil, dir = run.journal.dir,
+    unfinished_iteration = run.iteration > 0 and not run.decided[run.iteration] and run.iteration or nil,
+  }
+  local wok, werr = pcall(run.write, run, event, rec)
+  if not wok then
+    notes[#notes + 1] = "could not write the journal: " .. tostring(werr)
+    run:emit(event, rec)   -- the console still gets its summary
   end
-  say(run, "%d iteration%s in %s%s", run.iteration, run.iteration == 1 and "" or "s",
-    duration.format(run:elapsed()), run.cost_usd > 0 and ("; agent cost $%.2f"):format(run.cost_usd) or "")
-  if diff then
-    if diff.files_changed == 0 then
-      say(run, "the work tree is as it was before the run")
-    else
-      say(run, "changes kept (uncommitted): %d file%s, +%d -%d", diff.files_changed,
-        diff.files_changed == 1 and "" or "s", diff.insertions, diff.deletions)
-      for i, f in ipairs(diff.files) do
-        if i > 10 then say(run, "  ... and %d more", #diff.files - 10) break end
-        say(run, "  %-9s %s (+%d -%d)", f.status, f.path, f.insertions, f.deletions)
-      end
-      say(run, "review: git diff    undo: beat restore %s base", run.id)
-    end
-  elseif not run.repo then
-    say(run, "no snapshots were taken (git disabled): the work tree holds the last iteration")
-  end
-  for _, n in ipairs(notes) do say(run, "note: %s", n) end
-  say(run, "journal: %s", run.journal.dir)
   run.status, run.reason = status, reason
 end
 
@@ -686,8 +722,17 @@ function M.run(strategy, opts, body)
     error(("beat.strategy(%q): work tree %s is not a directory"):format(strategy, cwd), 0)
   end
   local run = setmetatable({ opts = opts, strategy = strategy, cwd = fs.realpath(cwd),
-    iteration = 0, cost_usd = 0, consecutive_failures = 0, history = {},
-    started = beat.clock(), since = {}, pre_restores = {} }, Run)
+    iteration = 0, completed = 0, decided = {}, cost_usd = 0, consecutive_failures = 0,
+    history = {}, started = beat.clock(), since = {}, pre_restores = {}, listeners = {} }, Run)
+  for i, fn in ipairs(opts.listeners or {}) do
+    if type(fn) ~= "function" then
+      error(("beat.strategy(%q): option listeners[%d] must be a function, got %s"):format(strategy, i, type(fn)), 0)
+    end
+    run.listeners[#run.listeners + 1] = fn
+  end
+  -- the console (or --json, or nothing: see beat.ui) follows the run too
+  local view = require("beat.ui").listener { quiet = opts.quiet }
+  if view then run.listeners[#run.listeners + 1] = view end
 
   preflight(opts.agent, run.cwd)
   local lock
@@ -766,12 +811,11 @@ function M.run(strategy, opts, body)
   run.journal, run.id, run.best, run.at = j, j.id, run.base, run.base
   if lock then lock:relabel(run.id) end
 
-  j:write("run_start", {
+  run:write("run_start", {
     id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = beat.pid(),
     head = run.repo and run.repo:head() or nil, config = opts, git = run.repo ~= nil,
+    dir = j.dir,
   })
-  say(run, "beat run %s: %s in %s%s", run.id, strategy, run.cwd,
-    run.repo and ("; base snapshot %s"):format(run.base:sub(1, 10)) or " (no git: no snapshots)")
 
   local res = table.pack(xpcall(body, function(e)
     if task.is_cancelled(e) or getmetatable(e) == HookError then return e end
@@ -790,6 +834,7 @@ function M.run(strategy, opts, body)
   -- cleanup runs shielded from the cancellation that may have ended the body
   local ok, ferr = pcall(task.shield, finish, run, status, reason)
   if lock then lock:release() end
+  run:emit("closed", { status = status })   -- not journaled: listeners let go (the status line goes)
   if not ok then io.stderr:write("beat: finishing the run failed: ", tostring(ferr), "\n") end
   local code = (status == "passed" or status == "completed" or status == "stopped") and 0
     or status == "interrupted" and 130 or 1

@@ -40,12 +40,13 @@ end
 function M.register(cli)
   cli.command("agents", {
     summary = "list agent adapters; check whether their CLIs can run headless here",
-    usage = "beat agents | " .. CHECK_USAGE,
+    usage = "beat agents [--json] | " .. CHECK_USAGE,
     help = [[
-beat agents
+beat agents [--json]
   Lists the agent adapters (claude, codex, gemini, aider, command, fn, tune),
   whether each CLI is on the PATH, its version (from --version), and the
-  command line beat runs.
+  command line beat runs. --json prints one document
+  {"version": 1, "agents": [...]} (docs/json.md).
 
 beat agents check [AGENT...]
   One line per agent CLI: whether it can run headless here — its version,
@@ -81,10 +82,18 @@ See docs/agents.md and docs/api/agent.md.]],
           return 0
         end)
       end
+      local json = args[1] == "--json"
+      if json then table.remove(args, 1) end
       if args[1] then cli.usage_error("agents: unexpected argument '%s'", args[1]) end
       return cli.drive(function()
         local list = require "beat.agent.list"
-        io.write(list.format(list.list()))
+        local rows = list.list()
+        if json then
+          local doc = require("cjson").encode { version = 1, agents = rows }
+          io.write((doc:gsub("\\/", "/")), "\n")
+        else
+          io.write(list.format(rows))
+        end
         return 0
       end)
     end,

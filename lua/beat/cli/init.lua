@@ -37,12 +37,15 @@ local function install_signals()
       local handled = interrupt_handler(code)
       if handled then return end
     end
+    -- a status line on the terminal is erased first, so the message stands alone
+    local ui = package.loaded["beat.ui"]
+    local erased = ui and ui.suspend()
     if interrupted then
-      io.stderr:write("\nbeat: interrupted again, exiting now\n")
+      io.stderr:write(erased and "" or "\n", "beat: interrupted again, exiting now\n")
       runtime.exit(code)
     end
     interrupted = code
-    io.stderr:write(("\nbeat: %s, stopping (Ctrl-C again to exit now)\n")
+    io.stderr:write(erased and "" or "\n", ("beat: %s, stopping (Ctrl-C again to exit now)\n")
       :format(sig == SIG.SIGTERM and "terminated" or "interrupted"))
     task.cancel_all()
   end
@@ -144,7 +147,7 @@ end
 
 M.command("run", {
   summary = "run a Lua recipe",
-  usage = "beat run FILE [ARGS...] [--set KEY=VALUE]...",
+  usage = "beat run [--json|--plain] [-q] FILE [ARGS...] [--set KEY=VALUE]...",
   help = [[
 Runs FILE as a Lua chunk inside a task, so beat.exec, beat.sleep and the
 rest of the API block only that task. ARGS reach the recipe as `...` and
@@ -154,11 +157,26 @@ required. The run ends when the recipe and every task it started are done.
 (max_iterations=3, agent_timeout=5m, quiet=true); numbers and true/false
 are converted.
 
+How the recipe's loops show (flags before FILE): on a terminal a status
+line under the log lines; --plain one plain line per event; --json one
+JSON event per line on stdout (docs/json.md; what the recipe prints
+itself still goes to stdout); -q only each run's summary.
+
 Exit status: the recipe's integer return value (0-255) if any, else 0; 1
 when it returns another number (256, -1, 1.5) or raises an error (printed as file:line: message with a traceback); 2 for a
 bad command line; 130 on Ctrl-C (a second Ctrl-C exits at once); 143 on
 SIGTERM. Child processes never outlive beat.]],
   run = function(args)
+    local view = {}
+    while args[1] == "--json" or args[1] == "--plain" or args[1] == "-q" or args[1] == "--quiet" do
+      local a = table.remove(args, 1)
+      if a == "--json" or a == "--plain" then
+        if view.mode then M.usage_error("run: give --json or --plain, not both") end
+        view.mode = a:sub(3)
+      else
+        view.quiet = true
+      end
+    end
     local file = args[1]
     if file == nil then M.usage_error("run: missing FILE (usage: beat run FILE [ARGS...])") end
     if file:sub(1, 1) == "-" and file ~= "-" then
@@ -196,6 +214,7 @@ SIGTERM. Child processes never outlive beat.]],
       end
     end
     if next(overrides) then require("beat.loop").overrides = overrides end
+    if view.mode or view.quiet then require("beat.ui").configure(view) end
     _G.arg = script_args
     local dir = file:match("^(.*)/[^/]*$") or "."
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
@@ -236,7 +255,8 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.agents", "beat.cli.report", "beat.cli.mcp" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.clean", "beat.cli.agents", "beat.cli.report",
+  "beat.cli.mcp" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then

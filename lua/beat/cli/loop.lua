@@ -2,7 +2,7 @@
 --- over the retry and optimize strategies.
 local M = {}
 
-local USAGE = [[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]]
+local USAGE = "beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]"
 
 local HELP = [[
 Runs an agent in a loop on the work tree (the current directory, or -w DIR).
@@ -12,7 +12,9 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
                            number on its last line (see --metric)
   --direction D            minimize (default) or maximize; also --minimize, --maximize
   -a, --agent NAME         claude (default), codex, gemini, aider, or any command
-                           (the prompt is appended as its last argument)
+                           line (split at spaces, run without a shell): the prompt
+                           is its last argument, or goes where {prompt} stands,
+                           e.g. -a "my-agent --task {prompt} --fast"
   --model M                model for the agent
   --max-iterations N       default 10
   --max-failures N         consecutive failures before giving up, default 3
@@ -41,7 +43,14 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
                            as an uncommitted diff either way)
   -w, --working-directory DIR
   --no-git                 run without snapshots: UNSAFE, nothing can be undone
-  -q, --quiet              no per-iteration lines
+  -q, --quiet              no per-iteration lines: only the summary (with the run
+                           id, the undo command and the journal)
+  --plain                  one plain line per event, no status line, no colour
+  --json                   stdout is JSON only: one event per line (docs/json.md)
+
+Output: on a terminal, log lines scroll above one status line redrawn in place
+(iteration, phase and its time, best vs baseline, last decision, cost, elapsed);
+colour unless NO_COLOR is set. In a pipe or with --plain, plain lines.
 
 Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
 and --max-duration must be longer than 0. Every value is checked before anything
@@ -73,6 +82,7 @@ local FLAGS = {
   ["--max-file-size"] = { "max_file_size", "size" },
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
+  ["--json"] = { "json", "bool" }, ["--plain"] = { "plain", "bool" },
 }
 
 --- Parses the arguments of `beat loop`; raises a usage error (cli.usage_error).
@@ -149,6 +159,7 @@ function M.parse(cli, args)
     i = i + 1
   end
   if not p.prompt or not p.prompt:match("%S") then cli.usage_error("loop: missing PROMPT (usage: %s)", USAGE) end
+  if p.json and p.plain then cli.usage_error("loop: give --json or --plain, not both") end
   if p.until_cmd and p.eval then cli.usage_error("loop: give --until or --eval, not both") end
   if not p.until_cmd and not p.eval then cli.usage_error("loop: give --until CMD (retry) or --eval CMD (optimize)") end
   if p.direction and p.direction ~= "minimize" and p.direction ~= "maximize" then
@@ -199,6 +210,8 @@ function M.register(cli)
         quiet = p.quiet, max_file_size = p.max_file_size,
       }
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
+      require("beat.ui").configure { mode = p.json and "json" or p.plain and "plain" or "auto",
+        quiet = p.quiet or false }
       return cli.drive(function()
         if p.until_cmd then
           opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure

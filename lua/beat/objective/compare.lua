@@ -102,7 +102,7 @@ function M.read(obj, c)
       vals[k.metric] = v
     end
     local v = vals[k.metric].value
-    local spec = { unit = k.unit, format = k.format }
+    local spec = { unit = k.unit, format = k.format, sentinels = k.sentinels }
     if k.min and v < k.min then
       local a, b = fmt.values(spec, v, k.min)
       return nil, format("%s %s < min %s", k.metric, a, b)
@@ -169,7 +169,7 @@ function M.metric(obj, spec, a, b, label)
   local d = av - bv
   local name = label or spec.name
   local sa, sb = fmt.values(spec, av, bv)
-  local pct = not spec.no_pct and fmt.pct(av, bv) or nil
+  local pct = not spec.no_pct and fmt.pct(av, bv, spec.sentinels) or nil
   local info = { metric = spec.name, delta = d, rel_delta = bv ~= 0 and d / abs(bv) or nil }
   if d == 0 then
     return 0, format("%s %s = %s", name, sa, sb), info

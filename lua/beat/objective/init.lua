@@ -52,6 +52,13 @@ Objective.__index = Objective
 
 local DIRECTION = { enum = { "minimize", "maximize" } }
 local FRACTION = { "number", range = "[0, 1)", what = "a fraction in [0, 1) (0.01 = 1%)" }
+local SENTINELS = { "table", what = "a table {[value] = name} such as {[1e6] = \"diverged\"}",
+  test = function(t)
+    for k, v in pairs(t) do
+      if type(k) ~= "number" or type(v) ~= "string" or v == "" then return false end
+    end
+    return true
+  end }
 
 local OPTS = {
   direction = DIRECTION, min_delta = "nonneg", min_rel_delta = FRACTION,
@@ -65,9 +72,10 @@ local OPTS = {
   significance = { "number|false", range = "(0, 0.5)", what = "a level in (0, 0.5) such as 0.05, or false" },
   test = { enum = { "mann-whitney", "welch" } },
   target = { "finite|table", what = "a number or a table {metric = threshold}" },
+  sentinels = SENTINELS,
 }
 local METRIC = { direction = DIRECTION, unit = "string", format = "function", min_delta = "nonneg",
-  min_rel_delta = FRACTION }
+  min_rel_delta = FRACTION, sentinels = SENTINELS }
 local LEVEL = { [1] = "string", metric = "string", direction = DIRECTION, tolerance = "nonneg",
   rel_tolerance = FRACTION, unit = "string" }
 local CONSTRAINT = { metric = { "nonempty", required = true, what = "a metric name" },
@@ -79,6 +87,7 @@ local CONSTRAINT = { metric = { "nonempty", required = true, what = "a metric na
 ---@field format? fun(v: number): string  custom formatting for reasons
 ---@field min_delta? number      absolute change below which two values tie
 ---@field min_rel_delta? number  relative change (0.01 = 1%) below which two values tie
+---@field sentinels? table<number, string> values that are markers, not scores, named in reasons: {[1e6] = "diverged"}
 
 ---@class beat.Constraint
 ---@field metric string
@@ -101,6 +110,7 @@ local CONSTRAINT = { metric = { "nonempty", required = true, what = "a metric na
 ---@field significance? number|false level of the test when both sides have samples (default 0.05)
 ---@field test? "mann-whitney"|"welch" which test (default "mann-whitney")
 ---@field target? number|table<string, number> stop-at-target threshold(s)
+---@field sentinels? table<number, string> marker values named in reasons, for every metric: {[1e6] = "diverged"}
 
 -- Each helper below is called by M.new and raises at level 3: the caller of new.
 
@@ -129,7 +139,7 @@ local function declared_metrics(metrics)
     if type(spec) ~= "table" then check.fail(WHERE, where, '"minimize", "maximize" or a table', spec, 3) end
     check.options(WHERE, spec, METRIC, { prefix = where, level = 3 })
     declared[name] = { name = name, direction = spec.direction, unit = spec.unit, format = spec.format,
-      min_delta = spec.min_delta, min_rel_delta = spec.min_rel_delta }
+      min_delta = spec.min_delta, min_rel_delta = spec.min_rel_delta, sentinels = spec.sentinels }
   end
   return declared
 end
@@ -141,7 +151,7 @@ local function metric_specs(self, opts, declared)
     extra = extra or {}
     local s = {
       name = name, direction = extra.direction or d.direction or opts.direction,
-      unit = extra.unit or d.unit, format = d.format,
+      unit = extra.unit or d.unit, format = d.format, sentinels = d.sentinels or opts.sentinels,
       min_delta = extra.min_delta or d.min_delta or self.min_delta,
       min_rel_delta = extra.min_rel_delta or d.min_rel_delta or self.min_rel_delta,
     }
@@ -204,7 +214,7 @@ local function metric_specs(self, opts, declared)
 end
 
 -- opts.constraints, checked, with each metric's unit and format for reasons.
-local function constraints(list, declared, by_name)
+local function constraints(list, declared, by_name, sentinels)
   local out = {}
   for i, c in ipairs(list or {}) do
     local where = format("opts.constraints[%d]", i)
@@ -216,7 +226,7 @@ local function constraints(list, declared, by_name)
     end
     local d = declared[c.metric] or by_name[c.metric]
     out[i] = { metric = c.metric, min = c.min, max = c.max, unit = c.unit or (d and d.unit),
-      format = d and d.format }
+      format = d and d.format, sentinels = d and d.sentinels or sentinels }
   end
   return out
 end
@@ -262,7 +272,7 @@ function M.new(opts)
   self.specs = metric_specs(self, opts, declared)
   self.names, self.by_name = {}, {}
   for i, s in ipairs(self.specs) do self.names[i], self.by_name[s.name] = s.name, s end
-  self.constraints = constraints(opts.constraints, declared, self.by_name)
+  self.constraints = constraints(opts.constraints, declared, self.by_name, opts.sentinels)
   self.target = check_target(self, opts, declared)
   self.declared = declared
   self.default_direction = opts.direction

@@ -81,11 +81,38 @@ end
 
 -- Checking a run ---------------------------------------------------------------------------
 
-local function last_stderr_line(result)
+local ERROR_WORDS = { "error", "cannot", "can't", "could not", "not found", "no such", "fatal",
+  "failed", "failure", "exception", "panic", "denied", "segmentation fault", "assert" }
+
+--- The first line of text that looks like an error ("Error: Cannot find module
+--- 'x'", "ModuleNotFoundError: ...", "fatal: ..."), or nil. A Python
+--- traceback's header does not count: the line naming the error does.
+---@param text string
+---@return string|nil
+function M.error_line(text)
+  if type(text) ~= "string" then return nil end
+  for line in text:sub(1, 65536):gmatch("[^\n]+") do
+    local l = line:lower()
+    if not l:match("^%s*traceback %(most recent call last%)") then
+      for _, w in ipairs(ERROR_WORDS) do
+        if l:find(w, 1, true) then return (line:gsub("^%s+", ""):gsub("%s+$", "")) end
+      end
+    end
+  end
+  return nil
+end
+
+-- The most telling line of a failed run's stderr: the first that looks like
+-- an error (the cause, where Node.js ends with its version and Python with
+-- a blank line), else the last.
+local function telling_stderr_line(result)
   local e = result.stderr
   if type(e) ~= "string" or e == "" then return nil end
-  local tail = #e > 4096 and sub(e, -4096) or e
-  local line = number.last_line(tail)
+  local line = M.error_line(e)
+  if not line then
+    local tail = #e > 4096 and sub(e, -4096) or e
+    line = number.last_line(tail)
+  end
   return line and snippet(line, 100) or nil
 end
 
@@ -119,7 +146,7 @@ function M.check_run(result, ctx, exit_codes)
     for _, c in ipairs(exit_codes) do if c == code then ok = true end end
   end
   if not ok then
-    local err = last_stderr_line(result)
+    local err = telling_stderr_line(result)
     return nil, format("%s exited %d%s", label, code, err and (" (stderr: " .. err .. ")") or "")
   end
   return true
