@@ -94,6 +94,13 @@ describe("beat.slurm options", function()
       local msg = errmsg(beat.slurm, case[1])
       assert.is_truthy(msg:find(case[2], 1, true), msg)
     end
+    -- the message points at the caller's line
+    local ok, err = pcall(function()
+      local x = beat.slurm { cpus = -1 }
+      return x
+    end)
+    assert.is_false(ok)
+    assert.matches("executor_spec%.lua:%d+: beat%.slurm: opts%.cpus", err)
   end)
 end)
 
@@ -181,6 +188,20 @@ describe("beat.slurm on a real cluster #slurm", function()
     assert.is_nil(r.stdout)
     -- srun's own "task 0: Exited with exit code 4" is kept aside, in r.slurm
     assert.matches("Exited with exit code 4", table.concat(r.slurm, "\n"))
+  end)
+
+  it("feeds stdin to the command and caps captured stderr like beat.exec, keeping head and tail", function()
+    local r = assert(ex:exec({ "cat" }, { stdin = "fed\n" }))
+    assert.equal("fed\n", r.stdout)
+    r = assert(ex:exec("seq 1 20000 >&2", { max_output = 1000 }))
+    assert.equal(0, r.code)
+    assert.is_true(r.truncated)
+    assert.equal("1\n2\n3\n", r.stderr:sub(1, 6))
+    assert.equal("19999\n20000\n", r.stderr:sub(-12))
+    assert.matches("bytes truncated", r.stderr)
+    assert.is_true(#r.stderr < 1100)
+    assert.equal(#("\n"):rep(20000) + #table.concat((function()
+      local t = {} for i = 1, 20000 do t[i] = tostring(i) end return t end)()), r.stderr_bytes)
   end)
 
   it("writes stdout and stderr to one file, line by line in order", function()

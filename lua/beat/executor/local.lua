@@ -61,7 +61,7 @@ end
 ---@return beat.Executor
 function M.new(opts)
   if opts ~= nil and (type(opts) ~= "table" or next(opts) ~= nil) then
-    error("beat.executor.local: takes no options", 3)
+    error("beat.executor.local: takes no options", 2)   -- beat.executor.local tail-calls new
   end
   return setmetatable({ kind = "local" }, Local)
 end

@@ -79,7 +79,8 @@ end
 ---@param opts? beat.SlurmOpts
 ---@return beat.Executor
 function M.new(opts)
-  local function fail(fmt, ...) error("beat.slurm: " .. format(fmt, ...), 4) end
+  -- levels: 1 fail, 2 new, 3 the caller of beat.slurm (which tail-calls new)
+  local function fail(fmt, ...) error("beat.slurm: " .. format(fmt, ...), 3) end
   opts = opts or {}
   if type(opts) ~= "table" then fail("opts must be a table, got %s", type(opts)) end
   for k in pairs(opts) do
@@ -210,23 +211,24 @@ end
 -- Captured text capped at max bytes (the first and last halves kept), like
 -- beat.exec's capture.
 local function capture(max)
-  local head, tail, first = {}, {}, 1
+  local head, tail, first, last = {}, {}, 1, 0
   local hn, tn, dropped = 0, 0, 0
   local cap = {}
   function cap.add(line)
     local data = line .. "\n"
-    if tn == 0 and hn + #data <= max // 2 then
+    if last == 0 and hn + #data <= max // 2 then
       head[#head + 1], hn = data, hn + #data
       return
     end
-    tail[#tail + 1], tn = data, tn + #data
-    while tn > max - max // 2 and first <= #tail do
+    last = last + 1
+    tail[last], tn = data, tn + #data
+    while tn > max - max // 2 and first <= last do
       tn, dropped = tn - #tail[first], dropped + #tail[first]
       tail[first], first = nil, first + 1
     end
   end
   function cap.text()
-    local rest = table.concat(tail, "", first, #tail)
+    local rest = table.concat(tail, "", first, last)
     if dropped == 0 then return table.concat(head) .. rest end
     return table.concat(head) .. format("\n... [%d bytes truncated] ...\n", dropped) .. rest
   end
