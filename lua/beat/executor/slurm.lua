@@ -374,18 +374,19 @@ local function diagnose(a, code, state)
   return nil
 end
 
--- Whether an attempt needs the controller's verdict: srun did not simply
--- relay the command's own exit.
+-- Whether an attempt needs the controller's verdict: any non-zero exit (a
+-- command that traps the SIGTERM of a cancel exits with a code of its own,
+-- and srun's "CANCELLED" line does not always arrive), or Slurm said
+-- something alarming. One scontrol call per failing command.
 local function suspicious(a, code)
   if not a.job_id then return false end
-  for _, m in ipairs(a.messages) do
-    if m:find("Exited with exit code " .. code, 1, true) and m:match("^srun: error: [^:]+: task 0: ") then
-      return false
-    end
-  end
   if code ~= 0 then return true end
   for _, m in ipairs(a.messages) do
-    if m:find("error", 1, true) then return true end
+    local l = m:lower()
+    if l:find("error", 1, true) or l:find("abort", 1, true) or l:find("cancel", 1, true)
+      or l:find("fail", 1, true) or l:find("revoked", 1, true) or l:find("preempt", 1, true) then
+      return true
+    end
   end
   return false
 end
