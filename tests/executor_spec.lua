@@ -428,12 +428,12 @@ describe("beat.slurm on a real cluster #slurm", function()
     end
     local wt = c.private .. "/wt2"
     assert(beat.fs.mkdir_p(wt))
-    local r = assert(ex:exec("pwd; touch ran-here"))
-    assert.equal(0, r.code)
-    r = assert(ex:exec("pwd", { cwd = wt }))
+    local ran = H.tmpdir() .. "/ran"
+    local r = assert(ex:exec(("pwd; touch %s"):format(ran), { cwd = wt }))
     assert.equal("worktree", r.infra)
     assert.equal(("work tree %s is not visible on %s"):format(wt, c.node), r.infra_error)
     assert.equal("", r.stdout)
+    assert.is_false(beat.fs.exists(ran))      -- not run at all (slurmstepd alone would use /tmp)
   end)
 
   it("cleanup(run_id) cancels what a run killed with SIGKILL left in the queue, and no other job", function()
