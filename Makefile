@@ -5,7 +5,7 @@ PREFIX   ?= /usr/local
 CC       ?= cc
 PKGS     := lua5.4 libuv libgit2
 DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev lua-cjson-dev \
-            lua-busted libreadline-dev git tmux libxml2-utils
+            lua-busted libreadline-dev git tmux libxml2-utils slurm-wlm munge
 WARN     := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Werror
 CFLAGS   ?= -O2 -g
 BEAT_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iengine -Ibuild

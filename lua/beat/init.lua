@@ -82,6 +82,7 @@ local shortcuts = {
   measure = function() return require("beat.measure").measure end,
   objective = function() return require("beat.objective").new end,
   json = function() return require("cjson") end,
+  slurm = function() return require("beat.executor").slurm end,
 }
 
 setmetatable(M, {
