@@ -37,7 +37,6 @@ end
 -- the lock of any of them (probed with a non-blocking flock, released at once).
 local function work_trees(repo)
   local fs = require "beat.fs"
-  local C = require "beat._git"
   local root, gitdir = repo:path()
   local common = gitdir:gsub("/worktrees/[^/]+/?$", "")
   local trees = { { root = common:match("^(.*)/%.git$"), lock = common .. "/beat/run.lock" } }
@@ -49,11 +48,13 @@ local function work_trees(repo)
   local holders = {}
   for _, t in ipairs(trees) do
     if fs.exists(t.lock) then
-      local lock, status, pid, id = C.lock(t.lock, "clean")
+      local lock, _, code = fs.lock(t.lock, ("%d clean\n"):format(require("beat").pid()))
       if lock then
         lock:release()
-      elseif status == "busy" and id then
-        holders[id] = { pid = pid, root = t.root }
+      elseif code == fs.errno.EWOULDBLOCK then
+        -- the holder recorded "<pid> <run id>"
+        local pid, id = (fs.read(t.lock) or ""):match("^(%d+) ([^\n]+)")
+        if id then holders[id] = { pid = tonumber(pid), root = t.root } end
       end
     end
   end

@@ -136,6 +136,7 @@ end
 -- Where a running loop is, from its last record.
 local function phase_of(last, strategy)
   local e = last.event
+  if e == "phase" then return last.phase end
   if e == "run_start" then return "baseline" end
   if e == "agent" then return strategy == "retry" and "check" or "eval" end
   if e == "check" or e == "eval" or e == "guard" then return "deciding" end
