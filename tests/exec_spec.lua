@@ -189,8 +189,12 @@ describe("beat.spawn", function()
   end)
 
   it("delivers other signals to the command's process group", function()
-    local p = assert(beat.spawn("trap 'echo got-usr1; exit 3' USR1; while :; do sleep 0.05; done"))
-    beat.sleep(0.3)
+    local ready = H.tmpdir() .. "/trap-set"
+    local p = assert(beat.spawn({ "sh", "-c", "trap 'echo got-usr1; exit 3' USR1; : > \"$1\"; while :; do sleep 0.05; done",
+      "_", ready }))
+    -- the trap is set once the file exists; the bound only stops a broken shell hanging the suite
+    local deadline = beat.clock() + 30
+    while not beat.fs.exists(ready) and beat.clock() < deadline do beat.sleep(0.02) end
     p:kill("USR1")
     local r = p:wait()
     assert.equal(3, r.code)

@@ -237,11 +237,13 @@ esac
 
   it("refuses a second run on the same work tree", function()
     local dir = H.git_repo { ["value.txt"] = "100\n" }
-    local first = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", "sleep 2; cat value.txt", "-a", SET,
-      "--max-iterations", "1" }, { cwd = dir, env = { VALUES = "90" } }))
-    local deadline = beat.clock() + 5
-    while not beat.fs.exists(dir .. "/.beat/runs") and beat.clock() < deadline do beat.sleep(0.05) end
-    beat.sleep(0.3)
+    local mark = H.tmpdir() .. "/eval-started"
+    local first = assert(beat.spawn({ H.bin, "loop", "lower", "--eval", 'touch "$MARK"; sleep 2; cat value.txt',
+      "-a", SET, "--max-iterations", "1" }, { cwd = dir, env = { VALUES = "90", MARK = mark } }))
+    -- the baseline eval runs only while the first run holds the lock; the
+    -- bound only stops a broken beat from hanging the suite
+    local deadline = beat.clock() + 30
+    while not beat.fs.exists(mark) and beat.clock() < deadline do beat.sleep(0.02) end
     local r = loop(dir, { "lower", "--eval", EVAL, "-a", SET }, { VALUES = "1" })
     assert.equal(2, r.code)
     assert.matches("work tree is in use by run", r.stderr)
