@@ -34,6 +34,7 @@ local PERMISSION_MODES = { "acceptEdits", "bypassPermissions", "auto", "dontAsk"
 local spec = {
   name = "claude",
   bin = "claude",
+  reports_cost = true,      -- total_cost_usd in the result record
   resume = true,
   jsonl = true,
   schema = {

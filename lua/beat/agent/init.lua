@@ -513,6 +513,7 @@ end
 ---   auth(agent, ctx) → source|nil, hint: where the CLI finds its credentials
 ---               (ctx = {env = the child's environment, home = its HOME}); never calls a model
 ---   can_run_commands(agent, opts) → true|false|nil, reason (see Agent:can_run_commands)
+---   reports_cost  true|false, or function(agent) → true|false|nil (see Agent:reports_cost)
 --- Returns a constructor `function(opts) → agent`.
 ---@param spec table
 ---@return fun(opts: table): beat.Agent
@@ -571,6 +572,19 @@ function Agent:credentials()
   if not self.spec.auth then return "not needed" end
   local env, home = self:environment()
   return self.spec.auth(self, { env = env, home = home })
+end
+
+--- Whether this agent's results carry what each run cost: true (Claude Code
+--- and aider report it; tune costs nothing), false (it reports none: a
+--- command agent, Codex or Gemini without `price`), nil when beat cannot tell
+--- (a Lua fn agent, a command agent with `jsonl`). beat.budget refuses
+--- max_cost_usd for an agent that reports no cost unless cost_per_iteration
+--- is given.
+---@return boolean|nil
+function Agent:reports_cost()
+  local r = self.spec.reports_cost
+  if type(r) == "function" then return r(self) end
+  return r
 end
 
 --- Whether the agent, as configured (permission mode, allowed and disallowed
