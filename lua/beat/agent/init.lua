@@ -2,7 +2,8 @@
 ---
 --- Constructors: `claude`, `codex`, `gemini`, `aider` (headless coding CLIs),
 --- `command` (any program), `fn` (a Lua function), `tune` (an offline proposer
---- that edits numeric or enumerated parameters in files). Each returns an agent
+--- that edits numeric or enumerated parameters in files), `pipeline` (several
+--- runs of an agent per iteration). Each returns an agent
 --- whose `agent:run{prompt=..., ...}` runs it once and returns a normalised
 --- result:
 ---
@@ -692,6 +693,12 @@ function M.command(opts) return require("beat.agent.command").new(opts) end
 ---@param f function|table
 ---@return beat.Agent
 function M.fn(f) return require("beat.agent.fn").new(f) end
+
+--- Several agent runs per iteration, in order: `pipeline{agent = claude{}, steps = {"...", "..."}}`
+--- (each step a fresh session; see beat.agent.pipeline).
+---@param opts {agent: table, steps: string[], timeout?: number|string}
+---@return beat.Agent
+function M.pipeline(opts) return require("beat.agent.pipeline").new(opts) end
 
 --- The offline proposer: edits numeric or enumerated parameters in files.
 ---@param opts table
