@@ -10,15 +10,19 @@ local beat = require "beat"
 
 local check = (...) or "npm test"
 
+local agent = beat.agent.named(os.getenv("BEAT_AGENT") or "claude")
+
 return (beat.strategy("retry") {
-  agent = beat.agent.named(os.getenv("BEAT_AGENT") or "claude"),
-  prompt = ("The command `%s` fails. Find the cause and fix the code so it passes. "
-    .. "Change a test only if the test itself is wrong."):format(check),
+  agent = agent,
+  -- the tests of a test runner beat recognises are protected: the prompt
+  -- lists them, and an attempt that changes one is undone
+  prompt = ("The command `%s` fails. Find the cause and fix the code so it passes."):format(check),
   check = check,
   check_timeout = "10m",
   agent_timeout = "20m",
   max_iterations = 8,
-  max_cost_usd = 10,
+  -- a cost budget needs an agent that reports its cost (a plain command does not)
+  max_cost_usd = agent:reports_cost() ~= false and 10 or nil,
   max_duration = "2h",
   stop_when = function(state)
     -- an example policy: give up early if the agent keeps crashing

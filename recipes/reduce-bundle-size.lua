@@ -14,8 +14,10 @@ local measure, tests = ...
 measure = measure or "node scripts/measure-bundle.js"
 tests = tests or "npm test"
 
+local agent = beat.agent.named(os.getenv("BEAT_AGENT") or "claude")
+
 return (beat.strategy("optimize") {
-  agent = beat.agent.named(os.getenv("BEAT_AGENT") or "claude"),
+  agent = agent,
   prompt = "Reduce the production bundle size: remove dead code, replace heavy dependencies, "
     .. "split rarely used code. Keep behaviour identical.",
   eval = measure,
@@ -24,7 +26,8 @@ return (beat.strategy("optimize") {
   min_rel_delta = 0.002,        -- 0.2% of a bundle is noise
   max_iterations = 15,
   patience = 6,
-  max_cost_usd = 10,
+  -- a cost budget needs an agent that reports its cost (a plain command does not)
+  max_cost_usd = agent:reports_cost() ~= false and 10 or nil,
   agent_timeout = "20m",
   eval_timeout = "10m",
 })

@@ -16,7 +16,7 @@ local DEFAULTS = {
   runs = 1, warmup = 0,
 }
 local OPTIONS = {
-  eval = "string|table", eval_timeout = "number|string", score = "function",
+  eval = "string|table|function", eval_timeout = "number|string", score = "function",
   objective = "table", direction = "string", min_delta = "number", min_rel_delta = "number",
   runs = "number", warmup = "number", guard = "string|table", target = "number|table",
   patience = "number", history_lines = "number", metric = "string",
@@ -32,7 +32,7 @@ end
 local function default_prompt(o, run, best_text, base_text)
   local lines = { o.prompt, "",
     ("Score (the eval `%s`): baseline %s, best so far %s; the objective is to %s it.")
-      :format(type(o.eval) == "table" and table.concat(o.eval, " ") or o.eval, base_text, best_text,
+      :format(beat.loop.command_text(o.eval), base_text, best_text,
         o.direction or "improve"),
     "Make one focused change that you expect to improve the score. Changes that do not improve it are discarded." }
   local h = run.history
@@ -61,6 +61,7 @@ return function(opts)
   }
   local score = o.score or beat.score.last_number
   beat.loop.check_command("optimize", "eval", o.eval)
+  if beat.loop.callable(o.eval) and o.runs > 1 then error('beat.strategy("optimize"): option runs > 1 needs an eval command, not a Lua eval', 2) end
   local guards = type(o.guard) == "string" and { o.guard } or o.guard or {}
   for i, g in ipairs(guards) do
     beat.loop.check_command("optimize", type(o.guard) == "table" and ("guard[%d]"):format(i) or "guard", g)
@@ -115,12 +116,12 @@ return function(opts)
         or default_prompt(o, run, best_text, base_text)
       local agent = run:propose(n, prompt, { history = run.history })
       local changed = run:changed_since(run.best)
-      local snap, rejected = run:snapshot(n)
+      local snap, rejected, kind = run:snapshot(n)
 
       -- check and score
       local status, summary, candidate
       if rejected then
-        status, summary, changed = "rejected", rejected, true
+        status, summary, changed = kind or "rejected", rejected, true
       elseif not agent.ok then
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       elseif not changed then
@@ -169,7 +170,7 @@ return function(opts)
         since_keep = since_keep + 1
         run:hook("on_discard", run:state { iteration = n, status = status, score = candidate, best_score = best })
       end
-      run.consecutive_failures = (status == "crash" or status == "rejected")
+      run.consecutive_failures = (status == "crash" or rejected ~= nil)
         and run.consecutive_failures + 1 or 0
       no_progress = changed and 0 or no_progress + 1
 

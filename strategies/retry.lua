@@ -15,7 +15,7 @@ local DEFAULTS = {
   cooldown = 0, check_first = true, reset_on_failure = false, feedback_bytes = 4000, keep_last = false,
 }
 local OPTIONS = {
-  check = "string|table", check_timeout = "number|string", check_first = "boolean",
+  check = "string|table|function", check_timeout = "number|string", check_first = "boolean",
   reset_on_failure = "boolean", feedback_bytes = "number", keep_last = "boolean",
 }
 
@@ -75,13 +75,13 @@ return function(opts)
       end
       local agent = run:propose(n, prompt)
       local changed = run:changed_since(last)
-      local snap, rejected = run:snapshot(n)
+      local snap, rejected, kind = run:snapshot(n)
       last = snap or last
 
       -- check
       local status, summary, r
       if rejected then
-        status, summary, changed = "rejected", rejected, true
+        status, summary, changed = kind or "rejected", rejected, true
       elseif not agent.ok then
         status, summary = "crash", "agent failed: " .. tostring(agent.error or ("exit " .. tostring(agent.code)))
       else
@@ -91,18 +91,18 @@ return function(opts)
           status, summary = "pass", "check passed"
         else
           status = "fail"
-          summary = ("check %s%s"):format(r.timed_out and "timed out" or ("exited " .. r.code),
+          summary = ("check %s%s"):format(r.timed_out and "timed out" or r.error and ("error: " .. r.error) or ("exited " .. r.code),
             changed and "" or "; agent changed nothing")
         end
       end
 
       -- decide
       no_progress = changed and 0 or no_progress + 1
-      local failure = status == "crash" or status == "rejected" or (status == "fail" and not changed)
+      local failure = status == "crash" or rejected ~= nil or (status == "fail" and not changed)
       run.consecutive_failures = failure and run.consecutive_failures + 1 or 0
       if status == "pass" then
         run:keep(snap)
-      elseif status == "rejected" then
+      elseif rejected then
         run:restore()    -- back to the last kept attempt: the rejected one is not built on
         last = run.best
       elseif o.reset_on_failure then
@@ -115,7 +115,7 @@ return function(opts)
         feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
         feedback_from = n
       elseif rejected then
-        feedback_text = "The attempt was rejected and undone: it left files " .. rejected
+        feedback_text = "The attempt was rejected and undone: " .. (kind and rejected or ("it left files " .. rejected))
         feedback_from = n
       end
       table.insert(run.history, { iteration = n, status = status, summary = summary })

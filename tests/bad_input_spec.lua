@@ -40,7 +40,7 @@ describe("bad input", function()
     { "--commit-to '-x'", { "--eval", EVAL, "--commit-to=-x" }, "%-%-commit%-to must be a valid git branch" },
     { "--commit-to 'a b'", { "--eval", EVAL, "--commit-to", "a b" }, "%-%-commit%-to must be a valid git branch" },
     { "--agent-timeout 0", { "--eval", EVAL, "--agent-timeout", "0" }, "%-%-agent%-timeout must be longer than 0, got '0'" },
-    { "--eval-timeout 0s", { "--eval", EVAL, "--eval-timeout", "0s" }, "%-%-eval%-timeout must be longer than 0" },
+    { "--eval-timeout soon", { "--eval", EVAL, "--eval-timeout", "soon" }, "%-%-eval%-timeout must be a duration" },
     { "--max-duration 0", { "--eval", EVAL, "--max-duration", "0" }, "%-%-max%-duration must be longer than 0" },
     { "--keep-last with --eval", { "--eval", EVAL, "--keep-last" }, "%-%-keep%-last needs %-%-until" },
   }

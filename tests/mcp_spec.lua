@@ -537,6 +537,8 @@ describe("CreateLoop's arguments as a beat loop command line (control.loop_argv)
       agent = FIX, maxIterations = 4, maxConsecutiveFailures = 2, cooldownMs = 50, evalTimeout = 5000,
       freshContext = false, maxDurationMs = 600000, maxCostUsd = 3.5 })
     table.insert(a, "-q")
+    -- a command agent reports no cost: --max-cost needs what an iteration costs
+    for _, x in ipairs { "--cost-per-iteration", "0.01" } do table.insert(a, x) end
     local r = H.loop(dir, a)
     assert.equal(0, r.code, r.stderr)
     local recs = H.last_run(dir)

@@ -83,7 +83,7 @@ describe("retry", function()
     assert.is_nil(H.read(dir .. "/attempt.txt"))
   end)
 
-  it("waits out a rate limit instead of counting a failure, and stops at max_cost_usd", function()
+  it("waits out a rate limit instead of counting a failure, and stops before an iteration would cross max_cost_usd", function()
     local dir = H.git_repo { ["bug.txt"] = "broken\n" }
     local recipe = H.recipe(H.tmpdir(), ([[
       local beat = require "beat"
@@ -102,10 +102,10 @@ describe("retry", function()
     local r = H.beat { "run", recipe }
     assert.equal(1, r.code, r.stderr)
     assert.matches("rate limited; waiting", r.stdout)
-    assert.matches("cost budget of %$1.00 reached %(%$1.20 spent%)", r.stdout)
+    assert.matches("cost budget of %$1%.00: %$0%.80 spent, and the next iteration would cost about %$0%.40", r.stdout)
     local recs = H.last_run(dir)
     assert.equal(1, #H.events(recs, "rate_limited"))
-    assert.equal(3, #H.events(recs, "decision") - 1)
+    assert.equal(2, #H.events(recs, "decision") - 1)
   end)
 
   it("stops on Ctrl-C even when a hook swallows the cancellation with pcall", function()

@@ -31,7 +31,10 @@ M.overrides = {}
 ---@field max_no_progress? integer stop after the agent changed nothing this many times in a row
 ---@field cooldown? number|string pause between iterations
 ---@field max_duration? number|string stop after this long (checked between iterations; the agent's timeout is cut to fit)
----@field max_cost_usd? number stop once the agents' reported cost reaches this
+---@field max_cost_usd? number never start an iteration expected to take the cost past this (see beat.budget)
+---@field cost_per_iteration? number what an iteration costs when the agent reports no cost (and the estimate before the first)
+---@field protect? string|string[] globs of files the agent may not change (see beat.protect)
+---@field default_protect? boolean protect the files the check/eval/guard commands run (default true)
 ---@field agent_timeout? number|string
 ---@field continue_context? boolean resume the agent's previous session where the CLI can
 ---@field commit_to? string promote the best snapshot to this branch at the end
@@ -53,6 +56,7 @@ local COMMON = {
   on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
   max_rate_limit_waits = "number", rate_limit_cooldown = "number|string", listeners = "table",
   max_file_size = "number|string",
+  cost_per_iteration = "number", protect = "string|table", default_protect = "boolean",
 }
 
 local DURATIONS = { cooldown = true, max_duration = true, agent_timeout = true,
@@ -91,8 +95,30 @@ function M.branch_error(name)
   return nil
 end
 
+--- Whether v can be called: a function, or a table whose metatable has
+--- __call (a beat.judge).
+---@param v any
+---@return boolean
+function M.callable(v)
+  if type(v) == "function" then return true end
+  local mt = type(v) == "table" and getmetatable(v)
+  return mt and mt.__call ~= nil or false
+end
+
+--- A command as the log and the prompt show it: a shell string as it is, an
+--- argv list joined, a Lua check by its tostring ("judge: claude").
+---@param cmd string|string[]|function|table
+---@return string
+function M.command_text(cmd)
+  if type(cmd) == "string" then return cmd end
+  if type(cmd) == "function" then return "(a Lua function)" end
+  if M.callable(cmd) then return tostring(cmd) end
+  return table.concat(cmd, " ")
+end
+
 --- Checks a command option (eval, check, guard): a non-empty shell string,
---- or a non-empty argv list of strings; raises naming the option otherwise.
+--- or a non-empty argv list of strings, or (check, eval) a Lua function or
+--- callable table such as a beat.judge; raises naming the option otherwise.
 ---@param strategy string
 ---@param name string the option's name, for the message
 ---@param v any
@@ -100,6 +126,7 @@ end
 function M.check_command(strategy, name, v, level)
   local fn = ("beat.strategy(%q)"):format(strategy)
   level = (level or 2) + 1
+  if M.callable(v) and name ~= "guard" and not name:match("^guard%[") then return end
   if type(v) == "string" then
     if not v:match("%S") then error(("%s: option %s must be a command, got an empty string"):format(fn, name), level) end
   elseif type(v) == "table" then
@@ -166,6 +193,11 @@ function M.options(strategy, opts, extra, defaults)
       error(("%s: option %s must be longer than 0, got %s"):format(fn, k, tostring(opts[k] or o[k])), 3)
     end
   end
+  if o.cost_per_iteration ~= nil and not (o.cost_per_iteration >= 0 and o.cost_per_iteration < math.huge) then
+    error(("%s: option cost_per_iteration must be a finite number >= 0, got %s"):format(fn, tostring(o.cost_per_iteration)), 3)
+  end
+  local perr = require("beat.protect").check_option(o)
+  if perr then error(("%s: option %s"):format(fn, perr), 3) end
   if o.commit_to ~= nil then
     local why = M.branch_error(o.commit_to)
     if why then error(("%s: option commit_to %s"):format(fn, why), 3) end
@@ -175,6 +207,8 @@ function M.options(strategy, opts, extra, defaults)
     error(("%s: option agent must be an agent with a run method (see beat.agent)"):format(fn), 3)
   end
   if o.prompt == nil then error(("%s: option prompt is required"):format(fn), 3) end
+  local berr = require("beat.budget").check(o)
+  if berr then error(("%s: option max_cost_usd: %s"):format(fn, berr), 3) end
   return o
 end
 
@@ -273,10 +307,7 @@ function Run:budget_stop()
   if o.max_duration and self:elapsed() >= o.max_duration then
     return ("time budget of %s used"):format(duration.format(o.max_duration))
   end
-  if o.max_cost_usd and self.cost_usd >= o.max_cost_usd then
-    return ("cost budget of $%.2f reached ($%.2f spent)"):format(o.max_cost_usd, self.cost_usd)
-  end
-  return nil
+  return require("beat.budget").stop(self)
 end
 
 --- A timeout for something run now: `t` (nil: none) cut to the time left
@@ -324,6 +355,7 @@ end
 ---@param extra? table more fields for agent:run (history, ...)
 function Run:propose(n, prompt, extra)
   local dir = self.journal:iter_dir(n)
+  prompt = require("beat.protect").prompt(self, n, prompt)   -- the files it may not change
   local waits, delay = 0, self.opts.rate_limit_cooldown or 30
   self:phase("agent")
   while true do
@@ -332,6 +364,8 @@ function Run:propose(n, prompt, extra)
       transcript = dir .. "/agent.log",
       env = { BEAT_RUN_ID = self.id, BEAT_ITERATION = tostring(n) },
       continue_context = self.opts.continue_context,
+      -- lets an agent add records (a pipeline's steps) to the journal
+      journal = function(event, fields) fields.iteration = n; self.journal:write(event, fields) end,
     }
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
@@ -342,14 +376,7 @@ function Run:propose(n, prompt, extra)
       res = { ok = false, error = "agent raised: " .. tostring(res) }
     end
     if type(res) ~= "table" then res = { ok = false, error = "agent returned " .. type(res) } end
-    local cost = tonumber(res.cost_usd)
-    if res.cost_usd ~= nil and not (cost and cost >= 0 and cost < math.huge) then
-      -- a negative cost would be subtracted and max_cost_usd never reached
-      self:write("note", { iteration = n, note = ("the agent reported a cost of %s; counted as unknown (0)")
-        :format(tostring(res.cost_usd)) })
-      cost = nil
-    end
-    self.cost_usd = self.cost_usd + (cost or 0)
+    require("beat.budget").charge(self, n, res)
     self:write("agent", {
       iteration = n, ok = res.ok, code = res.code, error = res.error, cost_usd = res.cost_usd,
       tokens = res.tokens, turns = res.turns, duration = res.duration,
@@ -377,15 +404,26 @@ end
 
 --- Runs a check or eval command in the work tree, logging its output to
 --- iter-N/<name>.log. Returns the exec result, or a result with code 127
---- and `error` when it could not start.
+--- and `error` when it could not start. `cmd` may also be a Lua function
+--- (or callable table, such as a beat.judge) called as
+--- `cmd{run =, iteration =, name =, cwd =, timeout =}`, returning a result
+--- shaped like beat.exec's: {code, stdout?, stderr?, timed_out?, error?}.
 ---@param n integer
 ---@param name string "check", "eval", "guard-1", ...
----@param cmd string|string[]
+---@param cmd string|string[]|function|table
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
   self.since[#self.since + 1] = name
   self:phase(name == "eval" and "eval" or name:match("^guard") and "guard" or "check")
-  local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+  local r, err
+  if M.callable(cmd) then
+    r = cmd { run = self, iteration = n, name = name, cwd = self.cwd, timeout = self:limit(timeout) }
+    if type(r) ~= "table" or math.type(r.code) ~= "integer" then
+      error(("%s: a Lua %s must return a table with an integer code, got %s"):format(name, name, type(r)), 0)
+    end
+  else
+    r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+  end
   self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
@@ -394,7 +432,7 @@ function Run:command(n, name, cmd, timeout)
   local dir = self.journal:iter_dir(n)
   fs.write(("%s/%s.log"):format(dir, name), require("beat.redact").text(
     ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
-      type(cmd) == "table" and table.concat(cmd, " ") or cmd, r.code,
+      M.command_text(cmd), r.code,
       r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or "")))
   self:write(name:match("^%a+"), {
     iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
@@ -448,9 +486,11 @@ end
 --- Snapshots the work tree as iteration n (nil without git). When the agent
 --- left files too large to snapshot, the rest of the tree is snapshotted,
 --- then those files are set aside, and the second result says so: the
---- strategy rejects the iteration. The snapshot is also the run's `last`
---- (`beat restore RUN last`).
----@return string|nil snapshot, string? rejected
+--- strategy rejects the iteration. When the agent changed a protected file
+--- (beat.protect), the second result says which and the third is
+--- "tampered": the strategy rejects the iteration with that status. The
+--- snapshot is also the run's `last` (`beat restore RUN last`).
+---@return string|nil snapshot, string? rejected, string? status
 function Run:snapshot(n)
   if not self.repo then return nil end
   local id, info = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
@@ -461,6 +501,8 @@ function Run:snapshot(n)
   if not ok then error("cannot record the last snapshot: " .. tostring(lerr), 0) end
   self.last = id
   if #info.skipped > 0 then return id, set_aside(self, n, info.skipped) end
+  local tampered = require("beat.protect").check(self, n, id)
+  if tampered then return id, tampered, "tampered" end
   return id
 end
 
@@ -652,6 +694,7 @@ local function finish(run, status, reason)
     notes[#notes + 1] = ("%s were saved %s: beat restore %s %s"):format(what, #g == 1 and
       ("as snapshot " .. g[1]) or ("%d times, as snapshots %s"):format(#g, names(g)), run.id, g[#g])
   end
+  for _, n in ipairs(require("beat.budget").notes(run)) do notes[#notes + 1] = n end
   local jok, jerr = pcall(run.journal.check, run.journal, true)
   if not jok then notes[#notes + 1] = tostring(jerr) end
   if run.journal.tampered and #run.journal.tampered > 0 then
@@ -698,6 +741,8 @@ end
 -- An agent that runs a program which is not installed is a usage error,
 -- reported before anything is snapshotted or spent.
 local function preflight(agent, cwd)
+  if type(agent) ~= "table" then return end
+  if agent.inner then preflight(agent.inner, cwd) end   -- a pipeline's agent
   if type(agent.command) ~= "function" or type(agent.spec) ~= "table" or agent.spec.run then return end
   local ok, cmd = pcall(agent.command, agent, { prompt = "", cwd = cwd })
   if not ok or type(cmd) ~= "table" or type(cmd.argv) ~= "table" or type(cmd.argv[1]) ~= "string" then
@@ -735,6 +780,9 @@ function M.run(strategy, opts, body)
   if view then run.listeners[#run.listeners + 1] = view end
 
   preflight(opts.agent, run.cwd)
+  for _, k in ipairs { "check", "eval" } do   -- a judge's agent
+    if type(opts[k]) == "table" and M.callable(opts[k]) then preflight(opts[k].agent, run.cwd) end
+  end
   local lock
   local root = run.cwd
   if opts.git ~= false then
@@ -816,6 +864,7 @@ function M.run(strategy, opts, body)
     head = run.repo and run.repo:head() or nil, config = opts, git = run.repo ~= nil,
     dir = j.dir,
   })
+  require("beat.protect").setup(run)   -- and says what is protected
 
   local res = table.pack(xpcall(body, function(e)
     if task.is_cancelled(e) or getmetatable(e) == HookError then return e end

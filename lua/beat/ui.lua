@@ -193,6 +193,13 @@ local function event_lines(st, event, rec, color, plain)
     if c and c > 0 then parts[#parts + 1] = money(c) end
     if rec.summary and rec.summary ~= "" then parts[#parts + 1] = "— " .. tostring(rec.summary) end
     return { table.concat(parts, "  ") }
+  elseif event == "protect" and type(rec.globs) == "table" then
+    local parts = {}
+    for i, g in ipairs(rec.globs) do
+      if i > 8 then parts[#parts + 1] = ("... %d more (journal)"):format(#rec.globs - 8) break end
+      parts[#parts + 1] = ("%s (%s)"):format(tostring(g.glob), tostring(g.why))
+    end
+    return { ("protected: %s; an iteration that changes one is rejected"):format(table.concat(parts, ", ")) }
   elseif event == "rate_limited" then
     return { ("%s rate limited; waiting %s"):format(iteration_label(math.tointeger(rec.iteration) or 0, st.strategy),
       duration.format(tonumber(rec.wait) or 0)) }

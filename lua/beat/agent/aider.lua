@@ -24,6 +24,7 @@ local M = {}
 
 local spec = {
   name = "aider",
+  reports_cost = true,      -- its "Cost: $X message" line
   bin = "aider",
   schema = { model = "nonempty", files = "strings", system_prompt = "string" },
 }

@@ -34,6 +34,7 @@ local PERMISSION_MODES = { "acceptEdits", "bypassPermissions", "auto", "dontAsk"
 local spec = {
   name = "claude",
   bin = "claude",
+  reports_cost = true,      -- total_cost_usd in the result record
   resume = true,
   jsonl = true,
   schema = {
@@ -126,6 +127,8 @@ function spec.finish(_, st, res)
     return out
   end
   out.text = str(r.result) or st.last_text
+  -- with --json-schema: the validated object (beat.judge reads it)
+  if type(r.structured_output) == "table" then out.structured_output = r.structured_output end
   out.turns = math.tointeger(num(r.num_turns)) or num(r.num_turns)
   -- Tool calls the permission mode refused (each tool once, in order).
   if type(r.permission_denials) == "table" then

@@ -31,6 +31,7 @@ local SANDBOXES = { "read-only", "workspace-write", "danger-full-access" }
 
 local spec = {
   name = "codex",
+  reports_cost = function(self) return self.opts.price ~= nil end,   -- tokens only, priced by opts.price
   bin = "codex",
   resume = true,
   jsonl = true,

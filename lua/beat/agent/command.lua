@@ -23,6 +23,8 @@ local num, str = agent.num, agent.str
 
 local spec = {
   name = "command",
+  -- a jsonl wrapper may report cost in its result line; a plain program cannot
+  reports_cost = function(self) if self.opts.jsonl then return nil end return false end,
   schema = {
     argv = "strings", prompt_via = { enum = { "arg", "stdin", "file" } }, jsonl = "boolean",
   },

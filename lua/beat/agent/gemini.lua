@@ -63,6 +63,7 @@ end
 
 local spec = {
   name = "gemini",
+  reports_cost = function(self) return self.opts.price ~= nil end,   -- tokens only, priced by opts.price
   bin = "gemini",
   jsonl = true,
   schema = {

@@ -2,7 +2,8 @@
 ---
 --- Constructors: `claude`, `codex`, `gemini`, `aider` (headless coding CLIs),
 --- `command` (any program), `fn` (a Lua function), `tune` (an offline proposer
---- that edits numeric or enumerated parameters in files). Each returns an agent
+--- that edits numeric or enumerated parameters in files), `pipeline` (several
+--- runs of an agent per iteration). Each returns an agent
 --- whose `agent:run{prompt=..., ...}` runs it once and returns a normalised
 --- result:
 ---
@@ -515,6 +516,7 @@ end
 ---   auth(agent, ctx) → source|nil, hint: where the CLI finds its credentials
 ---               (ctx = {env = the child's environment, home = its HOME}); never calls a model
 ---   can_run_commands(agent, opts) → true|false|nil, reason (see Agent:can_run_commands)
+---   reports_cost  true|false, or function(agent) → true|false|nil (see Agent:reports_cost)
 --- Returns a constructor `function(opts) → agent`.
 ---@param spec table
 ---@return fun(opts: table): beat.Agent
@@ -573,6 +575,19 @@ function Agent:credentials()
   if not self.spec.auth then return "not needed" end
   local env, home = self:environment()
   return self.spec.auth(self, { env = env, home = home })
+end
+
+--- Whether this agent's results carry what each run cost: true (Claude Code
+--- and aider report it; tune costs nothing), false (it reports none: a
+--- command agent, Codex or Gemini without `price`), nil when beat cannot tell
+--- (a Lua fn agent, a command agent with `jsonl`). beat.budget refuses
+--- max_cost_usd for an agent that reports no cost unless cost_per_iteration
+--- is given.
+---@return boolean|nil
+function Agent:reports_cost()
+  local r = self.spec.reports_cost
+  if type(r) == "function" then return r(self) end
+  return r
 end
 
 --- Whether the agent, as configured (permission mode, allowed and disallowed
@@ -680,6 +695,12 @@ function M.command(opts) return require("beat.agent.command").new(opts) end
 ---@param f function|table
 ---@return beat.Agent
 function M.fn(f) return require("beat.agent.fn").new(f) end
+
+--- Several agent runs per iteration, in order: `pipeline{agent = claude{}, steps = {"...", "..."}}`
+--- (each step a fresh session; see beat.agent.pipeline).
+---@param opts {agent: table, steps: string[], timeout?: number|string}
+---@return beat.Agent
+function M.pipeline(opts) return require("beat.agent.pipeline").new(opts) end
 
 --- The offline proposer: edits numeric or enumerated parameters in files.
 ---@param opts table

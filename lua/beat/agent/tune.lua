@@ -75,6 +75,7 @@ end
 
 local spec = {
   name = "tune",
+  reports_cost = true,      -- it costs nothing, and says so
   no_common = true,
   schema = {
     params = { "table", required = true, test = function(p) return #p > 0 end,

@@ -2,7 +2,8 @@
 --- over the retry and optimize strategies.
 local M = {}
 
-local USAGE = "beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]"
+local USAGE = [=[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]
+       beat loop [PROMPT] --pipeline --step PROMPT... (--until CMD | --eval CMD) [options]]=]
 
 local HELP = [[
 Runs an agent in a loop on the work tree (the current directory, or -w DIR).
@@ -11,15 +12,38 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --eval CMD               optimize: score each iteration with CMD; by default the
                            number on its last line (see --metric)
   --direction D            minimize (default) or maximize; also --minimize, --maximize
+  --strategy S             retry or optimize (default: from --until / --eval)
   -a, --agent NAME         claude (default), codex, gemini, aider, or any command
-                           line (split at spaces, run without a shell): the prompt
-                           is its last argument, or goes where {prompt} stands,
-                           e.g. -a "my-agent --task {prompt} --fast"
-  --model M                model for the agent
+                           line (split into words like a shell would, run without
+                           one): the prompt is its last argument, or goes where
+                           {prompt} stands, e.g. -a "my-agent --task {prompt}";
+                           a known name with arguments ("claude --effort low")
+                           is that CLI with extra arguments
+  -m, --model M            model for the agent
+  --agent-arg ARG          an argument for the agent's CLI (repeatable)
+  --permission-mode MODE   the agent's permission mode (claude: acceptEdits,
+                           bypassPermissions, ...; codex: its --sandbox;
+                           gemini: its --approval-mode)
+  --allowed-tools LIST     tools the agent may use unasked ("Bash", "Bash(make *)")
+  --disallowed-tools LIST  tools it may not use
+  --system-prompt TEXT     standing instructions added to the agent's own
+  --eval-mode agent        a second agent, in a fresh session, reviews each
+                           iteration (the diff, and the output of --until /
+                           --eval CMD if given) and returns a verdict: pass/fail
+                           (retry) or a score (optimize, higher is better
+                           unless --direction minimize)
+  --eval-prompt TEXT       what the judge judges (default: is the task done /
+                           how well is it done, 0-100)
+  --judge-agent NAME       the judge's agent, as -a takes it (default: the same
+                           as -a, with the same flags)
+  --pipeline --step P      each iteration runs the --step prompts in order, each
+                           a fresh agent session (repeat --step), then the check
+                           or eval once; PROMPT is then optional context
   --max-iterations N       default 10
   --max-failures N         consecutive failures before giving up, default 3
   --cooldown DUR           pause between iterations
-  --eval-timeout DUR       timeout of the check / eval command
+  --eval-timeout DUR       timeout of the check / eval command (default 60s;
+                           0 = none)
   --agent-timeout DUR      timeout of one agent run
   --continue-context       resume the agent's previous session between iterations
   --runs N                 optimize: run the eval N times per iteration (median,
@@ -30,7 +54,11 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --min-rel-delta X        optimize: smaller changes are noise (fraction, 0.01 = 1%)
   --target X               optimize: stop once the score reaches X
   --patience N             optimize: stop after N iterations without improvement
-  --max-cost USD           stop once the agent's reported cost reaches USD
+  --max-cost USD           never start an iteration expected (the mean cost so
+                           far) to take the cost past USD; an agent that
+                           reports no cost needs --cost-per-iteration
+  --cost-per-iteration USD what an iteration costs when the agent reports none
+                           (and the estimate before the first one)
   --max-duration DUR       stop after DUR
   --max-file-size SIZE     a file the agent makes larger than SIZE (default 1G;
                            500M, 2G, or bytes) is not snapshotted: the iteration
@@ -39,8 +67,14 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --keep-last              retry: when the run fails, leave the last attempt in the
                            work tree (default: back to the original tree; the last
                            attempt is kept as snapshot 'last')
-  --commit-to BRANCH       commit the best result to BRANCH (the work tree keeps it
-                           as an uncommitted diff either way)
+  --commit-to BRANCH       commit the best result to BRANCH, creating it from HEAD
+                           (the work tree keeps it as an uncommitted diff either
+                           way); --git-branch BRANCH is the same
+  --protect GLOB           the agent may not change files matching GLOB: an
+                           iteration that does is rejected (tampered) and undone
+                           (repeatable)
+  --no-default-protect     do not protect what the check / eval / guards run
+                           (their scripts; test directories of a test runner)
   -w, --working-directory DIR
   --no-git                 run without snapshots: UNSAFE, nothing can be undone
   -q, --quiet              no per-iteration lines: only the summary (with the run
@@ -52,9 +86,9 @@ Output: on a terminal, log lines scroll above one status line redrawn in place
 (iteration, phase and its time, best vs baseline, last decision, cost, elapsed);
 colour unless NO_COLOR is set. In a pipe or with --plain, plain lines.
 
-Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
-and --max-duration must be longer than 0. Every value is checked before anything
-is written.
+Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s);
+--agent-timeout and --max-duration must be longer than 0. Every value is
+checked before anything is written.
 Exit status: 0 passed/completed, 1 failed, 2 usage error, 130 interrupted.
 Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.
 Files that change while a check or eval runs (written by it, or by you) are saved
@@ -68,7 +102,7 @@ local FLAGS = {
   ["-a"] = { "agent", "string" }, ["--agent"] = { "agent", "string" }, ["--model"] = { "model", "string" },
   ["--max-iterations"] = { "max_iterations", "int" }, ["--max-failures"] = { "max_consecutive_failures", "int" },
   ["--cooldown"] = { "cooldown", "duration" },
-  ["--eval-timeout"] = { "eval_timeout", "duration", positive = true },
+  ["--eval-timeout"] = { "eval_timeout", "duration" },   -- 0: none
   ["--agent-timeout"] = { "agent_timeout", "duration", positive = true },
   ["--continue-context"] = { "continue_context", "bool" }, ["--runs"] = { "runs", "int" },
   ["--guard"] = { "guard", "list" }, ["--metric"] = { "metric", "string" },
@@ -84,6 +118,7 @@ local FLAGS = {
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
   ["--json"] = { "json", "bool" }, ["--plain"] = { "plain", "bool" },
 }
+for k, v in pairs(require("beat.cli.loop_flags").FLAGS) do FLAGS[k] = v end
 
 --- Parses the arguments of `beat loop`; raises a usage error (cli.usage_error).
 ---@param cli table
@@ -147,7 +182,7 @@ function M.parse(cli, args)
           if not n then cli.usage_error("loop: %s %s", flag, why) end
           v = n
         end
-        if kind == "list" then table.insert(p[key], v) else p[key] = v end
+        if kind == "list" then p[key] = p[key] or {}; table.insert(p[key], v) else p[key] = v end
       end
     elseif a:sub(1, 1) == "-" and a ~= "-" then
       cli.usage_error("loop: unknown option '%s' (see 'beat loop --help')", a)
@@ -158,22 +193,12 @@ function M.parse(cli, args)
     end
     i = i + 1
   end
-  if not p.prompt or not p.prompt:match("%S") then cli.usage_error("loop: missing PROMPT (usage: %s)", USAGE) end
   if p.json and p.plain then cli.usage_error("loop: give --json or --plain, not both") end
-  if p.until_cmd and p.eval then cli.usage_error("loop: give --until or --eval, not both") end
-  if not p.until_cmd and not p.eval then cli.usage_error("loop: give --until CMD (retry) or --eval CMD (optimize)") end
   if p.direction and p.direction ~= "minimize" and p.direction ~= "maximize" then
     cli.usage_error("loop: --direction must be minimize or maximize, got '%s'", p.direction)
   end
-  if p.until_cmd then
-    for _, k in ipairs { "direction", "runs", "metric", "target", "patience", "min_delta", "min_rel_delta" } do
-      if p[k] ~= nil then cli.usage_error("loop: --%s needs --eval", (k:gsub("_", "-"))) end
-    end
-    if #p.guard > 0 then cli.usage_error("loop: --guard needs --eval") end
-  else
-    if p.reset_on_failure then cli.usage_error("loop: --reset-on-failure needs --until") end
-    if p.keep_last then cli.usage_error("loop: --keep-last needs --until") end
-  end
+  -- the strategy, pipelines, judges, --git-branch; the strategy-only flags
+  require("beat.cli.loop_flags").validate(cli, p, USAGE)
   if p.commit_to then
     local why = require("beat.loop").branch_error(p.commit_to)
     if why then cli.usage_error("loop: --commit-to %s", why) end
@@ -198,28 +223,24 @@ function M.register(cli)
       if p.cwd and not beat.fs.is_dir(p.cwd) then
         cli.usage_error("loop: working directory %s does not exist", p.cwd)
       end
-      local ok, agent = pcall(beat.agent.named, p.agent or "claude", p.model and { model = p.model } or nil)
-      if not ok then
-        cli.usage_error("loop: --agent %s", (tostring(agent):gsub("^.-beat%.agent%.[%w_.]+: ", "")))
-      end
       local opts = {
-        agent = agent, prompt = p.prompt, cwd = p.cwd, git = not p.no_git,
+        cwd = p.cwd, git = not p.no_git,
         max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
         cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
         max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
         quiet = p.quiet, max_file_size = p.max_file_size,
       }
+      -- agent, prompt, check/eval (or a judge) and their timeout, protect, budgets
+      require("beat.cli.loop_flags").complete(cli, p, opts)
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
       require("beat.ui").configure { mode = p.json and "json" or p.plain and "plain" or "auto",
         quiet = p.quiet or false }
       return cli.drive(function()
-        if p.until_cmd then
-          opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure
-          opts.keep_last = p.keep_last
+        if p.strategy == "retry" then
+          opts.reset_on_failure, opts.keep_last = p.reset_on_failure, p.keep_last
           return (beat.strategy("retry")(opts))
         end
-        opts.eval, opts.eval_timeout, opts.runs, opts.target, opts.patience =
-          p.eval, p.eval_timeout, p.runs, p.target, p.patience
+        opts.runs, opts.target, opts.patience = p.runs, p.target, p.patience
         opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
         if #p.guard > 0 then opts.guard = p.guard end
         if p.metric then opts.score, opts.metric = beat.score.metric(p.metric), p.metric end

@@ -1,0 +1,512 @@
+--- beat.protect: files the agent may not change.
+---
+--- An optimize agent can improve its score by editing the eval script, and a
+--- retry agent can pass by editing the tests: the best-known failure of
+--- autoresearch-style loops. A protected path is a glob (`protect = {...}`,
+--- `--protect GLOB`); an iteration whose snapshot changes one (added,
+--- modified or deleted, compared with the best snapshot) is rejected with
+--- status `tampered`: its changes are discarded, the journal gets a
+--- `protected` record naming the files, and the next prompt says which file
+--- the agent may not change. Every prompt lists the protected globs.
+---
+--- By default (`default_protect = true`, `--no-default-protect` to turn it
+--- off) the evaluator is protected: the files the check, eval and guard
+--- command lines *run* inside the work tree — a script given to an
+--- interpreter (`node scripts/measure-bundle.js`, `sh eval.sh`,
+--- `python3 bench.py`), a program named by its path (`./eval.sh`) — and,
+--- when a command runs a test runner beat recognises (npm test, jest,
+--- vitest, mocha, pytest, tox, go test, cargo test, busted, rspec,
+--- make test/check, ctest, deno test, phpunit, mvn/gradle test, dotnet
+--- test, mix test), that runner's test directories that exist (`tests/**`,
+--- `spec/**`, ...) and test file names (`**/*_test.go`, `**/test_*.py`, ...).
+--- Files a command only reads or measures (`cat value.txt`,
+--- `wc -c dist/app.js`) are not protected: they are usually what the agent
+--- is asked to change.
+---
+--- Globs: `*` matches within one path segment, `**` any number of segments,
+--- `?` one character, `[...]` a class. A glob without `/` matches a name at
+--- any depth (`eval.sh` is also `sub/eval.sh`); one with `/` is relative to
+--- the working directory; a trailing `/`, or a glob naming an existing
+--- directory, protects everything below it.
+local fs = require "beat.fs"
+
+local M = {}
+
+--------------------------------------------------------------------------------
+-- Globs
+
+-- A segment of a glob as a Lua pattern: * → [^/]*, ? → [^/], [..] kept.
+local function segment_pattern(seg)
+  local out, i = { "^" }, 1
+  while i <= #seg do
+    local c = seg:sub(i, i)
+    if c == "*" then out[#out + 1] = "[^/]*"
+    elseif c == "?" then out[#out + 1] = "[^/]"
+    elseif c == "[" and seg:find("]", i + 2, true) then
+      local j = seg:find("]", i + 2, true)
+      local body = seg:sub(i + 1, j - 1):gsub("^!", "^"):gsub("%%", "%%%%")
+      out[#out + 1] = "[" .. body .. "]"
+      i = j
+    elseif c:match("[%^%$%(%)%%%.%[%]%+%-]") then out[#out + 1] = "%" .. c
+    else out[#out + 1] = c end
+    i = i + 1
+  end
+  out[#out + 1] = "$"
+  return table.concat(out)
+end
+
+local function split(path)
+  local parts = {}
+  for p in path:gmatch("[^/]+") do parts[#parts + 1] = p end
+  return parts
+end
+
+--- Compiles a root-relative glob into a matcher function(path) → boolean.
+---@param glob string
+---@return fun(path: string): boolean
+function M.compile(glob)
+  local segs = {}
+  for i, s in ipairs(split(glob)) do segs[i] = s == "**" and true or segment_pattern(s) end
+  return function(path)
+    local parts = split(path)
+    local memo = {}
+    local function match(i, j)
+      local key = i * 65536 + j
+      if memo[key] ~= nil then return memo[key] end
+      local r
+      if i > #segs then r = j > #parts
+      elseif segs[i] == true then
+        r = match(i + 1, j) or (j <= #parts and match(i, j + 1))
+      else
+        r = j <= #parts and parts[j]:match(segs[i]) ~= nil and match(i + 1, j + 1)
+      end
+      memo[key] = r
+      return r
+    end
+    return match(1, 1)
+  end
+end
+
+--- Whether a root-relative path matches a root-relative glob.
+---@param glob string
+---@param path string
+---@return boolean
+function M.match(glob, path)
+  return M.compile(glob)(path)
+end
+
+--------------------------------------------------------------------------------
+-- What a command line runs
+
+-- Splits a shell command line into simple commands (lists of words): quotes
+-- and backslashes as sh reads them, `; & | && || ( )` and newlines between
+-- commands; the target of a redirection (`> out`, `2>>log`, `<in`) is dropped.
+-- Nothing is expanded.
+local function simple_commands(s)
+  local cmds, words, cur = {}, {}, nil
+  local skip_next = false
+  local function word_end()
+    if cur then
+      if skip_next then skip_next = false else words[#words + 1] = cur end
+      cur = nil
+    end
+  end
+  local function cmd_end()
+    word_end()
+    if #words > 0 then cmds[#cmds + 1] = words end
+    words = {}
+  end
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:sub(i, i)
+    if c == "'" then
+      local j = s:find("'", i + 1, true) or n + 1
+      cur = (cur or "") .. s:sub(i + 1, j - 1)
+      i = j + 1
+    elseif c == '"' then
+      local buf = {}
+      i = i + 1
+      while i <= n and s:sub(i, i) ~= '"' do
+        local d = s:sub(i, i)
+        if d == "\\" and i < n then buf[#buf + 1] = s:sub(i + 1, i + 1); i = i + 2
+        else buf[#buf + 1] = d; i = i + 1 end
+      end
+      cur = (cur or "") .. table.concat(buf)
+      i = i + 1
+    elseif c == "\\" then
+      cur = (cur or "") .. s:sub(i + 1, i + 1)
+      i = i + 2
+    elseif c:match("[;&|()\n]") then
+      cmd_end()
+      i = i + 1
+    elseif c == ">" or c == "<" then
+      -- a redirection: "2>" was read as the word "2"; its target is not run
+      if cur and cur:match("^%d+$") then cur = nil end
+      word_end()
+      i = i + 1
+      local dup = false
+      while i <= n and s:sub(i, i):match("[>&|]") do
+        if s:sub(i, i) == "&" then dup = true end
+        i = i + 1
+      end
+      if dup and s:sub(i, i):match("[%d%-]") then
+        -- >&2, 2>&1, >&-: a file descriptor, no target word
+        while i <= n and s:sub(i, i):match("[%d%-]") do i = i + 1 end
+      else
+        skip_next = true
+      end
+    elseif c:match("%s") then
+      word_end()
+      i = i + 1
+    else
+      cur = (cur or "") .. c
+      i = i + 1
+    end
+  end
+  cmd_end()
+  return cmds
+end
+M.simple_commands = simple_commands
+
+local INTERPRETERS = {
+  sh = true, bash = true, zsh = true, dash = true, ksh = true, node = true, nodejs = true,
+  python = true, python2 = true, python3 = true, pypy = true, pypy3 = true, ruby = true,
+  perl = true, php = true, lua = true, ["lua5.1"] = true, ["lua5.2"] = true, ["lua5.3"] = true,
+  ["lua5.4"] = true, luajit = true, Rscript = true, julia = true, tsx = true, ["ts-node"] = true,
+  pwsh = true, deno = true, bun = true, awk = true, gawk = true, make = true, tclsh = true,
+}
+-- Words that run the rest of the line as a command.
+local WRAPPERS = { env = true, time = true, exec = true, nice = true, nohup = true, command = true,
+  timeout = true, npx = true, bunx = true, xvfb_run = true, ["xvfb-run"] = true, stdbuf = true }
+
+-- Test runner families: directories (relative to the working directory,
+-- protected when they exist) and file globs.
+local FAMILIES = {
+  python = { dirs = { "tests", "test" }, files = { "**/test_*.py", "**/*_test.py", "**/conftest.py" } },
+  js = { dirs = { "test", "tests", "__tests__", "spec" }, files = { "**/*.test.*", "**/*.spec.*", "**/__tests__/**" } },
+  go = { files = { "**/*_test.go", "**/testdata/**" } },
+  rust = { dirs = { "tests" } },
+  lua = { dirs = { "spec", "tests", "test" }, files = { "**/*_spec.lua" } },
+  ruby = { dirs = { "spec", "test" }, files = { "**/*_spec.rb", "**/*_test.rb" } },
+  make = { dirs = { "test", "tests" } },
+  deno = { files = { "**/*_test.*", "**/*.test.*" } },
+  php = { dirs = { "tests" } },
+  jvm = { dirs = { "src/test" } },
+  dotnet = { dirs = { "tests", "test" } },
+  elixir = { dirs = { "test" } },
+}
+
+-- The runner family a simple command (program basename, words) runs, and its name.
+local function runner(prog, w)
+  local a1, a2 = w[2], w[3]
+  if prog == "pytest" or prog == "py.test" or prog == "tox" or prog == "nox" then return "python", prog end
+  if prog:match("^python") and a1 == "-m" and (a2 == "pytest" or a2 == "unittest") then return "python", a2 end
+  if prog == "jest" or prog == "vitest" or prog == "mocha" or prog == "ava" or prog == "tap"
+    or prog == "karma" or prog == "jasmine" then return "js", prog end
+  if (prog == "npm" or prog == "yarn" or prog == "pnpm") and (a1 == "test" or a1 == "t"
+    or (a1 == "run" and a2 and a2:match("^test"))) then return "js", prog .. " test" end
+  if prog == "bun" and a1 == "test" then return "js", "bun test" end
+  if (prog == "node" or prog == "nodejs") and a1 == "--test" then return "js", "node --test" end
+  if prog == "go" and a1 == "test" then return "go", "go test" end
+  if prog == "cargo" and (a1 == "test" or a1 == "nextest") then return "rust", "cargo " .. a1 end
+  if prog == "busted" then return "lua", "busted" end
+  if prog == "rspec" or ((prog == "rake" or prog == "rails") and (a1 == "test" or a1 == "spec")) then return "ruby", prog end
+  if prog == "bundle" and a1 == "exec" and a2 == "rspec" then return "ruby", "rspec" end
+  if (prog == "make" or prog == "gmake") then
+    for i = 2, #w do
+      if w[i] == "test" or w[i] == "tests" or w[i] == "check" then return "make", "make " .. w[i] end
+    end
+  end
+  if prog == "ctest" then return "make", "ctest" end
+  if prog == "deno" and a1 == "test" then return "deno", "deno test" end
+  if prog == "phpunit" or prog == "pest" then return "php", prog end
+  if (prog == "mvn" or prog == "mvnw" or prog == "gradle" or prog == "gradlew") then
+    for i = 2, #w do if w[i] == "test" or w[i] == "check" or w[i] == "verify" then return "jvm", prog .. " " .. w[i] end end
+  end
+  if prog == "dotnet" and a1 == "test" then return "dotnet", "dotnet test" end
+  if prog == "mix" and a1 == "test" then return "elixir", "mix test" end
+  return nil
+end
+
+-- A path as relative to root (nil when outside it or inside .git/.beat).
+local function inside(root, abs)
+  abs = abs:gsub("/%./", "/"):gsub("/+", "/"):gsub("/%.$", "")
+  -- resolve ".." lexically
+  local parts = {}
+  for p in abs:gmatch("[^/]+") do
+    if p == ".." then parts[#parts] = nil elseif p ~= "." then parts[#parts + 1] = p end
+  end
+  abs = "/" .. table.concat(parts, "/")
+  if abs:sub(1, #root + 1) ~= root .. "/" then return nil end
+  local rel = abs:sub(#root + 2)
+  local top = rel:match("^[^/]+")
+  if top == ".git" or top == ".beat" then return nil end
+  return rel
+end
+
+--- The files a command line runs inside the work tree, and the globs of the
+--- test runners it runs: a list of {glob, why} relative to root.
+---@param cmd string|string[]
+---@param what string "the check", "the eval", "guard 1"
+---@param cwd string absolute working directory of the command
+---@param root string absolute work tree root
+---@return {glob: string, why: string}[]
+function M.command_files(cmd, what, cwd, root)
+  local out = {}
+  local prefix = cwd == root and "" or (cwd:sub(#root + 2) .. "/")
+  local function add_file(word, why)
+    if word == "" or word:sub(1, 1) == "-" then return end
+    local abs = word:sub(1, 1) == "/" and word or (cwd .. "/" .. word)
+    local rel = inside(root, abs)
+    if rel and fs.exists(root .. "/" .. rel) and not fs.is_dir(root .. "/" .. rel) then
+      out[#out + 1] = { glob = rel, why = why }
+    end
+  end
+  -- make reads the first of these it finds
+  local function add_makefile()
+    for _, mf in ipairs { "GNUmakefile", "makefile", "Makefile" } do
+      if fs.exists(cwd .. "/" .. mf) then add_file(mf, "run by " .. what); break end
+    end
+  end
+  local cmds
+  if type(cmd) == "table" then cmds = { cmd } else cmds = simple_commands(cmd) end
+  local depth = 0
+  local function scan(w)
+    -- leading assignments and wrappers (env, time, timeout 30, npx ...)
+    local i = 1
+    while w[i] do
+      local base = w[i]:match("([^/]+)$") or w[i]
+      if w[i]:match("^[%a_][%w_]*=") then i = i + 1
+      elseif WRAPPERS[base] then
+        i = i + 1
+        while w[i] and (w[i]:sub(1, 1) == "-" or (base == "timeout" and w[i]:match("^[%d.]+%a?$"))
+          or (base == "env" and w[i]:match("^[%a_][%w_]*="))) do i = i + 1 end
+      else break end
+    end
+    if not w[i] then return end
+    local words = { table.unpack(w, i) }
+    local prog = words[1]
+    local base = prog:match("([^/]+)$") or prog
+    -- a program named by its path
+    if prog:find("/", 1, true) then add_file(prog, "run by " .. what) end
+    local family, name = runner(base, words)
+    if family then
+      local f = FAMILIES[family]
+      for _, d in ipairs(f.dirs or {}) do
+        local rel = inside(root, cwd .. "/" .. d)
+        if rel and fs.is_dir(root .. "/" .. rel) then
+          out[#out + 1] = { glob = rel .. "/**", why = ("%s runs %s"):format(what, name) }
+        end
+      end
+      for _, g in ipairs(f.files or {}) do
+        out[#out + 1] = { glob = prefix .. g, why = ("%s runs %s"):format(what, name) }
+      end
+      for k = 2, #words do add_file(words[k], ("named by %s"):format(what)) end
+      if base == "make" or base == "gmake" then add_makefile() end
+      return
+    end
+    if INTERPRETERS[base] then
+      local k = 2
+      if base == "deno" or base == "bun" then
+        if words[2] == "run" then k = 3 end
+      end
+      while words[k] do
+        local a = words[k]
+        if (base:match("sh$") or base == "bash") and a == "-c" then
+          if words[k + 1] and depth < 3 then
+            depth = depth + 1
+            for _, c in ipairs(simple_commands(words[k + 1])) do scan(c) end
+            depth = depth - 1
+          end
+          return
+        elseif base:match("^python") and a == "-m" and words[k + 1] then
+          local mod = words[k + 1]:gsub("%.", "/")
+          add_file(mod .. ".py", "run by " .. what)
+          add_file(mod .. "/__main__.py", "run by " .. what)
+          return
+        elseif (base == "make" or base:match("awk$")) and a == "-f" and words[k + 1] then
+          add_file(words[k + 1], "run by " .. what)
+          return
+        elseif a == "-c" or a == "-e" or a == "--eval" then
+          return    -- inline code
+        elseif a:sub(1, 1) ~= "-" then
+          if base == "make" then add_makefile() else add_file(a, "run by " .. what) end
+          return
+        end
+        k = k + 1
+      end
+      if base == "make" then add_makefile() end
+    end
+  end
+  for _, w in ipairs(cmds) do scan(w) end
+  return out
+end
+
+--------------------------------------------------------------------------------
+-- Options and the run
+
+--- Why the protect options are wrong, or nil (beat.loop.options raises with it).
+---@param o table strategy options
+---@return string|nil
+function M.check_option(o)
+  local p = o.protect
+  if p ~= nil then
+    local list = type(p) == "string" and { p } or p
+    for i, g in ipairs(list) do
+      if type(g) ~= "string" or not g:match("%S") then
+        return ("protect%s must be a non-empty glob, got %s"):format(type(p) == "table" and ("[%d]"):format(i) or "",
+          require("beat.check").show(g))
+      end
+    end
+    for k in pairs(list) do
+      if math.type(k) ~= "integer" then return "protect must be a glob or a list of globs" end
+    end
+    if o.git == false and #list > 0 then
+      return "protect needs git: beat finds changed files by comparing snapshots (drop git = false / --no-git)"
+    end
+  end
+  return nil
+end
+
+-- A user's glob as relative to root.
+local function user_glob(g, cwd, root)
+  local prefix = cwd == root and "" or (cwd:sub(#root + 2) .. "/")
+  g = g:gsub("^%./", "")
+  if g:sub(1, 1) == "/" then
+    local rel = inside(root, g)
+    if rel then g, prefix = rel, "" else g = g:sub(2) end
+  end
+  local dir = g:sub(-1) == "/"
+  g = g:gsub("/+$", "")
+  if not dir and not g:find("[%*%?%[]") and fs.is_dir(cwd .. "/" .. g) then dir = true end
+  if not g:find("/", 1, true) and not dir then return prefix .. "**/" .. g end
+  return prefix .. g .. (dir and "/**" or "")
+end
+
+-- Each check, eval and guard command of the options, with its name.
+local function commands(o)
+  local list = {}
+  local function add(cmd, what)
+    if type(cmd) == "table" and require("beat.loop").callable(cmd) then cmd = cmd.command end
+    if type(cmd) == "string" or (type(cmd) == "table" and type(cmd[1]) == "string") then
+      list[#list + 1] = { cmd = cmd, what = what }
+    end
+  end
+  add(o.check, "the check")
+  add(o.eval, "the eval")
+  local guards = type(o.guard) == "string" and { o.guard } or (type(o.guard) == "table" and o.guard) or {}
+  for i, g in ipairs(guards) do add(g, #guards == 1 and "the guard" or ("guard %d"):format(i)) end
+  return list
+end
+
+--- The protected globs for a run's options: {glob, why} relative to root.
+---@param o table strategy options
+---@param cwd string
+---@param root string
+---@return {glob: string, why: string}[]
+function M.rules(o, cwd, root)
+  local rules, seen = {}, {}
+  local function add(r)
+    if not seen[r.glob] then
+      seen[r.glob] = true
+      rules[#rules + 1] = r
+    end
+  end
+  local user = type(o.protect) == "string" and { o.protect } or o.protect or {}
+  for _, g in ipairs(user) do add { glob = user_glob(g, cwd, root), why = "asked" } end
+  if o.default_protect ~= false then
+    for _, c in ipairs(commands(o)) do
+      for _, r in ipairs(M.command_files(c.cmd, c.what, cwd, root)) do add(r) end
+    end
+  end
+  return rules
+end
+
+local function globs(rules, max)
+  local parts = {}
+  for i, r in ipairs(rules) do
+    if max and i > max then parts[#parts + 1] = ("... %d more"):format(#rules - max) break end
+    parts[#parts + 1] = r.glob
+  end
+  return table.concat(parts, ", ")
+end
+
+--- Works out what the run protects and journals it (a `protect` record,
+--- which the console shows). Never raises.
+---@param run beat.Run
+function M.setup(run)
+  if not run.repo then return end
+  local ok, rules = pcall(function()
+    local root = run.repo:path()
+    return M.rules(run.opts, run.cwd, root)
+  end)
+  if not ok or #rules == 0 then
+    run.protect = { rules = {} }
+    return
+  end
+  for _, r in ipairs(rules) do r.match = M.compile(r.glob) end
+  run.protect = { rules = rules }
+  local list = {}
+  for _, r in ipairs(rules) do list[#list + 1] = { glob = r.glob, why = r.why } end
+  run:write("protect", { globs = list })   -- the console says it (beat.ui)
+end
+
+--- Which protected files the iteration's snapshot changed, compared with
+--- the best: nil when none, else a reason for the decision ("it changed
+--- eval.sh, which it may not change (run by the eval)"). Journals a
+--- `protected` record naming each file, its status and the glob.
+---@param run beat.Run
+---@param n integer
+---@param snap string
+---@return string|nil reason
+function M.check(run, n, snap)
+  local p = run.protect
+  if not p or #p.rules == 0 or not run.repo or not run.best then return nil end
+  local d, err = run.repo:diff { from = run.best, to = snap, patch = false }
+  if not d then
+    run.journal:write("note", { iteration = n, note = "cannot compare with the best snapshot to find protected files: "
+      .. tostring(err) })
+    return nil
+  end
+  local hits = {}
+  for _, f in ipairs(d.files) do
+    for _, r in ipairs(p.rules) do
+      if r.match(f.path) then
+        hits[#hits + 1] = { path = f.path, status = f.status, glob = r.glob, why = r.why }
+        break
+      end
+    end
+  end
+  if #hits == 0 then return nil end
+  run.journal:write("protected", { iteration = n, files = hits })
+  local names, whys, seen = {}, {}, {}
+  for i, h in ipairs(hits) do
+    if i <= 5 then names[#names + 1] = h.path end
+    if not seen[h.why] then seen[h.why], whys[#whys + 1] = true, h.why end
+  end
+  if #hits > 5 then names[#names + 1] = ("and %d more"):format(#hits - 5) end
+  p.last = { iteration = n, paths = names }
+  return ("it changed %s, which it may not change (protected: %s)"):format(table.concat(names, ", "),
+    table.concat(whys, "; "))
+end
+
+--- The prompt with what the agent may not change: the protected globs, and
+--- after a tampered iteration, the files it changed.
+---@param run beat.Run
+---@param n integer
+---@param prompt string
+---@return string
+function M.prompt(run, n, prompt)
+  local p = run.protect
+  if not p or #p.rules == 0 then return prompt end
+  local lines = { prompt, "",
+    ("Do not change these files (they check your work; an attempt that changes one is undone): %s.")
+      :format(globs(p.rules, 12)) }
+  if p.last and p.last.iteration == n - 1 then
+    lines[#lines + 1] = ("Your previous attempt (iteration %d) changed %s, which you may not change: it was undone.")
+      :format(p.last.iteration, table.concat(p.last.paths, ", "))
+  end
+  return table.concat(lines, "\n")
+end
+
+return M
