@@ -2,7 +2,8 @@
 --- over the retry and optimize strategies.
 local M = {}
 
-local USAGE = [[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]]
+local USAGE = [[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options] [--detach]
+       beat loop list|status|pause|resume|cancel|attach ...]]
 
 local HELP = [[
 Runs an agent in a loop on the work tree (the current directory, or -w DIR).
@@ -14,12 +15,14 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   -a, --agent NAME         claude (default), codex, gemini, aider, or any command
                            (the prompt is appended as its last argument)
   --model M                model for the agent
-  --max-iterations N       default 10
+  --max-iterations N       default 10; 0: no limit (a duration, cost, patience or
+                           failure bound, Ctrl-C or 'beat loop cancel' ends the run)
   --max-failures N         consecutive failures before giving up, default 3
   --cooldown DUR           pause between iterations
   --eval-timeout DUR       timeout of the check / eval command
   --agent-timeout DUR      timeout of one agent run
   --continue-context       resume the agent's previous session between iterations
+                           (also --checkpoint)
   --runs N                 optimize: run the eval N times per iteration (median,
                            significance-tested comparison)
   --guard CMD              optimize: must exit 0 before the eval counts (repeatable)
@@ -39,6 +42,30 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   -w, --working-directory DIR
   --no-git                 run without snapshots: UNSAFE, nothing can be undone
   -q, --quiet              no per-iteration lines
+  --detach                 run in the background, in a session of its own: prints
+                           the run id at once; output goes to .beat/runs/ID/output.log
+
+Managing runs (ID: a run id, a unique prefix, or last; any directory):
+  beat loop list [--status STATE] [--all] [--json]
+                           this work tree's runs (--all: every work tree's),
+                           newest first; STATE: running, paused, completed,
+                           passed, failed, stopped, cancelled, interrupted, crashed
+  beat loop status ID [--history] [--history-limit N] [--json]
+                           state, iteration i/N, phase, best vs baseline, cost,
+                           elapsed, the last decisions (--history: all of them)
+  beat loop pause ID [--force]
+                           pause after the current iteration's decision; nothing
+                           runs while paused (--force: end the iteration now, it
+                           is run again on resume)
+  beat loop resume ID [--detach|--foreground]
+                           continue a paused run; or a crashed or interrupted one
+                           from its journal — detached if it was, else in this
+                           terminal (or as told)
+  beat loop cancel ID [REASON]
+                           stop now: the work tree goes to the best snapshot and
+                           the journal ends with 'cancelled' and REASON
+  beat loop attach ID      follow a detached run's output (Ctrl-C detaches; the
+                           run goes on); also 'beat logs ID [-f]'
 
 Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
 and --max-duration must be longer than 0. Every value is checked before anything
@@ -54,11 +81,12 @@ local FLAGS = {
   ["--direction"] = { "direction", "string" }, ["--minimize"] = { "direction", "const", "minimize" },
   ["--maximize"] = { "direction", "const", "maximize" },
   ["-a"] = { "agent", "string" }, ["--agent"] = { "agent", "string" }, ["--model"] = { "model", "string" },
-  ["--max-iterations"] = { "max_iterations", "int" }, ["--max-failures"] = { "max_consecutive_failures", "int" },
+  ["--max-iterations"] = { "max_iterations", "int", zero = true }, ["--max-failures"] = { "max_consecutive_failures", "int" },
   ["--cooldown"] = { "cooldown", "duration" },
   ["--eval-timeout"] = { "eval_timeout", "duration", positive = true },
   ["--agent-timeout"] = { "agent_timeout", "duration", positive = true },
-  ["--continue-context"] = { "continue_context", "bool" }, ["--runs"] = { "runs", "int" },
+  ["--continue-context"] = { "continue_context", "bool" }, ["--checkpoint"] = { "continue_context", "bool" },
+  ["--runs"] = { "runs", "int" },
   ["--guard"] = { "guard", "list" }, ["--metric"] = { "metric", "string" },
   ["--min-delta"] = { "min_delta", "number", min = 0 },
   ["--min-rel-delta"] = { "min_rel_delta", "number", min = 0, below = 1 },
@@ -69,6 +97,9 @@ local FLAGS = {
   ["--commit-to"] = { "commit_to", "string" },
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
+  ["--detach"] = { "detach", "bool" },
+  -- internal: the run id reserved by --detach, and "this process is the detached run"
+  ["--run-id"] = { "run_id", "string" }, ["--detached-run"] = { "detached_run", "bool" },
 }
 
 --- Parses the arguments of `beat loop`; raises a usage error (cli.usage_error).
@@ -107,7 +138,11 @@ function M.parse(cli, args)
         end
         if kind == "int" then
           local n = math.tointeger(tonumber(v))
-          if not n or n < 1 then cli.usage_error("loop: %s must be a positive integer, got '%s'", flag, v) end
+          if spec.zero and n == 0 then
+            v = 0
+          elseif not n or n < 1 then
+            cli.usage_error("loop: %s must be a positive integer%s, got '%s'", flag, spec.zero and " or 0 (no limit)" or "", v)
+          end
           v = n
         elseif kind == "number" then
           local n = tonumber(v)
@@ -140,7 +175,7 @@ function M.parse(cli, args)
     end
     i = i + 1
   end
-  if not p.prompt or not p.prompt:match("%S") then cli.usage_error("loop: missing PROMPT (usage: %s)", USAGE) end
+  if not p.prompt or not p.prompt:match("%S") then cli.usage_error("loop: missing PROMPT (usage: %s)", USAGE:match("^[^\n]*")) end
   if p.until_cmd and p.eval then cli.usage_error("loop: give --until or --eval, not both") end
   if not p.until_cmd and not p.eval then cli.usage_error("loop: give --until CMD (retry) or --eval CMD (optimize)") end
   if p.direction and p.direction ~= "minimize" and p.direction ~= "maximize" then
@@ -168,42 +203,142 @@ function M.parse(cli, args)
   return p
 end
 
+--- The strategy and its options for parsed `beat loop` arguments (raises
+--- a usage error for an agent that does not exist).
+---@param cli table
+---@param p table from M.parse
+---@return string strategy, table opts
+function M.options(cli, p)
+  local beat = require "beat"
+  if p.cwd and not beat.fs.is_dir(p.cwd) then
+    cli.usage_error("loop: working directory %s does not exist", p.cwd)
+  end
+  local ok, agent = pcall(beat.agent.named, p.agent or "claude", p.model and { model = p.model } or nil)
+  if not ok then
+    cli.usage_error("loop: --agent %s", (tostring(agent):gsub("^.-beat%.agent%.[%w_.]+: ", "")))
+  end
+  local opts = {
+    agent = agent, prompt = p.prompt, cwd = p.cwd, git = not p.no_git,
+    max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
+    cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
+    max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
+    quiet = p.quiet,
+  }
+  if p.until_cmd then
+    opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure
+    opts.keep_last = p.keep_last
+    return "retry", opts
+  end
+  opts.eval, opts.eval_timeout, opts.runs, opts.target, opts.patience =
+    p.eval, p.eval_timeout, p.runs, p.target, p.patience
+  opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
+  if #p.guard > 0 then opts.guard = p.guard end
+  if p.metric then opts.score, opts.metric = require("beat.score").metric(p.metric), p.metric end
+  return "optimize", opts
+end
+
+-- The arguments that say how to start the same loop again (for resume):
+-- without the flags about this one process.
+local function origin_args(args)
+  local out, skip = {}, false
+  for _, a in ipairs(args) do
+    if skip then
+      skip = false
+    elseif a == "--run-id" then
+      skip = true
+    elseif not (a == "--detach" or a == "--detached-run" or a:match("^%-%-run%-id=")) then
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
+
+--- Runs a dead run again in this process, from its journal's run_start
+--- (`st` from beat.runs.status, `start` the run_start record): `beat loop`
+--- arguments parsed again, or the recipe run again with its arguments;
+--- the strategy's run continues the dead one (beat.loop.pending). Returns
+--- the exit status. Called inside a task by beat.runs.control.resume.
+---@param st beat.RunStatus
+---@param start table
+---@return integer status
+function M.resume_here(st, start)
+  local cli = require "beat.cli"
+  local beat = require "beat"
+  local loop = require "beat.loop"
+  local origin = start.origin
+  if origin.dir and not beat.fs.chdir(origin.dir) then
+    cli.usage_error("run %s was started in %s, which is gone: it cannot be resumed", st.id, origin.dir)
+  end
+  loop.origin = origin
+  loop.pending = { resume = st.id, strategy = start.strategy, dir = st.dir }
+  local code
+  if origin.kind == "loop" then
+    local p = M.parse(cli, origin.args or {})
+    local strategy, opts = M.options(cli, p)
+    code = beat.strategy(strategy)(opts)
+  else
+    local chunk, err = loadfile(origin.file)
+    if not chunk then cli.usage_error("run %s: cannot load its recipe: %s", st.id, tostring(err)) end
+    loop.overrides = origin.set or {}
+    local args = origin.args or {}
+    _G.arg = { [0] = origin.file, table.unpack(args) }
+    local dir = origin.file:match("^(.*)/[^/]*$") or "."
+    package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+    code = chunk(table.unpack(args))
+  end
+  if loop.pending then
+    loop.pending = nil
+    io.stderr:write(("beat: the recipe of run %s did not start a %s loop in %s: nothing was resumed\n")
+      :format(st.id, tostring(start.strategy), tostring(st.root)))
+    return 1
+  end
+  return math.type(code) == "integer" and code or 0
+end
+
+local SUBCOMMANDS = { list = true, status = true, pause = true, resume = true, cancel = true, attach = true }
+
 function M.register(cli)
   cli.command("loop", {
-    summary = "run an agent until a check passes or a score stops improving",
+    summary = "run an agent until a check passes or a score stops improving; manage runs",
     usage = USAGE,
     help = HELP,
     run = function(args)
+      if SUBCOMMANDS[args[1]] then
+        local sub = table.remove(args, 1)
+        return require("beat.cli.control").run(cli, sub, args)
+      end
       local p = M.parse(cli, args)
       local beat = require "beat"
-      if p.cwd and not beat.fs.is_dir(p.cwd) then
-        cli.usage_error("loop: working directory %s does not exist", p.cwd)
+      local loop = require "beat.loop"
+      if p.detach then
+        if p.run_id or p.detached_run then cli.usage_error("loop: --detach cannot be combined with --run-id") end
+        return cli.drive(function()
+          local id, info, code = require("beat.runs.control").start_detached { args = args }
+          if not id then
+            if code == 2 then cli.usage_error("loop: %s", info) end
+            io.stderr:write("beat: loop: ", tostring(info), "\n")
+            return 1
+          end
+          print(id)
+          io.stderr:write(("beat: run %s started in the background (pid %d); follow it: beat loop attach %s; status: beat loop status %s\n")
+            :format(id, info.pid, id, id))
+          return 0
+        end)
       end
-      local ok, agent = pcall(beat.agent.named, p.agent or "claude", p.model and { model = p.model } or nil)
+      local ok, strategy, opts = pcall(M.options, cli, p)
       if not ok then
-        cli.usage_error("loop: --agent %s", (tostring(agent):gsub("^.-beat%.agent%.[%w_.]+: ", "")))
+        if p.run_id then require("beat.cli.control").close_reserved(p.run_id, 2) end
+        error(strategy, 0)
       end
-      local opts = {
-        agent = agent, prompt = p.prompt, cwd = p.cwd, git = not p.no_git,
-        max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
-        cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
-        max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
-        quiet = p.quiet,
-      }
+      loop.origin = { kind = "loop", args = origin_args(args), dir = beat.fs.cwd() }
+      loop.detached = p.detached_run == true
+      if p.run_id then loop.pending = { id = p.run_id } end
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
-      return cli.drive(function()
-        if p.until_cmd then
-          opts.check, opts.check_timeout, opts.reset_on_failure = p.until_cmd, p.eval_timeout, p.reset_on_failure
-          opts.keep_last = p.keep_last
-          return (beat.strategy("retry")(opts))
-        end
-        opts.eval, opts.eval_timeout, opts.runs, opts.target, opts.patience =
-          p.eval, p.eval_timeout, p.runs, p.target, p.patience
-        opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
-        if #p.guard > 0 then opts.guard = p.guard end
-        if p.metric then opts.score, opts.metric = beat.score.metric(p.metric), p.metric end
-        return (beat.strategy("optimize")(opts))
+      local code = cli.drive(function()
+        return (beat.strategy(strategy)(opts))
       end)
+      if p.run_id then require("beat.cli.control").close_reserved(p.run_id, code) end
+      return code
     end,
   })
 end

@@ -66,14 +66,19 @@ end
 
 local function summarize(j)
   local recs, warning = j:records()
-  local start, last = recs[1] or {}, recs[#recs] or {}
+  local start, last = {}, recs[#recs] or {}
   local iters = 0
   for _, r in ipairs(recs) do
+    if r.event == "run_start" and not start.event then start = r end
     if r.event == "decision" and (r.iteration or 0) > iters then iters = r.iteration end
+    if r.event == "run_end" or r.event == "interrupted" then last = r end
   end
-  local status = (last.event == "run_end" or last.event == "interrupted") and last.status
-    or "unfinished"
-  return start, last, status, iters, recs, warning
+  -- running, paused, crashed (its process gone without an end record), or how it ended
+  local st = require("beat.runs.status").inspect(j.dir)
+  if last.event ~= "run_end" and last.event ~= "interrupted" or st.alive then
+    last = { reason = st.reason }
+  end
+  return start, last, st.state, iters, recs, warning
 end
 
 function M.register(cli)
