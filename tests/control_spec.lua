@@ -329,6 +329,8 @@ describe("beat loop list, status, pause, resume, cancel", function()
     assert.matches("state:%s+completed", r.stdout)
     assert.matches("iteration:%s+7/7", r.stdout)
     assert.matches("best:%s+score 60 %(baseline score 100%)", r.stdout)
+    assert.matches("changes:%s+2 files, %+5 %-1 %(best vs base%)", r.stdout)   -- value.txt, log.txt (4 kept)
+    assert.equal(2, st.diff.files_changed)
   end)
 end)
 

@@ -165,6 +165,11 @@ local function print_status(st)
   end
   print(it)
   if st.best_text then print(("best:       %s"):format(best_text(st))) end
+  if st.diff then
+    print(("changes:    %s"):format(st.diff.files_changed == 0 and "none (the best is the base)"
+      or ("%d file%s, +%d -%d (best vs base)"):format(st.diff.files_changed, st.diff.files_changed == 1 and "" or "s",
+        st.diff.insertions, st.diff.deletions)))
+  end
   print(("elapsed:    %s, agent cost $%.2f, started %s"):format(duration.format(st.elapsed), st.cost_usd, fmt_time(st.started)))
   if #st.decisions > 0 then
     print("decisions:")
@@ -184,7 +189,7 @@ function handlers.status(cli, args)
   local o, rest = parse(cli, "loop status", args, { ["--history"] = "bool", ["--history-limit"] = "int", ["--json"] = "bool" })
   local id = one_id(cli, "loop status", rest)
   local st = check(cli, require("beat.runs.control").status(id,
-    { history = o.history or o.history_limit ~= nil, history_limit = o.history_limit }))
+    { history = o.history or o.history_limit ~= nil, history_limit = o.history_limit, diff = true }))
   if not st then return 1 end
   if o.json then json_out(status_doc(st)) else print_status(st) end
   return 0

@@ -126,16 +126,17 @@ function M.list(opts)
 end
 
 --- The status of one run (see beat.RunStatus); `history` gives every
---- decision (the last `history_limit`), else the last five.
+--- decision (the last `history_limit`), else the last five; `diff` adds the
+--- diff stat of the best snapshot against the base.
 ---@param id string
----@param opts? {history?: boolean, history_limit?: integer, root?: string}
+---@param opts? {history?: boolean, history_limit?: integer, diff?: boolean, root?: string}
 ---@return beat.RunStatus|nil, string?, integer?
 function M.status(id, opts)
   opts = opts or {}
   local r, why, code = M.find(id, opts)
   if not r then return nil, why, code end
   local st = status.inspect(r.dir, r.entry or { id = r.id, root = r.root },
-    { history = opts.history, history_limit = opts.history_limit })
+    { history = opts.history, history_limit = opts.history_limit, diff = opts.diff })
   st.root = st.root or r.root
   return st
 end

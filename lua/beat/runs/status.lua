@@ -64,6 +64,9 @@ M.FINAL = { passed = true, failed = true, completed = true, stopped = true, canc
 ---@field ended? number
 ---@field resumes integer
 ---@field decisions beat.RunDecision[] the last ones (or all with history), oldest first
+---@field base? string the base snapshot (the work tree before the run)
+---@field best? string the best snapshot so far
+---@field diff? {files_changed: integer, insertions: integer, deletions: integer, files: table[]} best vs base (with opts.diff)
 ---@field warning? string e.g. a torn journal line
 
 local function decision(d)
@@ -76,7 +79,7 @@ end
 --- entry when known (for the process of a run that has not started yet).
 ---@param dir string
 ---@param entry? beat.IndexEntry
----@param opts? {history?: boolean, history_limit?: integer, decisions?: integer}
+---@param opts? {history?: boolean, history_limit?: integer, decisions?: integer, diff?: boolean}
 ---@return beat.RunStatus
 function M.inspect(dir, entry, opts)
   opts = opts or {}
@@ -146,6 +149,20 @@ function M.inspect(dir, entry, opts)
     s.reason = r.start and ("its process (pid %s) is gone without an end record; last record at %s")
         :format(tostring(owner and owner.pid or "?"), os.date("%Y-%m-%d %H:%M:%S", math.floor(r.last_time or 0)))
       or ("it died before it started%s"):format(s.output and (" (see " .. s.output .. ")") or "")
+  end
+  s.base = start.base
+  s.best = (r.ended and r.ended.best) or d.best or start.base
+  if opts.diff and s.base and s.best and s.root then
+    local repo = require("beat.git").open { dir = s.root, watch = false }
+    local df = repo and repo:diff { from = s.base, to = s.best, patch = false }
+    if df then
+      local files = {}
+      for i, f in ipairs(df.files) do
+        files[i] = { path = f.path, status = f.status, insertions = f.insertions, deletions = f.deletions }
+      end
+      s.diff = { files_changed = df.files_changed, insertions = df.insertions, deletions = df.deletions, files = files }
+    end
+    if repo then repo:close() end
   end
   local want = opts.history and (opts.history_limit or math.huge) or (opts.decisions or 5)
   for i = math.max(1, #r.decisions - want + 1), #r.decisions do
