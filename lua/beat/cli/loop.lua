@@ -46,31 +46,34 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
                            the run id at once; output goes to .beat/runs/ID/output.log
 
 Managing runs (ID: a run id, a unique prefix, or last; any directory):
-  beat loop list [--status STATE] [--all] [--json]
+  beat loop list [--status STATE] [--all] [--json] [--limit N] [-w DIR]
                            this work tree's runs (--all: every work tree's),
                            newest first; STATE: running, paused, completed,
-                           passed, failed, stopped, cancelled, interrupted, crashed
+                           passed, failed, stopped, cancelled, interrupted,
+                           crashed, starting, missing
   beat loop status ID [--history] [--history-limit N] [--json]
                            state, iteration i/N, phase, best vs baseline, cost,
                            elapsed, the last decisions (--history: all of them)
-  beat loop pause ID [--force]
+  beat loop pause ID [--force] [--wait]
                            pause after the current iteration's decision; nothing
                            runs while paused (--force: end the iteration now, it
-                           is run again on resume)
+                           is run again on resume; --wait: until it is paused)
   beat loop resume ID [--detach|--foreground]
                            continue a paused run; or a crashed or interrupted one
                            from its journal — detached if it was, else in this
                            terminal (or as told)
-  beat loop cancel ID [REASON]
+  beat loop cancel ID [REASON] [--no-wait]
                            stop now: the work tree goes to the best snapshot and
-                           the journal ends with 'cancelled' and REASON
+                           the journal ends with 'cancelled' and REASON; waits
+                           until the run has ended (--no-wait: does not)
   beat loop attach ID      follow a detached run's output (Ctrl-C detaches; the
                            run goes on); also 'beat logs ID [-f]'
 
 Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s); timeouts
 and --max-duration must be longer than 0. Every value is checked before anything
 is written.
-Exit status: 0 passed/completed, 1 failed, 2 usage error, 130 interrupted.
+Exit status: 0 passed/completed (and --detach: started), 1 failed or cancelled,
+2 usage error (a bad id, a request the run's state does not allow), 130 interrupted.
 Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.
 Files that change while a check or eval runs (written by it, or by you) are saved
 as snapshot pre-restore-N before beat puts the work tree back; the summary says so.]]
