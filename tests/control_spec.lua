@@ -627,3 +627,51 @@ describe("beat loop --checkpoint", function()
     assert.is_true(H.events(H.last_run(repo), "run_start")[1].config.continue_context)
   end)
 end)
+
+describe("the state of a run", function()
+  it("is crashed, never running, when its recorded pid belongs to another process now", function()
+    local s = session()
+    local repo = user_repo()
+    assert.equal(0, run_beat(s, { "loop", "fix", "--until", "true", "-a", AGENT }, { cwd = repo }).code)
+    local id = run_id(repo)
+    local path = ("%s/.beat/runs/%s/journal.jsonl"):format(repo, id)
+    local me = require("beat.runs.proc").identity()
+    -- the journal as a run killed before its end, whose pid a live process (this one) reuses
+    local function forge(start_time)
+      local lines = {}
+      for line in H.read(path):gmatch("[^\n]+") do
+        local rec = json.decode(line)
+        if rec.event == "run_start" then rec.pid, rec.start_time = me.pid, start_time end
+        if rec.event ~= "run_end" then lines[#lines + 1] = json.encode(rec) end
+      end
+      H.write(path, table.concat(lines, "\n") .. "\n")
+    end
+    forge(me.start_time + 1)
+    assert.matches(id .. "%s+crashed", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
+    assert.matches(id .. ".-crashed", run_beat(s, { "runs" }, { cwd = repo }).stdout)
+    assert.matches("status: crashed", run_beat(s, { "show", id }, { cwd = repo }).stdout)
+    forge(me.start_time)
+    assert.matches(id .. "%s+running", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
+  end)
+
+  it("a detached loop with a bad flag, a missing agent or no repository is refused before anything starts", function()
+    local s = session()
+    local repo = user_repo()
+    local plain = H.tmpdir()
+    local cases = {
+      { repo, { "loop", "x", "--until", "true", "-a", "/nonexistent/agent", "--detach" }, "not installed" },
+      { plain, { "loop", "x", "--until", "true", "-a", AGENT, "--detach" }, "not a git repository" },
+      { repo, { "loop", "x", "--until", "true", "--max-iterations", "-1", "--detach" }, "positive integer or 0" },
+      { repo .. "/.git", { "loop", "x", "--until", "true", "-a", AGENT, "--detach" }, "inside the git directory" },
+    }
+    for _, c in ipairs(cases) do
+      local r = run_beat(s, c[2], { cwd = c[1] })
+      assert.equal(2, r.code, r.stdout .. r.stderr)
+      assert.matches(c[3], r.stderr)
+      assert.is_nil(r.stderr:find("\n.", 1))
+      assert.equal("", r.stdout)
+    end
+    assert.is_false(beat.fs.exists(repo .. "/.beat"))
+    assert.same({}, beat.fs.list(s.xdg .. "/beat/runs") or {})
+  end)
+end)
