@@ -70,8 +70,8 @@ test: $(BUILD)/beat
 	@sh tests/fixtures/install-claude.sh >/dev/null 2>&1 || true
 	@sh tests/fixtures/mcp-install-sdk.sh >/dev/null 2>&1 || true
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
-	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS); \
+	echo "BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
+	BEAT_BIN=$(abspath $(BUILD)/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state $(BUILD)/beat run $(BUSTED) $(TAGS) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # Long trials of what must never lose work (kill -9, hostile agents, edits
@@ -84,9 +84,9 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
+	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp build-asan/beat run $(BUSTED) $(TAGS) $(SPECS); \
+		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat

@@ -232,6 +232,14 @@ static int fs_cwd(lua_State *L)
     return 1;
 }
 
+/* fs.chdir(path) -> true | nil, err: the process's working directory
+ * (a resumed `beat loop` runs where it was first started). */
+static int fs_chdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    return luaL_fileresult(L, chdir(path) == 0, path);
+}
+
 /* fs.list(dir) -> sorted list of entry names (no "." or "..") | nil, err. */
 static int fs_list(lua_State *L)
 {
@@ -371,6 +379,7 @@ static const luaL_Reg funcs[] = {
     {"rm_rf", fs_rm_rf},
     {"realpath", fs_realpath},
     {"cwd", fs_cwd},
+    {"chdir", fs_chdir},
     {"lock", fs_lock},
     {NULL, NULL}
 };

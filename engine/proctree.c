@@ -2,6 +2,12 @@
  * proctree.c: find and signal every descendant of a process by walking
  * /proc. Used by the shim (its command's whole tree, including processes
  * that left the process group with setsid) and by beat at exit.
+ *
+ * One kind of descendant is left alone, with its whole subtree: a beat run
+ * started with --detach (`beat loop ... --detached-run`, see detach.c). It
+ * asked to outlive whoever started it — a test, an agent, an MCP client
+ * under beat — and it ends its own commands itself. The mark is in its
+ * argv, which its children do not inherit.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -42,9 +48,50 @@ static pid_t read_ppid(pid_t pid)
     return (pid_t)ppid;
 }
 
+/* Whether pid is a detached beat run: "--detached-run" is one of its
+ * arguments. */
+static int is_detached_run(pid_t pid)
+{
+    char path[64], buf[4096];
+    FILE *f;
+    size_t n;
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+        if (strcmp(buf + i, "--detached-run") == 0)
+            return 1;
+    return 0;
+}
+
+/* How many live children parent has, not counting detached beat runs
+ * (which outlive it on purpose) nor zombies. */
+int beat_live_children(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int count = 0;
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        pid_t pid;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        pid = (pid_t)atoi(e->d_name);
+        if (read_ppid(pid) == parent && !is_detached_run(pid))
+            count++;
+    }
+    closedir(d);
+    return count;
+}
+
 /* Sends sig to every live descendant of root (not root itself), except the
- * members of process group skip_group (0: none), and returns how many were
- * signalled. A caller that loops until it returns 0 also catches processes
+ * members of process group skip_group (0: none) and detached beat runs with
+ * their subtrees, and returns how many were signalled. A caller that loops until it returns 0 also catches processes
  * forked while it ran. */
 int beat_kill_descendants(pid_t root, int sig, pid_t skip_group)
 {
@@ -87,8 +134,11 @@ int beat_kill_descendants(pid_t root, int sig, pid_t skip_group)
     while (scan < nfound) { /* breadth-first over the parent links */
         pid_t parent = found[scan++];
         for (size_t i = 0; i < n; i++)
-            if (all[i].ppid == parent && all[i].pid != root)
-                found[nfound++] = all[i].pid, all[i].ppid = -1;
+            if (all[i].ppid == parent && all[i].pid != root) {
+                all[i].ppid = -1;
+                if (!is_detached_run(all[i].pid))
+                    found[nfound++] = all[i].pid;
+            }
     }
     for (size_t i = 1; i < nfound; i++) {
         if (skip_group > 0 && getpgid(found[i]) == skip_group)

@@ -32,6 +32,7 @@ int beat_shim_main(int argc, char **argv);
 
 /* proctree.c */
 int beat_kill_descendants(pid_t root, int sig, pid_t skip_group);
+int beat_live_children(pid_t parent);
 void beat_kill_all_descendants(void);
 
 #endif

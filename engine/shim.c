@@ -11,6 +11,8 @@
  *   - on SIGTERM/SIGINT it forwards the signal to the command's group and
  *     every descendant, and after GRACE_MS sends SIGKILL to all of them;
  *   - when the command exits, leftovers get the same TERM-then-KILL.
+ * A detached beat run (`--detached-run`, see detach.c) that the shim
+ * adopted is neither killed nor waited for: it outlives the shim on purpose.
  * On fd 3 it reports "pid N" when the command has started (beat sends
  * job-control signals such as SIGSTOP straight to that process group), and
  * the command's fate as one line: "exit N", "signal N" or "error ERRNO" (it
@@ -173,13 +175,14 @@ int beat_shim_main(int argc, char **argv)
         if (sig < 0) {
             if (errno != EAGAIN && errno != EINTR)
                 break;
-            if (!reap(child, &child_status, &child_done))
+            if (!reap(child, &child_status, &child_done)
+                || (child_done && beat_live_children(getpid()) == 0))
                 break;
             continue;
         }
         if (sig == SIGCHLD) {
             int more = reap(child, &child_status, &child_done);
-            if (!more)
+            if (!more || (child_done && beat_live_children(getpid()) == 0))
                 break;
             if (child_done && deadline < 0) { /* leftovers of a finished command */
                 signal_all(child, SIGTERM);

@@ -8,6 +8,8 @@
 -- with the best → keep (the snapshot becomes the best) or discard (the work
 -- tree goes back to the best) or crash (a failure; back to the best).
 -- A score within noise is a tie, and ties never replace the best.
+-- A run resumed after its process died (beat loop resume) goes on after its
+-- last decision, with the scores and counters that decision recorded.
 -- Copy this file to strategies/optimize.lua next to your recipe to change it.
 local beat = require "beat"
 
@@ -83,26 +85,40 @@ return function(opts)
       return score(r, ctx)
     end
 
-    -- baseline
-    local baseline, why = evaluate(0)
-    run:restore()   -- what the eval wrote is not the agent's work
-    if baseline == nil then
-      run:record { iteration = 0, status = "crash", summary = "baseline: " .. tostring(why) }
-      return "failed", "the baseline cannot be scored: " .. tostring(why)
-    end
-    local best = baseline
-    run.baseline_score = objective:describe(baseline)
-    run.best_score = run.baseline_score
-    if front then front:add(baseline, { iteration = 0, snapshot = run.base }) end
-    run:record { iteration = 0, status = "baseline", snapshot = run.base, score = objective:scalar(baseline),
-      score_text = objective:describe(baseline), summary = "the unchanged work tree" }
-    local reached, treason = objective:target_reached(baseline)
-    if reached then
-      return "completed", "the baseline already reaches the target: " .. treason
+    -- what carries over from one iteration to the next (and into a resumed run)
+    local carried = run.resumed and run.resumed.state or {}
+    local baseline, best = carried.baseline, carried.best
+    local since_keep, no_progress = carried.since_keep or 0, carried.no_progress or 0
+    if run.resumed and front then   -- the front again, from the same candidates in the same order
+      front:add(baseline, { iteration = 0, snapshot = run.base })
+      for _, e in ipairs(run.history) do
+        if e.score ~= nil then front:add(e.score, { iteration = e.iteration, snapshot = e.snapshot }) end
+      end
     end
 
-    local since_keep, no_progress = 0, 0
-    for n = 1, o.max_iterations do
+    -- baseline
+    if not run.resumed then
+      local why
+      baseline, why = evaluate(0)
+      run:restore()   -- what the eval wrote is not the agent's work
+      if baseline == nil then
+        local ending = { "failed", "the baseline cannot be scored: " .. tostring(why) }
+        run:record { iteration = 0, status = "crash", summary = "baseline: " .. tostring(why), stop = ending }
+        return ending[1], ending[2]
+      end
+      best = baseline
+      run.baseline_score = objective:describe(baseline)
+      run.best_score = run.baseline_score
+      if front then front:add(baseline, { iteration = 0, snapshot = run.base }) end
+      local reached, treason = objective:target_reached(baseline)
+      local ending = reached and { "completed", "the baseline already reaches the target: " .. treason } or nil
+      run:record { iteration = 0, status = "baseline", snapshot = run.base, score = objective:scalar(baseline),
+        score_text = objective:describe(baseline), summary = "the unchanged work tree", stop = ending,
+        state = { baseline = baseline, best = best, since_keep = 0, no_progress = 0 } }
+      if ending then return ending[1], ending[2] end
+    end
+
+    for n in run:iterations() do
       local stop = run:budget_stop() or run:user_stop { best_score = best }
       if stop then return "stopped", stop end
       run.iteration = n
@@ -174,34 +190,36 @@ return function(opts)
         and run.consecutive_failures + 1 or 0
       no_progress = changed and 0 or no_progress + 1
 
+      -- stop? (decided before the record, so a resumed run knows it too)
+      local ending
+      local budget = run:budget_stop()
+      local hit, why_hit = false, nil
+      if status == "keep" then hit, why_hit = objective:target_reached(best) end
+      if budget then
+        ending = { "stopped", budget }
+      elseif hit then
+        ending = { "completed", "target reached: " .. why_hit }
+      elseif run.consecutive_failures >= o.max_consecutive_failures then
+        ending = { "failed", ("%d consecutive failures"):format(run.consecutive_failures) }
+      elseif o.patience and since_keep >= o.patience then
+        ending = { "completed", ("no improvement in %d iterations (patience)"):format(since_keep) }
+      elseif no_progress >= o.max_no_progress then
+        ending = { "stopped", ("no progress: the agent changed nothing %d times in a row"):format(no_progress) }
+      end
+
       -- record
       local score_text = candidate ~= nil and objective:describe(candidate) or nil
-      table.insert(run.history, { iteration = n, status = status, score = candidate,
-        value = candidate ~= nil and objective:scalar(candidate) or nil, score_text = score_text,
-        kept = status == "keep", proposal = agent.proposal, idea = first_line(agent.text, 160),
-        summary = summary })
       run:record { iteration = n, status = status, snapshot = snap,
         score = candidate ~= nil and objective:scalar(candidate) or nil, score_text = score_text,
         best_text = objective:describe(best), delta = delta, cost_usd = agent.cost_usd,
-        duration_s = beat.clock() - t0, summary = summary }
-
-      -- stop?
-      local budget = run:budget_stop()
-      if budget then return "stopped", budget end
-      if status == "keep" then
-        local hit, why_hit = objective:target_reached(best)
-        if hit then return "completed", "target reached: " .. why_hit end
-      end
-      if run.consecutive_failures >= o.max_consecutive_failures then
-        return "failed", ("%d consecutive failures"):format(run.consecutive_failures)
-      end
-      if o.patience and since_keep >= o.patience then
-        return "completed", ("no improvement in %d iterations (patience)"):format(since_keep)
-      end
-      if no_progress >= o.max_no_progress then
-        return "stopped", ("no progress: the agent changed nothing %d times in a row"):format(no_progress)
-      end
-      if n < o.max_iterations then run:cooldown() end
+        duration_s = beat.clock() - t0, summary = summary, stop = ending,
+        history = { iteration = n, status = status, score = candidate, snapshot = snap,
+          value = candidate ~= nil and objective:scalar(candidate) or nil, score_text = score_text,
+          kept = status == "keep", proposal = agent.proposal, idea = first_line(agent.text, 160),
+          summary = summary },
+        state = { baseline = baseline, best = best, since_keep = since_keep, no_progress = no_progress } }
+      if ending then return ending[1], ending[2] end
+      run:cooldown(n)
     end
     return "completed", ("%d iteration%s done"):format(o.max_iterations, o.max_iterations == 1 and "" or "s")
   end)

@@ -6,7 +6,9 @@
 -- output) → snapshot → the check runs → exit 0 passes the run. Progress is
 -- kept between iterations unless reset_on_failure is set. A run that ends
 -- failed leaves the work tree as it was before the run (the last attempt is
--- the snapshot `last`) unless keep_last is set. Copy this file to
+-- the snapshot `last`) unless keep_last is set. A run resumed after its
+-- process died (beat loop resume) goes on after its last decision with the
+-- counters that decision recorded (`run.resumed.state`). Copy this file to
 -- strategies/retry.lua next to your recipe to change it: yours wins.
 local beat = require "beat"
 
@@ -31,7 +33,8 @@ end
 -- check (no agent ran yet) is not a "previous attempt".
 local function feedback_note(feedback_text, from, max)
   if from == 0 then return "The check fails before any change: " .. feedback_text end
-  return ("Previous attempt (iteration %d of %d): %s"):format(from, max, feedback_text)
+  if not from then return "Previous attempt: " .. feedback_text end
+  return ("Previous attempt (iteration %d of %s): %s"):format(from, max > 0 and max or "no limit", feedback_text)
 end
 
 return function(opts)
@@ -40,26 +43,31 @@ return function(opts)
   beat.loop.check_command("retry", "check", o.check)
 
   return beat.loop.run("retry", o, function(run)
-    local feedback_text, feedback_from   -- what the last failing check said, and its iteration
     -- a failed run gives the user back the original tree, not a half fix
     if not o.keep_last then run.restore_on_failure = run.base end
+    -- what carries over from one iteration to the next (and into a resumed run)
+    local carried = run.resumed and run.resumed.state or {}
+    local feedback_text = carried.feedback   -- what the last failing check said,
+    local feedback_from = carried.feedback_from   -- and in which iteration
+    local no_progress = carried.no_progress or 0
+    local last = carried.last or run.base
 
     -- iteration 0: is there anything to fix?
-    if o.check_first then
+    if o.check_first and not run.resumed then
       local r = run:command(0, "check", o.check, o.check_timeout)
       run:restore()   -- what the check wrote is not the agent's work
       if r.code == 0 then
-        run:record { iteration = 0, status = "pass", summary = "the check already passes" }
-        return "passed", "the check already passes; the agent was not run"
+        local ending = { "passed", "the check already passes; the agent was not run" }
+        run:record { iteration = 0, status = "pass", summary = "the check already passes", stop = ending }
+        return ending[1], ending[2]
       end
       feedback_text = o.feedback and run:text_hook("feedback", r) or default_feedback(r, o.feedback_bytes)
       feedback_from = 0
-      run:record { iteration = 0, status = "fail", summary = ("check exited %d before any change"):format(r.code) }
+      run:record { iteration = 0, status = "fail", summary = ("check exited %d before any change"):format(r.code),
+        state = { feedback = feedback_text, feedback_from = 0, no_progress = 0, last = last } }
     end
 
-    local no_progress = 0
-    local last = run.base
-    for n = 1, o.max_iterations do
+    for n in run:iterations() do
       local stop = run:budget_stop() or run:user_stop()
       if stop then return "failed", stop end
       run.iteration = n
@@ -118,25 +126,28 @@ return function(opts)
         feedback_text = "The attempt was rejected and undone: " .. (kind and rejected or ("it left files " .. rejected))
         feedback_from = n
       end
-      table.insert(run.history, { iteration = n, status = status, summary = summary })
-      run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,
-        duration_s = beat.clock() - t0, summary = summary }
-      if status == "pass" then
-        run:hook("on_keep", run:state { iteration = n, status = status })
-        return "passed", ("the check passed on iteration %d"):format(n)
-      end
-      run:hook("on_discard", run:state { iteration = n, status = status })
 
-      -- stop?
+      -- stop? (decided before the record, so a resumed run knows it too)
+      local ending
       local budget = run:budget_stop()
-      if budget then return "failed", budget end
-      if run.consecutive_failures >= o.max_consecutive_failures then
-        return "failed", ("%d consecutive failures"):format(run.consecutive_failures)
+      if status == "pass" then
+        ending = { "passed", ("the check passed on iteration %d"):format(n) }
+      elseif budget then
+        ending = { "failed", budget }
+      elseif run.consecutive_failures >= o.max_consecutive_failures then
+        ending = { "failed", ("%d consecutive failures"):format(run.consecutive_failures) }
+      elseif no_progress >= o.max_no_progress then
+        ending = { "failed", ("no progress: the agent changed nothing %d times in a row"):format(no_progress) }
       end
-      if no_progress >= o.max_no_progress then
-        return "failed", ("no progress: the agent changed nothing %d times in a row"):format(no_progress)
-      end
-      if n < o.max_iterations then run:cooldown() end
+
+      -- record
+      run:record { iteration = n, status = status, snapshot = snap, cost_usd = agent.cost_usd,
+        duration_s = beat.clock() - t0, summary = summary, stop = ending,
+        history = { iteration = n, status = status, summary = summary },
+        state = { feedback = feedback_text, feedback_from = feedback_from, no_progress = no_progress, last = last } }
+      run:hook(status == "pass" and "on_keep" or "on_discard", run:state { iteration = n, status = status })
+      if ending then return ending[1], ending[2] end
+      run:cooldown(n)
     end
     return "failed", ("the check still fails after %d iteration%s"):format(o.max_iterations,
       o.max_iterations == 1 and "" or "s")

@@ -18,15 +18,15 @@ describe("beat.journal", function()
     local root = H.tmpdir()
     local asked = {}
     local taken = journal.new_id(1800000000.123)
-    local j = assert(journal.create(root, 1800000000.123, function(id)
+    local j = assert(journal.create(root, 1800000000.123, { reserve = function(id)
       asked[#asked + 1] = id
       return id ~= taken
-    end))
+    end }))
     assert.equal(taken, asked[1])
     assert.are_not.equal(taken, j.id)
     assert.is_true(taken < j.id)
     assert.same({ j.id }, beat.fs.list(root))
-    local none, err = journal.create(root, 1800000000.123, function() return nil, "no git" end)
+    local none, err = journal.create(root, 1800000000.123, { reserve = function() return nil, "no git" end })
     assert.is_nil(none)
     assert.equal("no git", err)
     assert.same({ j.id }, beat.fs.list(root))

@@ -144,6 +144,13 @@ end
 local Proc = {}
 Proc.__index = Proc
 
+--- Observers of started commands: every function in this table (any keys)
+--- is called with each proc beat starts, right after it started. beat.loop
+--- journals the shim's pid and start time, so a resumed run can end what a
+--- dead one left running. An observer's error is ignored.
+---@type table<any, fun(proc: beat.Proc)>
+M.observers = {}
+
 local function prepare(fn, cmd, opts)
   opts = opts or {}
   if type(opts) ~= "table" then fail(fn, "opts must be a table, got %s", type(opts)) end
@@ -227,6 +234,7 @@ local function start(fn, cmd, opts)
     handle:close_stdin()
   end
   proc.owner, proc.owner_key = t, t:defer(function() proc:_end() end)
+  for _, fn in pairs(M.observers) do pcall(fn, proc) end
   if p.timeout then
     proc.timer = runtime.timer()
     proc.timer:start(p.timeout * 1000, function()

@@ -63,6 +63,7 @@ M.rm_rf = core.rm_rf
 M.list = core.list
 M.realpath = core.realpath
 M.cwd = core.cwd
+M.chdir = core.chdir
 
 --- An flock(2) on path (created if missing, never removed), which the kernel
 --- drops when the holder exits however it exits; the file then holds text.

@@ -136,35 +136,47 @@ local function tsv_field(v)
   return (redact.text(utf8_clean(tostring(v))):gsub("[\t\r\n]+", " "))
 end
 
+---@class beat.JournalCreateOptions
+---@field id? string use this id (reserved earlier, e.g. by `beat loop --detach`): its directory may exist already, empty of records
+---@field reserve? fun(id: string): (boolean|nil, string?) claims the id wherever else ids must be unique (the repository's refs/beat/, the per-user index), atomically: true (and maybe a warning, kept in journal.reserve_error) when it is this run's now, false when it is taken (the next id is tried), nil and why when it cannot be claimed
+
 --- Creates a new run directory under `root` (usually `<work tree>/.beat/runs`)
---- with an id no other run has: free under `root` (the directory is made
---- with a must-not-exist mkdir) and, with `reserve`, claimed wherever else
---- ids must be unique — `reserve(id)` claims it atomically and returns true,
---- false when it is taken (another id is tried), or nil, err.
+--- with an id no other run has — free under `root` (the directory is made
+--- with a must-not-exist mkdir) and claimed by `opts.reserve` — an empty
+--- journal and the header of results.tsv.
 ---@param root string
 ---@param now number
----@param reserve? fun(id: string): (boolean|nil, string?)
+---@param opts? beat.JournalCreateOptions
 ---@return beat.Journal|nil, string?
-function M.create(root, now, reserve)
+function M.create(root, now, opts)
   local ok, err = fs.mkdir_p(root)
   if not ok then return nil, err end
   local t = now
   for _ = 1, 1000 do
-    local id = M.new_id(t)
+    local id = opts and opts.id or M.new_id(t)
     local dir = root .. "/" .. id
     local made, merr, code = fs.mkdir(dir)
+    if not made and opts and opts.id then
+      -- the reserved directory: fine while nothing was journaled in it
+      if code ~= fs.errno.EEXIST then return nil, merr end
+      local st = fs.stat(dir .. "/journal.jsonl")
+      if st and st.size > 0 then return nil, ("run %s exists already in %s"):format(id, root) end
+      made = true
+    end
     if made then
-      local claimed, cerr = true, nil
-      if reserve then claimed, cerr = reserve(id) end
-      if claimed then
+      local taken, why = true, nil
+      if opts and opts.reserve then taken, why = opts.reserve(id) end
+      if taken then
         local j = setmetatable({ id = id, dir = dir, path = dir .. "/journal.jsonl",
-                                 tsv = dir .. "/results.tsv" }, Journal)
-        ok, err = fs.append(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n", true)
+                                 tsv = dir .. "/results.tsv", reserve_error = why }, Journal)
+        ok, err = fs.write(j.tsv, table.concat(TSV_COLUMNS, "\t") .. "\n")
+        if ok then ok, err = fs.append(j.path, "", true) end
         if not ok then return nil, err end
         return j
       end
-      fs.rm_rf(dir)
-      if claimed == nil then return nil, cerr end
+      if not opts.id then fs.rm_rf(dir) end
+      if taken == nil then return nil, why end
+      if opts.id then return nil, ("run id %s is taken in this repository"):format(id) end
     elseif code ~= fs.errno.EEXIST then
       return nil, merr
     end
@@ -267,29 +279,30 @@ function Journal:check(full)
 end
 
 -- Appends data to one of the run's files (which: "path" or "tsv") and to
--- the run's copy of it; on disk when this returns (unless nosync).
-function Journal:_append(which, data, nosync)
+-- the run's copy of it; on disk when this returns.
+function Journal:_append(which, data, durable)
   local m = copy(self)[which]
-  local ok, err = fs.append(self[which], data, not nosync)
+  local ok, err = fs.append(self[which], data, durable ~= false)
   if not ok then error(("cannot write %s: %s"):format(self[which], tostring(err)), 0) end
   m[#m + 1], m.size, m.absent = data, m.size + #data, false
 end
 
---- Appends one event; it is on disk when this returns (fsync'd, unless
---- opts.sync is false: for records whose loss in a crash costs nothing,
---- such as phase changes). A deleted or changed run directory is put back
---- first (see Journal:check). Returns the record as written.
+--- Appends one event and returns the record as written (sanitized, with
+--- `event` and `time`); it is on disk when this returns, unless
+--- `opts.sync` is false (cheap records such as phase changes: written, not
+--- fsync'd — they survive beat being killed, not the machine crashing). A
+--- deleted or changed run directory is put back first (see Journal:check).
 ---@param event string
 ---@param fields? table
 ---@param opts? {sync?: boolean}
----@return table rec
+---@return table record
 function Journal:write(event, fields, opts)
   local rec = M.sanitize(fields or {})
   rec.event = event
   rec.time = require("beat._runtime").now()
   local line = json.encode(rec)
   self:check()
-  self:_append("path", line .. "\n", opts ~= nil and opts.sync == false)
+  self:_append("path", line .. "\n", not (opts and opts.sync == false))
   return rec
 end
 
@@ -311,6 +324,35 @@ function Journal:iter_dir(n)
   self:check()
   fs.mkdir_p(dir)
   return dir
+end
+
+--- Makes a journal written by a process that died fit to be continued:
+--- a torn last line (the process was killed in the middle of a write) is
+--- cut off, and results.tsv is written anew from `rows` (the decisions the
+--- journal holds), so a row written just before the death without its
+--- decision record does not stay twice. Call it before any write. Returns
+--- the torn text that was cut (nil when none).
+---@param rows table[] rows for results.tsv, as Journal:row takes them
+---@return string|nil torn
+function Journal:repair(rows)
+  assert(self.copy == nil, "journal:repair must come before any write")
+  local data = fs.read(self.path) or ""
+  local torn
+  if data ~= "" and data:sub(-1) ~= "\n" then
+    local keep = data:match("^(.*\n)") or ""
+    torn = data:sub(#keep + 1)
+    local ok, err = fs.write(self.path, keep)
+    if not ok then error(("cannot repair %s: %s"):format(self.path, tostring(err)), 0) end
+  end
+  local lines = { table.concat(TSV_COLUMNS, "\t") }
+  for _, row in ipairs(rows) do
+    local cells = {}
+    for i, col in ipairs(TSV_COLUMNS) do cells[i] = tsv_field(row[col]) end
+    lines[#lines + 1] = table.concat(cells, "\t")
+  end
+  local ok, err = fs.write(self.tsv, table.concat(lines, "\n") .. "\n")
+  if not ok then error(("cannot rewrite %s: %s"):format(self.tsv, tostring(err)), 0) end
+  return torn
 end
 
 --- Every record, in order. A torn last line (beat killed mid-write) is

@@ -6,8 +6,14 @@
 --- happens), opens the journal, calls `body(run)`, and whatever way body
 --- ends — a result, an error, a failing hook, Ctrl-C — leaves the work tree
 --- at the best snapshot, writes the last journal record, prints the summary
---- and returns the exit status (0 passed/completed, 1 failed, 130
---- interrupted).
+--- and returns the exit status (0 passed/completed/stopped, 1 failed or
+--- cancelled, 130 interrupted).
+---
+--- A run is also a managed object: it is listed in the per-user index
+--- (beat.runs.index), announces its phase (`run:phase`) and every journal
+--- record to listeners (`run:emit`), follows control requests (pause,
+--- resume, cancel: beat.runs.channel), and can be resumed from its journal
+--- after its process died (`run.resumed`, `run:iterations()`).
 local beat = require "beat"
 local task = require "beat.task"
 local journal = require "beat.journal"
@@ -20,6 +26,24 @@ local M = {}
 --- Overrides from `beat run recipe.lua --set key=value`, applied to the
 --- options of every run the recipe starts.
 M.overrides = {}
+
+--- How this process was started, recorded in each run's run_start so
+--- `beat loop resume` can start a dead run again the same way:
+--- `{kind = "loop", args = {...}, dir = DIR}` (beat loop's arguments and
+--- directory) or `{kind = "recipe", file = PATH, args = {...}, set = {...},
+--- dir = DIR}` (beat run). Set by the command line.
+---@type table|nil
+M.origin = nil
+
+--- What the next run of this process is, set by the command line and taken
+--- by the first `beat.loop.run` that matches: `{id = ID}` a run id reserved
+--- by `beat loop --detach` (the run directory exists), or `{resume = ID,
+--- strategy = NAME, root = DIR}` continue that run from its journal.
+---@type table|nil
+M.pending = nil
+
+--- Whether this process is a detached run (started by --detach).
+M.detached = false
 
 ---@class beat.LoopOptions
 ---@field agent table an agent from beat.agent (claude, codex, tune, command, fn, ...)
@@ -46,6 +70,7 @@ M.overrides = {}
 ---@field on_keep? fun(ctx: table)
 ---@field on_discard? fun(ctx: table)
 ---@field stop_when? fun(state: table): (boolean|string)
+---@field listeners? (fun(event: string, record: table))[] called with every journal record and phase change (see Run:emit)
 
 local COMMON = {
   agent = "table", prompt = "string|function", cwd = "string", git = "boolean",
@@ -180,9 +205,17 @@ function M.options(strategy, opts, extra, defaults)
       o[k] = n
     end
   end
-  for _, k in ipairs { "max_iterations", "max_consecutive_failures", "max_no_progress" } do
+  if o.max_iterations ~= nil and (math.type(o.max_iterations) ~= "integer" or o.max_iterations < 0) then
+    error(("%s: option max_iterations must be an integer >= 0 (0: no limit), got %s"):format(fn, tostring(o.max_iterations)), 3)
+  end
+  for _, k in ipairs { "max_consecutive_failures", "max_no_progress" } do
     if o[k] ~= nil and (math.type(o[k]) ~= "integer" or o[k] < 1) then
       error(("%s: option %s must be a positive integer, got %s"):format(fn, k, tostring(o[k])), 3)
+    end
+  end
+  for i, l in ipairs(o.listeners or {}) do
+    if type(l) ~= "function" then
+      error(("%s: option listeners[%d] must be a function, got %s"):format(fn, i, type(l)), 3)
     end
   end
   if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0 and o.max_cost_usd < math.huge) then
@@ -234,50 +267,136 @@ HookError.__tostring = function(e) return ("hook %s failed: %s"):format(e.hook, 
 ---@field iteration integer
 ---@field cost_usd number
 ---@field started number
----@field phase_name string|nil what runs now: agent, guard, eval, check, cooldown, paused or idle
----  (not `phase`: that name is the method Run:phase, which a field would hide)
----@field phase_started number|nil beat.clock() when the phase began
----@field listeners table list of fun(event, rec) (see Run:emit)
+---@field phase_name? "agent"|"guard"|"eval"|"check"|"cooldown"|"paused"|"idle" what the run is doing now (set by run:phase; the method owns the name `phase`)
+---@field phase_started? number beat.clock() when that phase began
+---@field listeners (fun(event: string, record: table))[]
+---@field resumed? beat.RunResumed set when the run continues a dead one that had decided iterations
 local Run = {}
 Run.__index = Run
+
+---@class beat.RunResumed
+---@field iteration integer the last iteration the dead run decided (0: only the baseline or first check)
+---@field status string that decision's status
+---@field state? table what the strategy gave `run:record{state = ...}` with that decision
+---@field stop? table {status, reason} when that decision ended the run
 
 local PHASES = { agent = true, guard = true, eval = true, check = true, cooldown = true,
   paused = true, idle = true }
 
---- Calls every listener with (event, rec): the journal's records as written
---- (rec.event, rec.time set) and phase changes. A listener that raises is
---- dropped with a note on stderr; it never stops the run.
+-- A line for the console, not the journal: emitted as a `message` event,
+-- which beat.ui shows (and --json, -q leave out).
+local function say(run, fmt, ...)
+  run:emit("message", { text = fmt:format(...) })
+end
+
+--- Calls every listener with (event, record): each journal record written
+--- through the run (`run:write`), with its type as event, and phase changes
+--- ("phase", {phase = name, iteration = n, ...}). A listener that raises is
+--- reported once on stderr and otherwise ignored: watching never stops a run.
 ---@param event string
 ---@param rec table
 function Run:emit(event, rec)
   for i, fn in ipairs(self.listeners) do
     local ok, err = pcall(fn, event, rec)
-    if not ok then
-      io.stderr:write(("beat: a run listener failed and was removed: %s\n"):format(tostring(err)))
-      table.remove(self.listeners, i)
+    if not ok and not self.listener_failed then
+      self.listener_failed = true
+      io.stderr:write(("beat: run %s: listener %d failed: %s\n"):format(self.id, i, tostring(err)))
     end
   end
 end
 
---- Appends a journal record (fsync'd, see beat.journal) and emits it.
+--- Appends a journal record and emits it (see Run:emit). `opts.sync =
+--- false` skips the fsync, for records that are cheap to lose in a machine
+--- crash (phase changes, process ids).
 ---@param event string
 ---@param fields? table
-function Run:write(event, fields)
-  local rec = self.journal:write(event, fields)
-  self:emit(event, rec or fields or {})
+---@param opts? {sync?: boolean}
+---@return table record
+function Run:write(event, fields, opts)
+  local rec = self.journal:write(event, fields, opts)
+  self:emit(event, rec)
+  return rec
 end
 
---- Enters a phase: agent, guard, eval, check, cooldown, paused or idle. The
---- change is journaled (a `phase` record, not fsync'd: losing the last one
---- to a crash costs nothing) and emitted, so the console and `--json` show
---- what runs now.
+--- Enters a phase: "agent", "guard", "eval", "check", "cooldown", "paused"
+--- or "idle" (between a decision and the next phase). Journaled as a
+--- `phase` record (not fsync'd) so `beat loop status` and other readers see
+--- it, and emitted. Control requests are read here too, so one is followed
+--- even if its wake-up signal was lost.
 ---@param name string
 function Run:phase(name)
   if not PHASES[name] then error(("run:phase: unknown phase %q"):format(tostring(name)), 2) end
   self.phase_name, self.phase_started = name, beat.clock()
-  local rec = { phase = name, iteration = self.iteration }
-  local ok, written = pcall(self.journal.write, self.journal, "phase", rec, { sync = false })
-  self:emit("phase", ok and written or rec)
+  self:write("phase", { phase = name, iteration = self.iteration, elapsed = self:elapsed() }, { sync = false })
+  if self.channel then self.channel:poll() end
+end
+
+--- Follows one control request (from beat.runs.channel): pause (at the
+--- next iteration's start; `force`: now, ending the current iteration, the
+--- process exits and `beat loop resume` runs it again), resume (a pause),
+--- cancel (now: what runs is ended, the work tree goes to the best
+--- snapshot, the journal ends with "cancelled" and the reason).
+---@param req {request: string, reason?: string, force?: boolean, from?: table}
+function Run:control(req)
+  self:write("control", { request = req.request, reason = req.reason, force = req.force, from = req.from })
+  if req.request == "pause" and not req.force then
+    if not self.pause_requested then
+      self.pause_requested = true
+      say(self, "pause requested: the run pauses after iteration %d's decision", self.iteration)
+    end
+  elseif req.request == "resume" then
+    self.pause_requested = false
+  elseif req.request == "cancel" or req.request == "pause" then
+    self.stop_request = req.request == "cancel"
+      and { status = "cancelled", reason = req.reason or "by request (beat loop cancel)" }
+      or { status = "paused", reason = req.reason or "paused by request (forced: the current iteration was ended; beat loop resume runs it again)" }
+    self.pause_requested = false
+    if self.task then self.task:cancel() end
+  end
+  if self.waker then self.waker() end
+end
+
+-- Sleeps for s seconds in the run's task; a control request wakes it early.
+function Run:sleep(s)
+  local timer = require("beat._runtime").timer()
+  local ok, err = pcall(task.await, "run:sleep", function(wake)
+    self.waker = wake
+    timer:start(s * 1000, wake)
+  end)
+  self.waker = nil
+  timer:close()
+  if not ok then error(err, 0) end
+end
+
+--- Waits here while a pause is requested (nothing of the run runs meanwhile;
+--- the phase is "paused"; paused time does not count against max_duration).
+--- Called where an iteration starts, so a pause never cuts one in half.
+function Run:checkpoint()
+  if self.channel then self.channel:poll() end
+  if not self.pause_requested then return end
+  local t0 = beat.clock()
+  say(self, "paused before iteration %d (beat loop resume %s)", self.iteration, self.id)
+  self:phase("paused")
+  while self.pause_requested do
+    self:sleep(1)   -- woken at once by a request; the poll is the backstop for a lost signal
+    if self.channel then self.channel:poll() end
+  end
+  self.started = self.started + (beat.clock() - t0)
+  say(self, "resumed")
+end
+
+--- The iteration numbers still to run, for `for n in run:iterations() do`:
+--- from 1 — or, in a resumed run, from the iteration after the last one
+--- the dead run decided — to max_iterations (no end when it is 0 or unset).
+---@return fun(): integer|nil
+function Run:iterations()
+  local n = self.resumed and self.resumed.iteration or 0
+  local max = self.opts.max_iterations
+  return function()
+    n = n + 1
+    if max and max > 0 and n > max then return nil end
+    return n
+  end
 end
 
 --- Calls the user's hook `name` if set; an error in it stops the run with
@@ -327,12 +446,15 @@ function Run:agent_timeout()
   return self:limit(self.opts.agent_timeout)
 end
 
---- Pauses for the cooldown (cut to the time left).
-function Run:cooldown()
-  local c = self.opts.cooldown
-  if c and c > 0 then
+--- Pauses for the cooldown (cut to the time left) after iteration n,
+--- unless n is the last one. A pause or cancel request ends it early.
+---@param n? integer
+function Run:cooldown(n)
+  local c, max = self.opts.cooldown, self.opts.max_iterations
+  if n and max and max > 0 and n >= max then return end
+  if c and c > 0 and not self.pause_requested then
     self:phase("cooldown")
-    beat.sleep(self:limit(c))
+    self:sleep(self:limit(c))
     self:phase("idle")
   end
 end
@@ -354,11 +476,12 @@ end
 ---@param prompt string
 ---@param extra? table more fields for agent:run (history, ...)
 function Run:propose(n, prompt, extra)
+  self:checkpoint()
   local dir = self.journal:iter_dir(n)
   prompt = require("beat.protect").prompt(self, n, prompt)   -- the files it may not change
   local waits, delay = 0, self.opts.rate_limit_cooldown or 30
-  self:phase("agent")
   while true do
+    self:phase("agent")
     local req = {
       prompt = prompt, cwd = self.cwd, timeout = self:agent_timeout(), iteration = n,
       transcript = dir .. "/agent.log",
@@ -398,7 +521,6 @@ function Run:propose(n, prompt, extra)
     end
     self:write("rate_limited", { iteration = n, wait = wait })
     beat.sleep(wait)
-    self:phase("agent")
   end
 end
 
@@ -413,8 +535,8 @@ end
 ---@param cmd string|string[]|function|table
 ---@param timeout? number
 function Run:command(n, name, cmd, timeout)
+  self:phase(name:match("^guard") and "guard" or name:match("^check") and "check" or "eval")
   self.since[#self.since + 1] = name
-  self:phase(name == "eval" and "eval" or name:match("^guard") and "guard" or "check")
   local r, err
   if M.callable(cmd) then
     r = cmd { run = self, iteration = n, name = name, cwd = self.cwd, timeout = self:limit(timeout) }
@@ -448,11 +570,11 @@ end
 ---@param cmd string|string[]
 ---@param opts table options of beat.measure
 function Run:measure(n, cmd, opts)
+  self:phase("eval")
   self.since[#self.since + 1] = "eval"
   local o = { cwd = self.cwd }
   for k, v in pairs(opts or {}) do o[k] = v end
   o.timeout = self:limit(o.timeout)
-  self:phase("eval")
   local m, why = beat.measure(cmd, o)
   self.journal:check(true)
   self:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
@@ -543,9 +665,12 @@ end
 --- snapshotted by the restore itself, after it has read what is there, so a
 --- file written meanwhile is in the snapshot or left alone.
 --- Returns the pre-restore snapshot's name, or nil when nothing was new.
+--- `what` names what changed the files, for the note (default: what ran
+--- since the last snapshot).
 ---@param snap? string
+---@param what? string
 ---@return string|nil name
-function Run:restore(snap)
+function Run:restore(snap, what)
   if not self.repo then return nil end
   snap = snap or self.best
   local tmp = ("refs/beat/%s/restoring"):format(self.id)
@@ -554,17 +679,16 @@ function Run:restore(snap)
   local backup = refs[1] and refs[1].name == tmp and refs[1].id
   local name
   if backup then
-    local same = false
-    if self.at then
-      local d = self.repo:diff { from = self.at, to = backup, patch = false }
-      same = d ~= nil and d.files_changed == 0
-    end
+    -- nothing is new when the work tree held the last snapshot — or, when
+    -- that is unknown (a resumed run), already held the target itself
+    local d = self.repo:diff { from = self.at or snap, to = backup, patch = false }
+    local same = d ~= nil and d.files_changed == 0
     if not same then
       name = ("pre-restore-%d"):format(#self.pre_restores + 1)
       local ok, serr = self.repo:set_ref { ref = ("refs/beat/%s/%s"):format(self.id, name), commit = backup }
       if not ok then error("cannot keep the work tree's snapshot before a restore: " .. tostring(serr), 0) end
       local during, count = what_ran(self.since, self.iteration)
-      local what = during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
+      what = what or during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
         or "files changed since the last snapshot (by the agent or by you)"
       self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
       self:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
@@ -580,22 +704,39 @@ function Run:restore(snap)
   return name
 end
 
---- Records an iteration's outcome: results.tsv row and a `decision`
---- journal record (which the console shows). Iterations above 0 with a
---- decision are the run's count of iterations (`iterations` in run_end,
---- the summary, `beat runs` and `beat show` all use it).
----@param row {iteration: integer, status: string, score?: any, best?: any, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string}
-function Run:record(row)
-  self.journal:row {
-    iteration = row.iteration, snapshot = row.snapshot and row.snapshot:sub(1, 12),
+-- The results.tsv row of a decision record.
+function M.tsv_row(row)
+  return {
+    iteration = row.iteration, snapshot = type(row.snapshot) == "string" and row.snapshot:sub(1, 12) or nil,
     score = row.score or row.score_text, status = row.status, delta = row.delta,
     cost_usd = row.cost_usd, duration_s = row.duration_s, summary = row.summary,
   }
+end
+
+--- Records an iteration's outcome: results.tsv row and a `decision` journal
+--- record (which the console shows). Besides the row's own fields:
+--- `history` is appended to run.history (what later prompts show);
+--- `state` is what the strategy carries from one iteration to the next
+--- (counters, the raw best score, the feedback text), and `stop` is
+--- {status, reason} when this decision ends the run — both come back in
+--- `run.resumed` when a dead run is resumed after this decision. The
+--- record also keeps the run's own counters (best snapshot, consecutive
+--- failures, elapsed time), so it is all a resume needs.
+---@param row {iteration: integer, status: string, score?: any, score_text?: string, best_text?: string, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string, history?: table, state?: table, stop?: table}
+function Run:record(row)
+  if row.history then table.insert(self.history, row.history) end
+  self.journal:row(M.tsv_row(row))
+  local rec = {}
+  for k, v in pairs(row) do rec[k] = v end
+  rec.best, rec.consecutive_failures, rec.elapsed = self.best, self.consecutive_failures, self:elapsed()
+  rec.best_score, rec.baseline_score = self.best_score, self.baseline_score
   if (math.tointeger(row.iteration) or 0) > 0 and not self.decided[row.iteration] then
+    -- iterations above 0 with a decision are the run's count of iterations
+    -- (`iterations` in run_end, the summary, `beat runs` and `beat show`)
     self.decided[row.iteration] = true
     self.completed = self.completed + 1
   end
-  self:write("decision", row)
+  self:write("decision", rec)   -- the console shows it (beat.ui)
   self:phase("idle")
 end
 
@@ -642,14 +783,6 @@ local function runs_dir_of(opts, root)
   return dir, rel
 end
 
--- A failure of the world before the run could start (nothing to undo, no
--- journal): one line on stderr, exit status 1.
-local function start_failed(run, msg)
-  io.stderr:write("beat: ", msg, "\n")
-  run.status, run.reason = "failed", msg
-  return 1, run
-end
-
 -- Up to three snapshot names, "a, b, …, z" beyond.
 local function names(list)
   if #list <= 3 then return table.concat(list, ", ") end
@@ -673,7 +806,7 @@ local function finish(run, status, reason)
       notes[#notes + 1] = ("the run failed, so the work tree is back as it was before the run; the last attempt is kept: beat restore %s last")
         :format(run.id)
     end
-    if o.commit_to and status ~= "interrupted" and run.best then
+    if o.commit_to and status ~= "interrupted" and status ~= "paused" and run.best then
       local pok, perr = run.repo:promote(run.best, { branch = o.commit_to,
         message = ("beat: run %s"):format(run.id) })
       if pok then
@@ -721,13 +854,15 @@ local function finish(run, status, reason)
       end
     end
   end
-  -- the last record: "run_end", or "interrupted" when a signal stopped the run
-  local event = status == "interrupted" and "interrupted" or "run_end"
+  -- the last record: "run_end", or "interrupted" when the run can go on
+  -- (a signal stopped it, or a forced pause): beat loop resume continues it
+  local resumable = status == "interrupted" or status == "paused"
+  local event = resumable and "interrupted" or "run_end"
   local rec = {
     status = status, reason = reason, iterations = run.completed, best = run.best,
     base = run.base, last = run.last, cost_usd = run.cost_usd, elapsed = run:elapsed(),
     best_score = run.best_score, baseline_score = run.baseline_score, notes = notes,
-    diff = diff, git = run.repo ~= nil, dir = run.journal.dir,
+    diff = diff, git = run.repo ~= nil, dir = run.journal.dir, resumable = resumable or nil,
     unfinished_iteration = run.iteration > 0 and not run.decided[run.iteration] and run.iteration or nil,
   }
   local wok, werr = pcall(run.write, run, event, rec)
@@ -735,6 +870,7 @@ local function finish(run, status, reason)
     notes[#notes + 1] = "could not write the journal: " .. tostring(werr)
     run:emit(event, rec)   -- the console still gets its summary
   end
+  pcall(require("beat.runs.index").put, { id = run.id, status = status })
   run.status, run.reason = status, reason
 end
 
@@ -755,20 +891,153 @@ local function preflight(agent, cwd)
   end
 end
 
---- Starts a run and calls body(run); see the module comment. body returns
---- status ("passed"|"completed"|"failed"|"stopped"), reason.
+-- "work tree is in use by run X (pid N)", with where to look and how to stop it.
+local function lock_message(root, err)
+  err = tostring(err)
+  local id, pid = err:match("in use by run ([%w_%-]+)"), err:match("%(pid (%d+)%)")
+  if id and id ~= "restore" and id ~= "probe" then
+    return ("work tree is in use by run %s%s (one loop per work tree, %s): see 'beat loop status %s', or stop it with 'beat loop cancel %s'")
+      :format(id, pid and (" (pid " .. pid .. ")") or "", root, id, id)
+  end
+  return ("%s (%s)"):format(err, root)
+end
+
+---@class beat.LoopPlace
+---@field cwd string the directory the agent and commands run in (real path)
+---@field root string the work tree (the git work tree's top, or cwd without git)
+---@field repo? table the beat.git repo (nil with git = false, and after a probe)
+---@field runs_dir string where the run directories go
+
+-- The work tree holding dir, found as git finds an ordinary one (a .git
+-- directory, or a .git file naming the git directory) without starting
+-- libgit2, whose start alone costs 30-70 ms: {root, gitdir}, or nil when
+-- git itself must decide (GIT_DIR or GIT_WORK_TREE set, nothing found).
+local function find_git(dir)
+  if os.getenv("GIT_DIR") or os.getenv("GIT_WORK_TREE") then return nil end
+  local d = dir
+  while true do
+    local g = d == "/" and "/.git" or d .. "/.git"
+    local st = fs.stat(g)
+    if st and st.type == "directory" then return { root = d, gitdir = g } end
+    if st and st.type == "file" then
+      local target = (fs.read(g) or ""):match("^gitdir:%s*(.-)%s*$")
+      if not target or target == "" then return nil end
+      if target:sub(1, 1) ~= "/" then target = d .. "/" .. target end
+      return { root = d, gitdir = fs.realpath(target) or target }
+    end
+    if d == "/" then return nil end
+    d = d:match("^(.*)/[^/]*$")
+    if d == "" then d = "/" end
+  end
+end
+
+-- A live run of the index in the work tree root, or nil.
+local function running_in(root)
+  local index = require "beat.runs.index"
+  for _, e in ipairs(index.all()) do
+    if e.root == root and (e.status == nil or e.status == "running") and e.dir then
+      local st = require("beat.runs.status").inspect(e.dir, e)
+      if st.alive then return st end
+    end
+  end
+  return nil
+end
+
+--- Checks what a run needs before anything is written: the directory, the
+--- agent's program, the git repository (not started inside .git), a usable
+--- `.beat`, and — with `opts.probe_lock` — that no other run holds the work
+--- tree. Raises a usage error (one line, exit 2) naming what is wrong.
+--- `beat loop --detach` calls it (probe_lock) in the starting process so
+--- mistakes are reported there, not in the detached run's log; a probe
+--- finds the work tree without libgit2 where it can and looks for a live
+--- run of the work tree in the index (the run's own start takes the lock).
 ---@param strategy string
----@param opts table validated options (see M.options)
----@param body fun(run: beat.Run): (string, string)
----@return integer exit_status, beat.Run run
-function M.run(strategy, opts, body)
+---@param opts table
+---@return beat.LoopPlace
+function M.preflight(strategy, opts)
   local cwd = opts.cwd or fs.cwd()
   if not fs.is_dir(cwd) then
     error(("beat.strategy(%q): work tree %s is not a directory"):format(strategy, cwd), 0)
   end
-  local run = setmetatable({ opts = opts, strategy = strategy, cwd = fs.realpath(cwd),
-    iteration = 0, completed = 0, decided = {}, cost_usd = 0, consecutive_failures = 0,
-    history = {}, started = beat.clock(), since = {}, pre_restores = {}, listeners = {} }, Run)
+  local place = { cwd = fs.realpath(cwd) }
+  place.root = place.cwd
+  if opts.agent then preflight(opts.agent, place.cwd) end
+  for _, k in ipairs { "check", "eval" } do   -- a judge's agent
+    if type(opts[k]) == "table" and M.callable(opts[k]) then preflight(opts[k].agent, place.cwd) end
+  end
+  if opts.git ~= false then
+    local found = opts.probe_lock and find_git(place.cwd)
+    local gitdir
+    if found then
+      place.root, gitdir = found.root, found.gitdir
+    else
+      local repo, err = beat.git.open { dir = place.cwd, watch = not opts.probe_lock,
+        max_file_size = opts.max_file_size }
+      if not repo then
+        usage_error(("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
+          :format(err))
+      end
+      place.repo = repo
+      place.root, gitdir = repo:path()
+    end
+    -- an agent started inside .git would edit git's own files, which no
+    -- snapshot holds: refuse, and name the work tree to run from
+    for _, d in ipairs { gitdir, (gitdir:gsub("/worktrees/[^/]+$", "")) } do
+      if place.cwd == d or place.cwd:sub(1, #d + 1) == d .. "/" then
+        usage_error(("the working directory %s is inside the git directory %s, not the work tree: run beat in %s")
+          :format(place.cwd, d, place.root))
+      end
+    end
+  end
+  place.runs_dir, place.runs_rel = runs_dir_of(opts, place.root)
+  if place.repo and place.runs_rel then
+    -- the runs directory is never snapshotted nor restored, wherever it is
+    place.repo:close()
+    place.repo = assert(beat.git.open { dir = place.cwd, exclude = { ".beat", place.runs_rel },
+      watch = not opts.probe_lock, max_file_size = opts.max_file_size })
+  end
+  for _, d in ipairs { place.root .. "/.beat", place.runs_dir } do
+    local st = fs.stat(d)
+    if st and st.type ~= "directory" and not fs.is_dir(d) then
+      usage_error(("%s exists and is not a directory (beat keeps its runs in %s): move it away")
+        :format(d, place.runs_dir))
+    end
+  end
+  if opts.probe_lock and opts.git ~= false then
+    local busy = running_in(place.root)
+    if busy then
+      usage_error(lock_message(place.root, ("work tree is in use by run %s (pid %d)"):format(busy.id, busy.pid)))
+    end
+    if place.repo then
+      local lock, lerr = place.repo:lock { id = "probe" }
+      if not lock then usage_error(lock_message(place.root, lerr)) end
+      lock:release()
+      place.repo:close()
+      place.repo = nil
+    end
+  end
+  return place
+end
+
+-- Takes M.pending when it is for this run: a reserved id goes to the first
+-- run of the process, a resume to the first run of the same strategy whose
+-- run directory is the one to resume.
+local function take_pending(strategy, place)
+  local p = M.pending
+  if not p then return nil end
+  if p.resume and ((p.strategy and p.strategy ~= strategy)
+      or (p.dir and p.dir ~= place.runs_dir .. "/" .. p.resume)) then
+    return nil
+  end
+  M.pending = nil
+  return p
+end
+
+local function new_run(strategy, opts, place)
+  local run = setmetatable({ opts = opts, strategy = strategy, cwd = place.cwd, root = place.root,
+    repo = place.repo, iteration = 0, completed = 0, decided = {}, cost_usd = 0,
+    consecutive_failures = 0, history = {}, started = beat.clock(), since = {}, pre_restores = {},
+    listeners = {} }, Run)
   for i, fn in ipairs(opts.listeners or {}) do
     if type(fn) ~= "function" then
       error(("beat.strategy(%q): option listeners[%d] must be a function, got %s"):format(strategy, i, type(fn)), 0)
@@ -778,116 +1047,340 @@ function M.run(strategy, opts, body)
   -- the console (or --json, or nothing: see beat.ui) follows the run too
   local view = require("beat.ui").listener { quiet = opts.quiet }
   if view then run.listeners[#run.listeners + 1] = view end
+  return run
+end
 
-  preflight(opts.agent, run.cwd)
-  for _, k in ipairs { "check", "eval" } do   -- a judge's agent
-    if type(opts[k]) == "table" and M.callable(opts[k]) then preflight(opts[k].agent, run.cwd) end
+-- The identity of this process, for run_start, resume and the index.
+local function me()
+  return require("beat.runs.proc").identity() or { pid = beat.pid() }
+end
+
+-- Records in the index where the run is and which process runs it. A
+-- failure (an unwritable home) only costs finding the run from elsewhere.
+local function index_run(run, extra)
+  local ident = me()
+  local entry = { id = run.id, root = run.root, dir = run.journal.dir, strategy = run.strategy,
+    pid = ident.pid, start_time = ident.start_time, boot_id = ident.boot_id, status = "running",
+    detached = M.detached or nil }
+  for k, v in pairs(extra or {}) do entry[k] = v end
+  local ok, err = require("beat.runs.index").put(entry)
+  if not ok then
+    run:write("note", { note = ("the run is not in the index of runs (%s): other directories will not find it")
+      :format(tostring(err)) })
   end
-  local lock
-  local root = run.cwd
-  if opts.git ~= false then
-    local repo, err = beat.git.open { dir = run.cwd, max_file_size = opts.max_file_size }
-    if not repo then
-      usage_error(("%s (beat needs git to keep your work safe; --no-git runs without snapshots, unsafe)")
-        :format(err))
-    end
-    run.repo = repo
-    local gitdir
-    root, gitdir = repo:path()
-    -- an agent started inside .git would edit git's own files, which no
-    -- snapshot holds: refuse, and name the work tree to run from
-    for _, d in ipairs { gitdir, (gitdir:gsub("/worktrees/[^/]+$", "")) } do
-      if run.cwd == d or run.cwd:sub(1, #d + 1) == d .. "/" then
-        usage_error(("the working directory %s is inside the git directory %s, not the work tree: run beat in %s")
-          :format(run.cwd, d, root))
-      end
-    end
-  end
-  local runs_dir, runs_rel = runs_dir_of(opts, root)
-  for _, d in ipairs { root .. "/.beat", runs_dir } do
-    local st = fs.stat(d)
-    if st and st.type ~= "directory" and not fs.is_dir(d) then
-      usage_error(("%s exists and is not a directory (beat keeps its runs in %s): move it away")
-        :format(d, runs_dir))
-    end
-  end
-  if run.repo and runs_rel then
-    -- the runs directory is never snapshotted nor restored, wherever it is
-    run.repo:close()
-    run.repo = assert(beat.git.open { dir = run.cwd, exclude = { ".beat", runs_rel },
-      max_file_size = opts.max_file_size })
-  end
+end
+
+-- A new run: the lock, its id (reserved by --detach, or here), the base
+-- snapshot, run_start.
+local function open_new(run, place, reserved)
+  local index = require "beat.runs.index"
   if run.repo then
-    -- the lock first (nothing is written before it); it names the run
-    -- once its id is reserved
-    local lerr
-    lock, lerr = run.repo:lock { id = "starting" }
-    if not lock then usage_error(lerr) end
-    ensure_excluded(run.repo, runs_rel)
+    -- the lock first (nothing is written before it); it names the run once
+    -- its id is known
+    local lock, lerr = run.repo:lock { id = "starting" }
+    if not lock then usage_error(lock_message(run.root, lerr)) end
+    run.lock = lock
+    ensure_excluded(run.repo, place.runs_rel)
     local tree, info = run.repo:tree()
-    if not tree then
-      lock:release()
-      return start_failed(run, "cannot snapshot the work tree: " .. tostring(info))
-    end
+    if not tree then error("cannot snapshot the work tree: " .. tostring(info), 0) end
     if #info.skipped > 0 then
       -- a file no snapshot holds could not be given back: refuse to start
       local f = info.skipped[1]
-      lock:release()
       usage_error(("%s (%s) is larger than max_file_size (%s): beat could not restore it; "
         .. "ignore it (.gitignore) or raise max_file_size (--max-file-size)%s"):format(f.path,
-        size.format(f.size), size.format(opts.max_file_size or beat.git.default_max_file_size),
+        size.format(f.size), size.format(run.opts.max_file_size or beat.git.default_max_file_size),
         #info.skipped > 1 and (" (and %d more)"):format(#info.skipped - 1) or ""))
     end
   end
-  -- The run's id is free in this work tree's runs directory and, with git,
-  -- in the repository, whose refs/beat/ every linked work tree shares: the
-  -- base snapshot's ref is created only where no run has that id yet.
-  local j, jerr = journal.create(runs_dir, beat.now(), run.repo and function(id)
+  -- The id is free in this work tree's runs directory, in the per-user
+  -- index and, with git, in the repository, whose refs/beat/ every linked
+  -- work tree shares: the base snapshot's ref is created only where no run
+  -- has that id yet. A reserved id was claimed in the index already.
+  local function reserve(id)
+    local warning
+    if not reserved then
+      local ok, why = index.reserve(id)
+      if ok == false then return false end
+      warning = why   -- an unwritable index only costs finding the run from elsewhere
+    end
+    if not run.repo then return true, warning end
     local base, berr = run.repo:snapshot {
       message = ("beat: run %s base (the work tree before the run)"):format(id) }
+    local ok, rerr
+    if base then ok, rerr = run.repo:set_ref { ref = id .. "/base", commit = base, create = true } end
+    if not ok and not reserved then index.remove(id) end
     if not base then return nil, "cannot snapshot the work tree: " .. tostring(berr) end
-    local ok, rerr = run.repo:set_ref { ref = id .. "/base", commit = base, create = true }
     if ok == nil then return nil, "cannot record the base snapshot: " .. tostring(rerr) end
-    run.base = ok and base or nil
-    return ok
-  end)
-  if not j then
-    if lock then lock:release() end
-    return start_failed(run, run.repo and tostring(jerr)
-      or "cannot create the run directory: " .. tostring(jerr))
+    if ok then run.base = base end
+    return ok, warning
   end
-  run.journal, run.id, run.best, run.at = j, j.id, run.base, run.base
-  if lock then lock:relabel(run.id) end
-
+  local j, jerr = journal.create(place.runs_dir, beat.now(), { id = reserved, reserve = reserve })
+  if not j then error(run.repo and tostring(jerr) or "cannot create the run directory: " .. tostring(jerr), 0) end
+  run.journal, run.id = j, j.id
+  run.best, run.at = run.base, run.base
+  if run.lock then run.lock:relabel(run.id) end
+  local ident = me()
   run:write("run_start", {
-    id = run.id, strategy = strategy, cwd = run.cwd, base = run.base, pid = beat.pid(),
-    head = run.repo and run.repo:head() or nil, config = opts, git = run.repo ~= nil,
-    dir = j.dir,
+    id = run.id, strategy = run.strategy, cwd = run.cwd, base = run.base, pid = ident.pid,
+    start_time = ident.start_time, boot_id = ident.boot_id, head = run.repo and run.repo:head() or nil,
+    config = run.opts, git = run.repo ~= nil, origin = M.origin, detached = M.detached or nil,
+    max_iterations = run.opts.max_iterations, dir = j.dir,
   })
-  require("beat.protect").setup(run)   -- and says what is protected
+  if j.reserve_error then
+    run:write("note", { note = "the run is not in the index of runs: " .. tostring(j.reserve_error) })
+  end
+  index_run(run, { started = beat.now() })
+  require("beat.protect").setup(run)   -- journals what is protected; the console says it
+end
 
-  local res = table.pack(xpcall(body, function(e)
-    if task.is_cancelled(e) or getmetatable(e) == HookError then return e end
-    return debug.traceback(tostring(e), 2)
-  end, run))
+-- A process killed while git updated one of the run's refs leaves the
+-- ref's lock file behind, and every later update of that ref fails. The
+-- run's refs are its own and the work tree's lock is held: remove them.
+-- Returns the paths removed.
+local function remove_stale_locks(repo, id)
+  local _, gitdir = repo:path()
+  local removed = {}
+  local function walk(dir)
+    for _, name in ipairs(fs.list(dir) or {}) do
+      local path = dir .. "/" .. name
+      if fs.is_dir(path) then
+        walk(path)
+      elseif name:match("%.lock$") and os.remove(path) then
+        removed[#removed + 1] = path
+      end
+    end
+  end
+  walk(("%s/refs/beat/%s"):format(gitdir:gsub("/worktrees/[^/]+/?$", ""), id))
+  return removed
+end
+
+-- A run that continues a dead one from its journal: refuses what cannot be
+-- continued, takes the lock, ends what the dead process left running,
+-- repairs the journal's tail, carries the counters over and puts the work
+-- tree at the best snapshot (what was there is kept as pre-restore-N).
+local function open_resumed(run, place, id)
+  local replay = require("beat.runs.replay")
+  local dir = place.runs_dir .. "/" .. id
+  local j = journal.open(dir)
+  if not j then usage_error(("run %s has no journal in %s: there is nothing to resume"):format(id, dir)) end
+  local r = replay.read((j:records()))
+  if not r.start then
+    usage_error(("run %s died before it started (its journal has no run_start; the work tree was not touched): start it again")
+      :format(id))
+  end
+  if r.start.strategy ~= run.strategy then
+    usage_error(("run %s is a %s run, not %s"):format(id, tostring(r.start.strategy), run.strategy))
+  end
+  if r.ended and not replay.RESUMABLE_END[r.ended.status] then
+    usage_error(("run %s has ended (%s): there is nothing to resume"):format(id, tostring(r.ended.status)))
+  end
+  if not r.ended and require("beat.runs.proc").alive(r.owner) then
+    usage_error(("run %s is still running (pid %d): 'beat loop pause %s' or 'beat loop cancel %s'")
+      :format(id, r.owner.pid, id, id))
+  end
+  run.journal, run.id = j, id
+  if run.repo then
+    local lock, lerr = run.repo:lock { id = run.id }
+    if not lock then usage_error(lock_message(run.root, lerr)) end
+    run.lock = lock
+  end
+  local killed = require("beat.runs.proc").end_sessions(r.processes)
+  local stale = run.repo and remove_stale_locks(run.repo, run.id) or {}
+  local rows = {}
+  for _, d in ipairs(r.decisions) do rows[#rows + 1] = M.tsv_row(d) end
+  local torn = j:repair(rows)
+
+  local d = r.last_decision
+  run.base = r.start.base
+  run.best = d and d.best or run.base
+  run.last = d and d.snapshot or nil
+  run.iteration = d and math.tointeger(d.iteration) or 0
+  run.consecutive_failures = d and math.tointeger(d.consecutive_failures) or 0
+  run.cost_usd = r.cost_usd
+  run.started = beat.clock() - r.elapsed
+  run.best_score, run.baseline_score = d and d.best_score, d and d.baseline_score
+  for _, x in ipairs(r.decisions) do
+    if type(x.history) == "table" then run.history[#run.history + 1] = replay.numbers(x.history) end
+  end
+  for _, p in ipairs(r.pre_restores) do
+    run.pre_restores[#run.pre_restores + 1] = { name = p.name, snapshot = p.snapshot, what = p.note or "files" }
+  end
+  if d then
+    run.resumed = { iteration = run.iteration, status = d.status, state = replay.numbers(d.state),
+                    stop = type(d.stop) == "table" and d.stop[1] and d.stop or nil }
+  end
+  if run.repo and run.best and run.best ~= run.base then   -- as Run:keep left it
+    local ok, err = run.repo:set_ref { ref = ("refs/beat/%s/best"):format(run.id), commit = run.best }
+    if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
+  end
+  local ident = me()
+  run:write("resume", { pid = ident.pid, start_time = ident.start_time, boot_id = ident.boot_id,
+    after_iteration = d and run.iteration or nil, elapsed = r.elapsed, cost_usd = r.cost_usd,
+    killed = killed, torn = torn, stale_locks = #stale > 0 and stale or nil, origin = M.origin, detached = M.detached or nil,
+    from = r.ended and r.ended.status or "crashed", closing = run.closing })
+  index_run(run)
+  say(run, "beat run %s: %s in %s, %s%s", run.id, run.strategy, run.cwd,
+    run.closing and "closing it" or d and ("resumed after iteration " .. run.iteration) or "resumed from the start",
+    #killed > 0 and ("; ended %d process%s the dead run left"):format(#killed, #killed == 1 and "" or "es") or "")
+  if run.repo then
+    run:restore(run.best, ("files the stopped run left in the work tree (iteration %d was under way)")
+      :format(run.iteration + 1))
+  end
+end
+
+-- Journals every command the run's process starts (the shim's identity),
+-- so a resume can end what a dead process left running.
+local function watch_processes(run)
+  local exec = require "beat.exec"
+  local procs = require "beat.runs.proc"
+  local key = {}
+  exec.observers[key] = function(p)
+    local ident = procs.identity(p.pid)
+    if ident then
+      run:write("process", { iteration = run.iteration, label = p.label, pid = ident.pid,
+        start_time = ident.start_time, boot_id = ident.boot_id }, { sync = false })
+    end
+  end
+  return function() exec.observers[key] = nil end
+end
+
+-- Which bounds end a run without an iteration limit.
+local function bounds(o)
+  local list = {}
+  if o.max_duration then list[#list + 1] = "after " .. duration.format(o.max_duration) end
+  if o.max_cost_usd then list[#list + 1] = ("at $%.2f of agent cost"):format(o.max_cost_usd) end
+  if o.target then list[#list + 1] = "when the target is reached" end
+  if o.patience then list[#list + 1] = ("after %d iterations without improvement"):format(o.patience) end
+  if o.max_consecutive_failures then list[#list + 1] = ("after %d failures in a row"):format(o.max_consecutive_failures) end
+  if o.max_no_progress then list[#list + 1] = ("when the agent changes nothing %d times in a row"):format(o.max_no_progress) end
+  if o.stop_when then list[#list + 1] = "when stop_when says so" end
+  return list
+end
+
+-- Runs body(run) in a task of its own, so a cancel request ends the body
+-- (and what it runs) without touching the caller's task. Returns the
+-- packed xpcall result.
+local function run_body(run, body)
+  local inner = task.go(function()
+    return table.pack(xpcall(body, function(e)
+      if task.is_cancelled(e) or getmetatable(e) == HookError then return e end
+      return debug.traceback(tostring(e), 2)
+    end, run))
+  end)
+  run.task = inner
+  local ok = pcall(inner.wait, inner)
+  if not ok and inner.status == "running" then
+    -- the caller was cancelled (Ctrl-C): end the body too, and wait for it
+    inner:cancel()
+    pcall(task.shield, inner.join, inner)
+  end
+  run.task = nil
+  if inner.status == "done" then return inner.results[1] end
+  if inner.status == "cancelled" or inner.status == "running" then return { false, task.cancelled, n = 2 } end
+  return { false, inner.traceback or tostring(inner.error), n = 2 }
+end
+
+--- Starts a run and calls body(run); see the module comment. body returns
+--- status ("passed"|"completed"|"failed"|"stopped"), reason. When the
+--- process was started to resume a run (`beat loop resume`), the run
+--- continues that one instead: `run.resumed` says after which decision,
+--- and `run:iterations()` starts after it.
+---@param strategy string
+---@param opts table validated options (see M.options)
+---@param body fun(run: beat.Run): (string, string)
+---@return integer exit_status, beat.Run run
+function M.run(strategy, opts, body)
+  require("beat.runs.channel").install()   -- before run_start: controllers may signal from then on
+  local place = M.preflight(strategy, opts)
+  local run = new_run(strategy, opts, place)
+  local pending = take_pending(strategy, place)
+
+  local ok, err = pcall(function()
+    if pending and pending.resume then
+      open_resumed(run, place, pending.resume)
+    else
+      open_new(run, place, pending and pending.id)
+    end
+  end)
+  if not ok then
+    if run.lock then run.lock:release() end
+    -- a run reserved by --detach that cannot start says why in its journal
+    if pending and pending.id and run.journal and not run.journal.copy then
+      pcall(run.journal.write, run.journal, "run_end", { status = "failed", id = run.id,
+        reason = type(err) == "table" and err.usage or tostring(err) })
+      pcall(require("beat.runs.index").put, { id = run.id, status = "failed" })
+    end
+    error(err, 0)
+  end
+  local o = run.opts
+  if (o.max_iterations or 0) == 0 then
+    local b = bounds(o)
+    say(run, "no iteration limit: the run stops %s, on Ctrl-C, or with 'beat loop cancel %s'",
+      #b > 0 and table.concat(b, ", ") or "only", run.id)
+  end
+  run.channel = require("beat.runs.channel").attach(run)
+  local unwatch = watch_processes(run)
+
   local status, reason
-  if res[1] then
-    status, reason = res[2], res[3]
-  elseif task.is_cancelled(res[2]) then
-    status, reason = "interrupted", "interrupted by a signal"
-  elseif getmetatable(res[2]) == HookError then
-    status, reason = "failed", tostring(res[2])
+  if run.resumed and run.resumed.stop then
+    -- the dead run had decided to stop; only its ending was missing
+    status, reason = run.resumed.stop[1], run.resumed.stop[2]
   else
-    status, reason = "failed", "error: " .. tostring(res[2])
+    local res = run_body(run, body)
+    if res[1] then
+      status, reason = res[2], res[3]
+    elseif task.is_cancelled(res[2]) then
+      local stop = run.stop_request
+      status = stop and stop.status or "interrupted"
+      reason = stop and stop.reason or "interrupted by a signal"
+    elseif getmetatable(res[2]) == HookError then
+      status, reason = "failed", tostring(res[2])
+    else
+      status, reason = "failed", "error: " .. tostring(res[2])
+    end
   end
   -- cleanup runs shielded from the cancellation that may have ended the body
-  local ok, ferr = pcall(task.shield, finish, run, status, reason)
-  if lock then lock:release() end
+  local fok, ferr = pcall(task.shield, finish, run, status, reason)
+  unwatch()
+  run.channel:close()
+  if run.lock then run.lock:release() end
   run:emit("closed", { status = status })   -- not journaled: listeners let go (the status line goes)
-  if not ok then io.stderr:write("beat: finishing the run failed: ", tostring(ferr), "\n") end
-  local code = (status == "passed" or status == "completed" or status == "stopped") and 0
+  if not fok then io.stderr:write("beat: finishing the run failed: ", tostring(ferr), "\n") end
+  local code = (status == "passed" or status == "completed" or status == "stopped" or status == "paused") and 0
     or status == "interrupted" and 130 or 1
   return code, run
+end
+
+--- Closes a run whose process is gone (crashed, interrupted, force-paused)
+--- without continuing it: what the dead process left running is ended, the
+--- work tree goes to the best snapshot (what was there is kept as
+--- pre-restore-N), and the journal ends with `status` and `reason` (e.g.
+--- "cancelled"). Raises a usage error when the run cannot be closed (it is
+--- running, it has ended, its work tree is busy). Must run in a task.
+---@param dir string the run directory
+---@param status string
+---@param reason string
+---@param opts? {quiet?: boolean}
+function M.close(dir, status, reason, opts)
+  require("beat.runs.channel").install()
+  local j = journal.open(dir)
+  if not j then usage_error(("no run journal in %s"):format(dir)) end
+  local start
+  for _, r in ipairs((j:records())) do if r.event == "run_start" then start = r break end end
+  if not start then usage_error(("run %s died before it started: there is nothing to close"):format(j.id)) end
+  local ropts = { cwd = start.cwd, git = start.git ~= false, quiet = opts and opts.quiet or nil }
+  local place = M.preflight(start.strategy, ropts)
+  local run = new_run(start.strategy, ropts, place)
+  run.closing = true
+  local ok, err = pcall(open_resumed, run, { cwd = place.cwd, root = place.root, repo = place.repo,
+    runs_dir = dir:match("^(.*)/[^/]+/*$") }, j.id)
+  if not ok then
+    if run.lock then run.lock:release() end
+    error(err, 0)
+  end
+  local fok, ferr = pcall(task.shield, finish, run, status, reason)
+  if run.lock then run.lock:release() end
+  if not fok then error(ferr, 0) end
 end
 
 return M

@@ -257,7 +257,11 @@ function M.load(dir)
   local j, err = journal.open(dir)
   if not j then return nil, err end
   local recs, warning = j:records()
-  return M.model(recs, { id = j.id, dir = dir, journal = j.path, warning = warning })
+  local model = M.model(recs, { id = j.id, dir = dir, journal = j.path, warning = warning })
+  -- a run without an end record is running, paused or crashed: its process says which
+  local st = require("beat.runs.status").inspect(dir)
+  if model.status == "unfinished" or st.alive then model.status, model.reason = st.state, st.reason end
+  return model
 end
 
 -- JSON ---------------------------------------------------------------------------------------

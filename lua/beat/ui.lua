@@ -193,6 +193,8 @@ local function event_lines(st, event, rec, color, plain)
     if c and c > 0 then parts[#parts + 1] = money(c) end
     if rec.summary and rec.summary ~= "" then parts[#parts + 1] = "— " .. tostring(rec.summary) end
     return { table.concat(parts, "  ") }
+  elseif event == "message" then
+    return { tostring(rec.text) }
   elseif event == "protect" and type(rec.globs) == "table" then
     local parts = {}
     for i, g in ipairs(rec.globs) do
@@ -304,6 +306,7 @@ local function summary_lines(st, rec, color)
   for _, note in ipairs(type(rec.notes) == "table" and rec.notes or {}) do
     lines[#lines + 1] = "note: " .. tostring(note)
   end
+  if rec.resumable then lines[#lines + 1] = ("continue it: beat loop resume %s"):format(id) end
   lines[#lines + 1] = ("journal: %s"):format(tostring(rec.dir or st.dir or "?"))
   lines[#lines + 1] = ("details: beat show %s"):format(id)
   return lines
@@ -518,7 +521,7 @@ local function tty_listener(o)
       if not screen.current then stop_timer() end
       return
     end
-    if event == "run_start" then start_timer() end
+    if event == "run_start" or event == "resume" then start_timer() end
     local lines = not o.quiet and event_lines(st, event, rec, o.color, false) or nil
     if lines then log(lines) else draw_status() end
   end
@@ -547,7 +550,7 @@ local function json_listener()
   local cjson = require "cjson"
   local id
   return function(event, rec)
-    if event == "closed" then return end
+    if event == "closed" or event == "message" then return end   -- the console's own
     if event == "run_start" then id = rec.id end
     local line = { version = M.VERSION, run = id }
     for k, v in pairs(rec) do line[k] = v end

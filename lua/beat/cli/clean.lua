@@ -105,8 +105,9 @@ function M.register(cli)
       for _, r in ipairs(list) do
         local info = runs.info(r)
         local holder = holders[info.id]
-        if holder or info.status == "running" then
-          kept[#kept + 1] = ("kept %s (running, pid %s)"):format(info.id, tostring(holder and holder.pid or info.pid))
+        if holder or info.status == "running" or info.status == "paused" or info.status == "starting" then
+          kept[#kept + 1] = ("kept %s (%s, pid %s)"):format(info.id, info.status == "paused" and "paused" or "running",
+            tostring(holder and holder.pid or info.pid))
         elseif info.journal_gone then
           local elsewhere
           for _, wt in ipairs(others) do
@@ -118,9 +119,9 @@ function M.register(cli)
             info.age = info.started and now - info.started
             candidates[#candidates + 1] = info
           end
-        elseif info.status == "unfinished" and not o.unfinished then
-          kept[#kept + 1] = ("kept %s (unfinished: its process died without an end record; --unfinished removes it)")
-            :format(info.id)
+        elseif info.status == "crashed" and not o.unfinished then
+          kept[#kept + 1] = ("kept %s (crashed: its process died without an end record; 'beat loop resume %s' continues it, --unfinished removes it)")
+            :format(info.id, info.id)
         else
           info.age = now - (info.ended or info.started or now)
           candidates[#candidates + 1] = info
@@ -160,6 +161,7 @@ function M.register(cli)
         if not o.dry_run then
           if has_dir then ok, err = fs.rm_rf(info.dir) end
           if ok and #refs > 0 then ok, err = repo:delete_refs(prefix) end
+          if ok then require("beat.runs.index").remove(info.id) end
         end
         if ok then
           refs_total = refs_total + #refs

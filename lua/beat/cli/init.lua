@@ -147,7 +147,7 @@ end
 
 M.command("run", {
   summary = "run a Lua recipe",
-  usage = "beat run [--json|--plain] [-q] FILE [ARGS...] [--set KEY=VALUE]...",
+  usage = "beat run [--json|--plain] [-q] FILE [ARGS...] [--set KEY=VALUE]...\n       beat run --detach FILE [ARGS...] [--set KEY=VALUE]...",
   help = [[
 Runs FILE as a Lua chunk inside a task, so beat.exec, beat.sleep and the
 rest of the API block only that task. ARGS reach the recipe as `...` and
@@ -162,20 +162,32 @@ line under the log lines; --plain one plain line per event; --json one
 JSON event per line on stdout (docs/json.md; what the recipe prints
 itself still goes to stdout); -q only each run's summary.
 
+--detach (before FILE) runs the recipe in the background, in a session of
+its own: the id of its first loop's run is printed at once, its output goes
+to .beat/runs/ID/output.log ('beat loop attach ID' follows it). A recipe
+run can be resumed after a crash ('beat loop resume ID'): the recipe runs
+again with the same arguments, and its first loop of that strategy in that
+work tree continues the run.
+
 Exit status: the recipe's integer return value (0-255) if any, else 0; 1
 when it returns another number (256, -1, 1.5) or raises an error (printed as file:line: message with a traceback); 2 for a
 bad command line; 130 on Ctrl-C (a second Ctrl-C exits at once); 143 on
 SIGTERM. Child processes never outlive beat.]],
   run = function(args)
+    -- beat's own flags come before FILE; after it, everything is the recipe's
     local view = {}
-    while args[1] == "--json" or args[1] == "--plain" or args[1] == "-q" or args[1] == "--quiet" do
-      local a = table.remove(args, 1)
-      if a == "--json" or a == "--plain" then
+    local detach, run_id, detached_run, pre_set = false, nil, false, {}
+    while args[1] == "--json" or args[1] == "--plain" or args[1] == "-q" or args[1] == "--quiet"
+        or args[1] == "--detach" or args[1] == "--run-id" or args[1] == "--detached-run" or args[1] == "--set" do
+      local flag = table.remove(args, 1)
+      if flag == "--json" or flag == "--plain" then
         if view.mode then M.usage_error("run: give --json or --plain, not both") end
-        view.mode = a:sub(3)
-      else
-        view.quiet = true
-      end
+        view.mode = flag:sub(3)
+      elseif flag == "-q" or flag == "--quiet" then view.quiet = true
+      elseif flag == "--detach" then detach = true
+      elseif flag == "--detached-run" then detached_run = true
+      elseif flag == "--set" then pre_set[#pre_set + 1] = table.remove(args, 1) or ""
+      else run_id = table.remove(args, 1) or M.usage_error("run: --run-id needs a value") end
     end
     local file = args[1]
     if file == nil then M.usage_error("run: missing FILE (usage: beat run FILE [ARGS...])") end
@@ -197,6 +209,7 @@ SIGTERM. Child processes never outlive beat.]],
     end
     local script_args = { [0] = file }
     local overrides = {}
+    for _, kv in ipairs(pre_set) do table.insert(args, 2, "--set"); table.insert(args, 3, kv) end
     local i = 2
     while i <= #args do
       local a = args[i]
@@ -213,12 +226,37 @@ SIGTERM. Child processes never outlive beat.]],
         i = i + 1
       end
     end
-    if next(overrides) then require("beat.loop").overrides = overrides end
+    if detach then
+      if run_id or detached_run then M.usage_error("run: --detach cannot be combined with --run-id") end
+      if file == "-" then M.usage_error("run: --detach needs a recipe file, not standard input") end
+      return M.drive(function()
+        local id, info, code = require("beat.runs.control").start_detached { recipe = file,
+          recipe_args = { table.unpack(script_args, 1) }, set = overrides }
+        if not id then
+          if code == 2 then M.usage_error("run: %s", info) end
+          say("run: %s", tostring(info))
+          return M.EXIT_FAIL
+        end
+        print(id)
+        say("run %s started in the background (pid %d); follow it: beat loop attach %s", id, info.pid, id)
+        return M.EXIT_OK
+      end)
+    end
+    local loop = require "beat.loop"
+    if next(overrides) then loop.overrides = overrides end
     if view.mode or view.quiet then require("beat.ui").configure(view) end
+    if file ~= "-" then
+      loop.origin = { kind = "recipe", file = fs.realpath(file), args = { table.unpack(script_args, 1) },
+        set = next(overrides) and overrides or nil, dir = fs.cwd() }
+    end
+    loop.detached = detached_run
+    if run_id then loop.pending = { id = run_id } end
     _G.arg = script_args
     local dir = file:match("^(.*)/[^/]*$") or "."
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
-    return M.drive(function() return chunk(table.unpack(script_args, 1)) end)
+    local code = M.drive(function() return chunk(table.unpack(script_args, 1)) end)
+    if run_id then require("beat.cli.control").close_reserved(run_id, code) end
+    return code
   end,
 })
 
@@ -255,8 +293,8 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.clean", "beat.cli.agents", "beat.cli.report",
-  "beat.cli.mcp" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.control", "beat.cli.clean", "beat.cli.agents",
+  "beat.cli.report", "beat.cli.mcp" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then

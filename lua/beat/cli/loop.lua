@@ -2,8 +2,9 @@
 --- over the retry and optimize strategies.
 local M = {}
 
-local USAGE = [=[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]
-       beat loop [PROMPT] --pipeline --step PROMPT... (--until CMD | --eval CMD) [options]]=]
+local USAGE = [=[beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options] [--detach]
+       beat loop [PROMPT] --pipeline --step PROMPT... (--until CMD | --eval CMD) [options]
+       beat loop list|status|pause|resume|cancel|attach ...]=]
 
 local HELP = [[
 Runs an agent in a loop on the work tree (the current directory, or -w DIR).
@@ -39,13 +40,15 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --pipeline --step P      each iteration runs the --step prompts in order, each
                            a fresh agent session (repeat --step), then the check
                            or eval once; PROMPT is then optional context
-  --max-iterations N       default 10
+  --max-iterations N       default 10; 0: no limit (a duration, cost, patience or
+                           failure bound, Ctrl-C or 'beat loop cancel' ends the run)
   --max-failures N         consecutive failures before giving up, default 3
   --cooldown DUR           pause between iterations
   --eval-timeout DUR       timeout of the check / eval command (default 60s;
                            0 = none)
   --agent-timeout DUR      timeout of one agent run
   --continue-context       resume the agent's previous session between iterations
+                           (also --checkpoint)
   --runs N                 optimize: run the eval N times per iteration (median,
                            significance-tested comparison)
   --guard CMD              optimize: must exit 0 before the eval counts (repeatable)
@@ -81,15 +84,42 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
                            id, the undo command and the journal)
   --plain                  one plain line per event, no status line, no colour
   --json                   stdout is JSON only: one event per line (docs/json.md)
+  --detach                 run in the background, in a session of its own: prints
+                           the run id at once; output goes to .beat/runs/ID/output.log
+
+Managing runs (ID: a run id, a unique prefix, or last; any directory):
+  beat loop list [--status STATE] [--all] [--json] [--limit N] [-w DIR]
+                           this work tree's runs (--all: every work tree's),
+                           newest first; STATE: running, paused, completed,
+                           passed, failed, stopped, cancelled, interrupted,
+                           crashed, starting, missing
+  beat loop status ID [--history] [--history-limit N] [--json]
+                           state, iteration i/N, phase, best vs baseline, cost,
+                           elapsed, the last decisions (--history: all of them)
+  beat loop pause ID [--force] [--wait]
+                           pause after the current iteration's decision; nothing
+                           runs while paused (--force: end the iteration now, it
+                           is run again on resume; --wait: until it is paused)
+  beat loop resume ID [--detach|--foreground]
+                           continue a paused run; or a crashed or interrupted one
+                           from its journal — detached if it was, else in this
+                           terminal (or as told)
+  beat loop cancel ID [REASON] [--no-wait]
+                           stop now: the work tree goes to the best snapshot and
+                           the journal ends with 'cancelled' and REASON; waits
+                           until the run has ended (--no-wait: does not)
+  beat loop attach ID      follow a detached run's output (Ctrl-C detaches; the
+                           run goes on); also 'beat logs ID [-f]'
 
 Output: on a terminal, log lines scroll above one status line redrawn in place
 (iteration, phase and its time, best vs baseline, last decision, cost, elapsed);
 colour unless NO_COLOR is set. In a pipe or with --plain, plain lines.
 
 Durations: 500ms, 30s, 5m, 1h30m, or bare milliseconds (1500 = 1.5s);
---agent-timeout and --max-duration must be longer than 0. Every value is
-checked before anything is written.
-Exit status: 0 passed/completed, 1 failed, 2 usage error, 130 interrupted.
+--agent-timeout and --max-duration must be longer than 0 (--eval-timeout 0:
+none). Every value is checked before anything is written.
+Exit status: 0 passed/completed (and --detach: started), 1 failed or cancelled,
+2 usage error (a bad id, a request the run's state does not allow), 130 interrupted.
 Every run is journaled in .beat/runs/<id>/; 'beat restore <id> base' undoes it.
 Files that change while a check or eval runs (written by it, or by you) are saved
 as snapshot pre-restore-N before beat puts the work tree back; the summary says so.]]
@@ -100,11 +130,12 @@ local FLAGS = {
   ["--direction"] = { "direction", "string" }, ["--minimize"] = { "direction", "const", "minimize" },
   ["--maximize"] = { "direction", "const", "maximize" },
   ["-a"] = { "agent", "string" }, ["--agent"] = { "agent", "string" }, ["--model"] = { "model", "string" },
-  ["--max-iterations"] = { "max_iterations", "int" }, ["--max-failures"] = { "max_consecutive_failures", "int" },
+  ["--max-iterations"] = { "max_iterations", "int", zero = true }, ["--max-failures"] = { "max_consecutive_failures", "int" },
   ["--cooldown"] = { "cooldown", "duration" },
   ["--eval-timeout"] = { "eval_timeout", "duration" },   -- 0: none
   ["--agent-timeout"] = { "agent_timeout", "duration", positive = true },
-  ["--continue-context"] = { "continue_context", "bool" }, ["--runs"] = { "runs", "int" },
+  ["--continue-context"] = { "continue_context", "bool" }, ["--checkpoint"] = { "continue_context", "bool" },
+  ["--runs"] = { "runs", "int" },
   ["--guard"] = { "guard", "list" }, ["--metric"] = { "metric", "string" },
   ["--min-delta"] = { "min_delta", "number", min = 0 },
   ["--min-rel-delta"] = { "min_rel_delta", "number", min = 0, below = 1 },
@@ -117,6 +148,9 @@ local FLAGS = {
   ["-w"] = { "cwd", "string" }, ["--working-directory"] = { "cwd", "string" },
   ["--no-git"] = { "no_git", "bool" }, ["-q"] = { "quiet", "bool" }, ["--quiet"] = { "quiet", "bool" },
   ["--json"] = { "json", "bool" }, ["--plain"] = { "plain", "bool" },
+  ["--detach"] = { "detach", "bool" },
+  -- internal: the run id reserved by --detach, and "this process is the detached run"
+  ["--run-id"] = { "run_id", "string" }, ["--detached-run"] = { "detached_run", "bool" },
 }
 for k, v in pairs(require("beat.cli.loop_flags").FLAGS) do FLAGS[k] = v end
 
@@ -156,7 +190,11 @@ function M.parse(cli, args)
         end
         if kind == "int" then
           local n = math.tointeger(tonumber(v))
-          if not n or n < 1 then cli.usage_error("loop: %s must be a positive integer, got '%s'", flag, v) end
+          if spec.zero and n == 0 then
+            v = 0
+          elseif not n or n < 1 then
+            cli.usage_error("loop: %s must be a positive integer%s, got '%s'", flag, spec.zero and " or 0 (no limit)" or "", v)
+          end
           v = n
         elseif kind == "number" then
           local n = tonumber(v)
@@ -212,40 +250,140 @@ function M.parse(cli, args)
   return p
 end
 
+--- The strategy and its options for parsed `beat loop` arguments (raises
+--- a usage error for an agent that does not exist).
+---@param cli table
+---@param p table from M.parse
+---@return string strategy, table opts
+function M.options(cli, p)
+  local beat = require "beat"
+  if p.cwd and not beat.fs.is_dir(p.cwd) then
+    cli.usage_error("loop: working directory %s does not exist", p.cwd)
+  end
+  local opts = {
+    cwd = p.cwd, git = not p.no_git,
+    max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
+    cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
+    max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
+    quiet = p.quiet, max_file_size = p.max_file_size,
+  }
+  -- agent, prompt, check/eval (or a judge) and their timeout, protect, budgets
+  require("beat.cli.loop_flags").complete(cli, p, opts)
+  if p.strategy == "retry" then
+    opts.reset_on_failure, opts.keep_last = p.reset_on_failure, p.keep_last
+    return "retry", opts
+  end
+  opts.runs, opts.target, opts.patience = p.runs, p.target, p.patience
+  opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
+  if #p.guard > 0 then opts.guard = p.guard end
+  if p.metric then opts.score, opts.metric = require("beat.score").metric(p.metric), p.metric end
+  return "optimize", opts
+end
+
+-- The arguments that say how to start the same loop again (for resume):
+-- without the flags about this one process.
+local function origin_args(args)
+  local out, skip = {}, false
+  for _, a in ipairs(args) do
+    if skip then
+      skip = false
+    elseif a == "--run-id" then
+      skip = true
+    elseif not (a == "--detach" or a == "--detached-run" or a:match("^%-%-run%-id=")) then
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
+
+--- Runs a dead run again in this process, from its journal's run_start
+--- (`st` from beat.runs.status, `start` the run_start record): `beat loop`
+--- arguments parsed again, or the recipe run again with its arguments;
+--- the strategy's run continues the dead one (beat.loop.pending). Returns
+--- the exit status. Called inside a task by beat.runs.control.resume.
+---@param st beat.RunStatus
+---@param start table
+---@return integer status
+function M.resume_here(st, start)
+  local cli = require "beat.cli"
+  local beat = require "beat"
+  local loop = require "beat.loop"
+  local origin = start.origin
+  if origin.dir and not beat.fs.chdir(origin.dir) then
+    cli.usage_error("run %s was started in %s, which is gone: it cannot be resumed", st.id, origin.dir)
+  end
+  loop.origin = origin
+  loop.pending = { resume = st.id, strategy = start.strategy, dir = st.dir }
+  local code
+  if origin.kind == "loop" then
+    local p = M.parse(cli, origin.args or {})
+    local strategy, opts = M.options(cli, p)
+    code = beat.strategy(strategy)(opts)
+  else
+    local chunk, err = loadfile(origin.file)
+    if not chunk then cli.usage_error("run %s: cannot load its recipe: %s", st.id, tostring(err)) end
+    loop.overrides = origin.set or {}
+    local args = origin.args or {}
+    _G.arg = { [0] = origin.file, table.unpack(args) }
+    local dir = origin.file:match("^(.*)/[^/]*$") or "."
+    package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+    code = chunk(table.unpack(args))
+  end
+  if loop.pending then
+    loop.pending = nil
+    io.stderr:write(("beat: the recipe of run %s did not start a %s loop in %s: nothing was resumed\n")
+      :format(st.id, tostring(start.strategy), tostring(st.root)))
+    return 1
+  end
+  return math.type(code) == "integer" and code or 0
+end
+
+local SUBCOMMANDS = { list = true, status = true, pause = true, resume = true, cancel = true, attach = true }
+
 function M.register(cli)
   cli.command("loop", {
-    summary = "run an agent until a check passes or a score stops improving",
+    summary = "run an agent until a check passes or a score stops improving; manage runs",
     usage = USAGE,
     help = HELP,
     run = function(args)
+      if SUBCOMMANDS[args[1]] then
+        local sub = table.remove(args, 1)
+        return require("beat.cli.control").run(cli, sub, args)
+      end
       local p = M.parse(cli, args)
       local beat = require "beat"
-      if p.cwd and not beat.fs.is_dir(p.cwd) then
-        cli.usage_error("loop: working directory %s does not exist", p.cwd)
+      local loop = require "beat.loop"
+      if p.detach then
+        if p.run_id or p.detached_run then cli.usage_error("loop: --detach cannot be combined with --run-id") end
+        return cli.drive(function()
+          local id, info, code = require("beat.runs.control").start_detached { args = args }
+          if not id then
+            if code == 2 then cli.usage_error("loop: %s", info) end
+            io.stderr:write("beat: loop: ", tostring(info), "\n")
+            return 1
+          end
+          print(id)
+          io.stderr:write(("beat: run %s started in the background (pid %d); follow it: beat loop attach %s; status: beat loop status %s\n")
+            :format(id, info.pid, id, id))
+          return 0
+        end)
       end
-      local opts = {
-        cwd = p.cwd, git = not p.no_git,
-        max_iterations = p.max_iterations, max_consecutive_failures = p.max_consecutive_failures,
-        cooldown = p.cooldown, agent_timeout = p.agent_timeout, continue_context = p.continue_context,
-        max_cost_usd = p.max_cost_usd, max_duration = p.max_duration, commit_to = p.commit_to,
-        quiet = p.quiet, max_file_size = p.max_file_size,
-      }
-      -- agent, prompt, check/eval (or a judge) and their timeout, protect, budgets
-      require("beat.cli.loop_flags").complete(cli, p, opts)
+      local ok, strategy, opts = pcall(M.options, cli, p)
+      if not ok then
+        if p.run_id then require("beat.cli.control").close_reserved(p.run_id, 2) end
+        error(strategy, 0)
+      end
+      loop.origin = { kind = "loop", args = origin_args(args), dir = beat.fs.cwd() }
+      loop.detached = p.detached_run == true
+      if p.run_id then loop.pending = { id = p.run_id } end
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
       require("beat.ui").configure { mode = p.json and "json" or p.plain and "plain" or "auto",
         quiet = p.quiet or false }
-      return cli.drive(function()
-        if p.strategy == "retry" then
-          opts.reset_on_failure, opts.keep_last = p.reset_on_failure, p.keep_last
-          return (beat.strategy("retry")(opts))
-        end
-        opts.runs, opts.target, opts.patience = p.runs, p.target, p.patience
-        opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
-        if #p.guard > 0 then opts.guard = p.guard end
-        if p.metric then opts.score, opts.metric = beat.score.metric(p.metric), p.metric end
-        return (beat.strategy("optimize")(opts))
+      local code = cli.drive(function()
+        return (beat.strategy(strategy)(opts))
       end)
+      if p.run_id then require("beat.cli.control").close_reserved(p.run_id, code) end
+      return code
     end,
   })
 end

@@ -153,8 +153,8 @@ function M.pid_alive(pid)
 end
 
 --- What the journal of run r says: {id, dir, journal_gone, start, last,
---- status ("passed", ..., "running" while its process lives, "unfinished"
---- when it died without an end record, "journal gone"), reason,
+--- status ("passed", ..., "running" or "paused" while its process lives,
+--- "crashed" when it died without an end record, "journal gone"), reason,
 --- iterations (the run's count: iterations that reached a decision),
 --- unfinished_iteration, started, ended, pid, records, warning}.
 ---@param r {id: string, dir: string, journal_gone?: boolean}
@@ -183,14 +183,23 @@ function M.info(r)
       last_phase = n
     end
   end
-  if last.event == "run_end" or last.event == "interrupted" then
-    info.status, info.reason, info.ended = tostring(last.status), last.reason, tonumber(last.time)
-    info.iterations = math.tointeger(last.iterations) or count
-    info.unfinished_iteration = math.tointeger(last.unfinished_iteration)
+  -- running, paused, crashed (its process gone without an end record), or how it ended
+  local st = require("beat.runs.status").inspect(j.dir)
+  local ended
+  for i = #recs, 1, -1 do
+    local e = recs[i].event
+    if e == "run_end" or e == "interrupted" then ended = recs[i] break end
+    if e == "resume" then break end
+  end
+  if ended and not st.alive then
+    info.status, info.reason, info.ended = tostring(ended.status), ended.reason, tonumber(ended.time)
+    info.iterations = math.tointeger(ended.iterations) or count
+    info.unfinished_iteration = math.tointeger(ended.unfinished_iteration)
   else
     info.iterations = count
     info.ended = tonumber(last.time)
-    info.status = M.pid_alive(start.pid) and "running" or "unfinished"
+    info.status, info.reason = st.state, st.reason
+    if st.pid then info.pid = st.pid end
     if last_phase and last_phase > 0 and not decided[last_phase] then info.unfinished_iteration = last_phase end
   end
   return info
@@ -454,8 +463,12 @@ local function show_run(repo, info, color, as_json)
   if status == "running" then
     print(("%s: iteration %s going (pid %s)"):format(ui.paint("running", "bold", color),
       tostring(info.unfinished_iteration or (info.iterations + 1)), tostring(info.pid)))
-  elseif status == "unfinished" then
-    print("unfinished: the run's process is gone without an end record (killed or crashed)")
+  elseif status == "paused" then
+    print(("%s before iteration %s (pid %s): beat loop resume %s"):format(ui.paint("paused", "bold", color),
+      tostring((info.iterations or 0) + 1), tostring(info.pid), info.id))
+  elseif status == "crashed" then
+    print(("crashed: the run's process is gone without an end record (killed or crashed): beat loop resume %s")
+      :format(info.id))
   else
     print(("%s: %s"):format(ui.paint(status, status, color), tostring(info.reason or "")))
   end
@@ -527,8 +540,9 @@ function M.register(cli)
     usage = "beat runs [--json] [-w DIR]",
     help = [[
 Lists the runs of the work tree, oldest first: id, start time, strategy,
-status (passed, completed, stopped, failed, interrupted; running while its
-process lives; unfinished when it died without an end record), the number
+status (passed, completed, stopped, failed, cancelled, interrupted; running
+or paused while its process lives; crashed when it died without an end
+record), the number
 of iterations, and the reason it stopped. Runs whose .beat/ directory was
 deleted are listed from their snapshots in refs/beat/.
 
