@@ -130,7 +130,7 @@ describe("the help texts and the man page", function()
     local r = H.beat { "help", "loop" }
     assert.equal(0, r.code)
     local usage = r.stdout:match("^Usage: ([^\n]*)\n")
-    assert.equal("beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options]", usage)
+    assert.equal("beat loop PROMPT (--until CMD | --eval CMD [--direction minimize|maximize]) [options] [--detach]", usage)
     local _, opens = usage:gsub("%[", "")
     local _, closes = usage:gsub("%]", "")
     assert.equal(opens, closes)
