@@ -91,6 +91,16 @@ function M.branch_error(name)
   return nil
 end
 
+--- The iteration an id counts for: n for n, and the round R for a parallel
+--- candidate's id "R.K" (candidate K of round R); nil for anything else.
+---@param id any
+---@return integer|nil
+function M.round_of(id)
+  if type(id) == "number" then return math.tointeger(id) end   -- 3.0 as JSON gives it back
+  if type(id) ~= "string" then return nil end
+  return math.tointeger(tonumber(id:match("^(%d+)%.%d+$") or id:match("^%d+$")))
+end
+
 --- Checks a command option (eval, check, guard): a non-empty shell string,
 --- or a non-empty argv list of strings; raises naming the option otherwise.
 ---@param strategy string
@@ -333,6 +343,8 @@ function Run:propose(n, prompt, extra)
       env = { BEAT_RUN_ID = self.id, BEAT_ITERATION = tostring(n) },
       continue_context = self.opts.continue_context,
     }
+    local ex = self.opts.agent_executor or self.opts.executor
+    if ex then req.executor = require("beat.executor").bind(ex, { run_id = self.id, iteration = tostring(n) }) end
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
     self.journal:check(true)   -- the agent may have deleted or changed .beat/
@@ -375,17 +387,29 @@ function Run:propose(n, prompt, extra)
   end
 end
 
---- Runs a check or eval command in the work tree, logging its output to
---- iter-N/<name>.log. Returns the exec result, or a result with code 127
---- and `error` when it could not start.
----@param n integer
+--- Runs a check or eval command in the work tree (or `at.cwd`, with
+--- `at.env`), here or through the strategy's `eval_executor`/`executor`,
+--- logging its output to iter-N/<name>.log. Returns the exec result
+--- (`infra_error` set when the executor, not the command, failed), or a
+--- result with code 127 and `error` when it could not start.
+---@param n integer|string
 ---@param name string "check", "eval", "guard-1", ...
 ---@param cmd string|string[]
 ---@param timeout? number
-function Run:command(n, name, cmd, timeout)
-  self.since[#self.since + 1] = name
+---@param at? {cwd?: string, env?: table} another directory (a candidate's worktree) and environment
+function Run:command(n, name, cmd, timeout, at)
+  at = at or {}
+  if not at.cwd then self.since[#self.since + 1] = name end
   self:phase(name == "eval" and "eval" or name:match("^guard") and "guard" or "check")
-  local r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+  local eopts = { cwd = at.cwd or self.cwd, env = at.env, timeout = self:limit(timeout), max_output = 256 * 1024 }
+  local ex = self.opts.eval_executor or self.opts.executor
+  local r, err
+  if ex then
+    eopts.run_id, eopts.iteration = self.id, tostring(n)
+    r, err = ex:exec(cmd, eopts)
+  else
+    r, err = beat.exec(cmd, eopts)
+  end
   self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
@@ -395,31 +419,48 @@ function Run:command(n, name, cmd, timeout)
   fs.write(("%s/%s.log"):format(dir, name), require("beat.redact").text(
     ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
       type(cmd) == "table" and table.concat(cmd, " ") or cmd, r.code,
-      r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or "")))
+      r.infra_error and (" (infrastructure: %s)"):format(r.infra_error) or r.timed_out and " (timed out)" or "",
+      r.duration or 0, r.stdout or "", r.stderr or "")))
   self:write(name:match("^%a+"), {
     iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
-    duration = r.duration, error = r.error,
+    duration = r.duration, error = r.error, infra = r.infra, infra_error = r.infra_error,
+    job_id = r.job_id, node = r.node,
   })
   return r
 end
 
 --- Measures a command repeatedly in the work tree (beat.measure: runs,
 --- warmup, score, timeout cut to the time left) and journals the values as
---- an `eval` record. Returns the measurement, or nil and the reason.
----@param n integer
+--- an `eval` record. Returns the measurement, or nil and the reason (and
+--- the executor's `infra_error` when its machinery, not the command, failed).
+---@param n integer|string
 ---@param cmd string|string[]
 ---@param opts table options of beat.measure
 function Run:measure(n, cmd, opts)
-  self.since[#self.since + 1] = "eval"
+  if not (opts and opts.cwd) then self.since[#self.since + 1] = "eval" end
   local o = { cwd = self.cwd }
   for k, v in pairs(opts or {}) do o[k] = v end
   o.timeout = self:limit(o.timeout)
   self:phase("eval")
+  -- through the executor: each run is one command there; its machinery failing ends the measurement
+  local ex, infra = self.opts.eval_executor or self.opts.executor, nil
+  if ex then
+    local argv = cmd
+    cmd = function()
+      local r, err = ex:exec(argv, { cwd = o.cwd, env = o.env, timeout = o.timeout,
+        max_output = 256 * 1024, run_id = self.id, iteration = tostring(n) })
+      if r and r.infra_error then
+        infra = r.infra_error
+        return nil, "infrastructure: " .. r.infra_error
+      end
+      return r, err
+    end
+  end
   local m, why = beat.measure(cmd, o)
   self.journal:check(true)
   self:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
-    values = m and m.values, value = m and m.value, stddev = m and m.stddev })
-  return m, why
+    values = m and m.values, value = m and m.value, stddev = m and m.stddev, infra_error = infra })
+  return m, why, infra
 end
 
 -- Moves files too large to snapshot out of the work tree, into the run's
@@ -542,15 +583,16 @@ end
 --- journal record (which the console shows). Iterations above 0 with a
 --- decision are the run's count of iterations (`iterations` in run_end,
 --- the summary, `beat runs` and `beat show` all use it).
----@param row {iteration: integer, status: string, score?: any, best?: any, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string}
+---@param row {iteration: integer|string, status: string, score?: any, best?: any, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string}
 function Run:record(row)
   self.journal:row {
     iteration = row.iteration, snapshot = row.snapshot and row.snapshot:sub(1, 12),
     score = row.score or row.score_text, status = row.status, delta = row.delta,
     cost_usd = row.cost_usd, duration_s = row.duration_s, summary = row.summary,
   }
-  if (math.tointeger(row.iteration) or 0) > 0 and not self.decided[row.iteration] then
-    self.decided[row.iteration] = true
+  local round = M.round_of(row.iteration) or 0   -- candidates "3.1", "3.2": one iteration, 3
+  if round > 0 and not self.decided[round] then
+    self.decided[round] = true
     self.completed = self.completed + 1
   end
   self:write("decision", row)
@@ -776,6 +818,9 @@ function M.run(strategy, opts, body)
     lock, lerr = run.repo:lock { id = "starting" }
     if not lock then usage_error(lerr) end
     ensure_excluded(run.repo, runs_rel)
+    -- worktrees and Slurm jobs that dead runs of this work tree left behind
+    -- (none of them is alive: we hold the lock)
+    require("beat.parallel").sweep(run.repo, runs_dir)
     local tree, info = run.repo:tree()
     if not tree then
       lock:release()
@@ -790,6 +835,12 @@ function M.run(strategy, opts, body)
         size.format(f.size), size.format(opts.max_file_size or beat.git.default_max_file_size),
         #info.skipped > 1 and (" (and %d more)"):format(#info.skipped - 1) or ""))
     end
+  end
+  -- the machines of the strategy's executors see the work tree
+  local unseen = require("beat.parallel").check_executors(opts, root)
+  if unseen then
+    if lock then lock:release() end
+    usage_error(unseen)
   end
   -- The run's id is free in this work tree's runs directory and, with git,
   -- in the repository, whose refs/beat/ every linked work tree shares: the
