@@ -208,6 +208,12 @@ describe("parallel candidates", function()
     local r = H.loop(dir, { "again", "--until", "true", "-a", AGENT })
     assert.equal(0, r.code, r.stdout .. r.stderr)
     only_users_tree(dir, run_dir)
+
+    run_dir = killed_run()
+    r = H.beat({ "clean", "--unfinished", "--keep", "0" }, { cwd = dir })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.is_false(beat.fs.exists(run_dir))
+    only_users_tree(dir)
   end)
 
   it("reject bad options in one line, before anything is written", function()
