@@ -8,7 +8,8 @@
 -- Per candidate: its wall time beyond the eval's 1 s (beat's bookkeeping:
 -- worktree checkout, agent process, snapshot, journal, worktree removal),
 -- and per round the wait for its slowest candidate.
--- Environment: BENCH_N (200), BENCH_PAR (8).
+-- Environment: BENCH_N (200), BENCH_PAR (8), BENCH_FILES (300 files in the
+-- repository), BENCH_LOCAL_ONLY (set: no Slurm part).
 local beat = require "beat"
 package.path = beat.fs.cwd() .. "/?.lua;" .. package.path
 local cluster = require "tests.fixtures.slurm.cluster"
