@@ -510,6 +510,14 @@ static int core_pid(lua_State *L)
     return 1;
 }
 
+/* cpus() -> how many CPUs this process may run on (its affinity mask, as
+ * nproc counts them; at least 1). */
+static int core_cpus(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
+    return 1;
+}
+
 static int core_exepath(lua_State *L)
 {
     lua_pushstring(L, exe_path);
@@ -582,6 +590,7 @@ static const luaL_Reg core_funcs[] = {
     {"now", core_now},
     {"clock", core_clock},
     {"pid", core_pid},
+    {"cpus", core_cpus},
     {"exepath", core_exepath},
     {"isatty", core_isatty},
     {"winsize", core_winsize},

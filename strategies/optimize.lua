@@ -159,7 +159,7 @@ return function(opts)
           else
             local verdict, reason
             if front then
-              local entered
+              local entered, _
               entered, _, reason = front:add(candidate, { iteration = n, snapshot = snap })
               verdict = entered and "better" or "worse"
             else

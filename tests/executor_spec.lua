@@ -62,6 +62,22 @@ describe("beat.executor.local", function()
     assert.matches("beat.exec: opts.timeout must be a duration", errmsg(ex.exec, ex, "true", { timeout = "x" }))
     assert.matches("beat.executor.local: takes no options", errmsg(beat.executor["local"], { x = 1 }))
   end)
+
+  it("bound to a run and iteration, adds them to every exec and spawn and keeps the rest", function()
+    local got = {}
+    local spy = setmetatable({
+      exec = function(_, cmd, o) got[#got + 1] = o return ex:exec(cmd, o) end,
+      spawn = function(_, cmd, o) got[#got + 1] = o return ex:spawn(cmd, o) end,
+    }, { __index = ex })
+    local b = beat.executor.bind(spy, { run_id = "r9", iteration = "3.2" })
+    assert.equal("local", b.kind)
+    assert.equal("hi\n", assert(b:exec("echo hi", { timeout = 5 })).stdout)
+    assert.equal(0, assert(b:spawn({ "true" }, { iteration = "4.1" })):wait().code)
+    assert.same({ timeout = 5, run_id = "r9", iteration = "3.2" }, got[1])
+    assert.same({ run_id = "r9", iteration = "4.1" }, got[2])   -- the caller's own wins
+    assert.is_true(b:check(H.tmpdir()))
+    assert.matches("beat.executor.bind: ex must be an executor", errmsg(beat.executor.bind, {}, {}))
+  end)
 end)
 
 describe("beat.slurm options", function()

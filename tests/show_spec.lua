@@ -135,7 +135,7 @@ describe("beat show RUN --diff", function()
     assert.equal(("beat: show: run %s has no snapshot 'iter-9' (see 'beat show %s')\n"):format(id, id), bad.stderr)
     local worse = show(dir, { id, "--diff", "sideways" })
     assert.equal(2, worse.code)
-    assert.matches("takes best, base, last or iter%-N", worse.stderr)
+    assert.matches("takes best, base, last, iter%-N or iter%-R%.K", worse.stderr)
   end)
 
   it("is coloured like git diff on a terminal", function()

@@ -34,6 +34,8 @@ end
 M.exepath = runtime.exepath
 --- beat's process id.
 M.pid = runtime.pid
+--- How many CPUs beat may run on (its affinity, as `nproc` counts; at least 1).
+M.cpus = runtime.cpus
 
 --- Wall-clock time in seconds since the epoch (float).
 M.now = runtime.now

@@ -317,10 +317,11 @@ function Journal:row(row)
 end
 
 --- The directory for iteration n's logs (created; the run directory is
---- put back first if it was deleted).
----@param n integer
+--- put back first if it was deleted): iter-3, or iter-3.2 for candidate 2
+--- of round 3 of a parallel run.
+---@param n integer|string
 function Journal:iter_dir(n)
-  local dir = ("%s/iter-%d"):format(self.dir, n)
+  local dir = ("%s/iter-%s"):format(self.dir, math.tointeger(n) or n)
   self:check()
   fs.mkdir_p(dir)
   return dir

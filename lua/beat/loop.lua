@@ -141,6 +141,16 @@ function M.command_text(cmd)
   return table.concat(cmd, " ")
 end
 
+--- The iteration an id counts for: n for n, and the round R for a parallel
+--- candidate's id "R.K" (candidate K of round R); nil for anything else.
+---@param id any
+---@return integer|nil
+function M.round_of(id)
+  if type(id) == "number" then return math.tointeger(id) end   -- 3.0 as JSON gives it back
+  if type(id) ~= "string" then return nil end
+  return math.tointeger(tonumber(id:match("^(%d+)%.%d+$") or id:match("^%d+$")))
+end
+
 --- Checks a command option (eval, check, guard): a non-empty shell string,
 --- or a non-empty argv list of strings, or (check, eval) a Lua function or
 --- callable table such as a beat.judge; raises naming the option otherwise.
@@ -490,6 +500,8 @@ function Run:propose(n, prompt, extra)
       -- lets an agent add records (a pipeline's steps) to the journal
       journal = function(event, fields) fields.iteration = n; self.journal:write(event, fields) end,
     }
+    local ex = self.opts.agent_executor or self.opts.executor
+    if ex then req.executor = require("beat.executor").bind(ex, { run_id = self.id, iteration = tostring(n) }) end
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
     self.journal:check(true)   -- the agent may have deleted or changed .beat/
@@ -524,27 +536,36 @@ function Run:propose(n, prompt, extra)
   end
 end
 
---- Runs a check or eval command in the work tree, logging its output to
---- iter-N/<name>.log. Returns the exec result, or a result with code 127
---- and `error` when it could not start. `cmd` may also be a Lua function
---- (or callable table, such as a beat.judge) called as
+--- Runs a check or eval command in the work tree (or `at.cwd`, with
+--- `at.env`), here or through the strategy's `eval_executor`/`executor`,
+--- logging its output to iter-N/<name>.log. Returns the exec result
+--- (`infra_error` set when the executor, not the command, failed), or a
+--- result with code 127 and `error` when it could not start. `cmd` may also
+--- be a Lua function (or callable table, such as a beat.judge) called as
 --- `cmd{run =, iteration =, name =, cwd =, timeout =}`, returning a result
 --- shaped like beat.exec's: {code, stdout?, stderr?, timed_out?, error?}.
----@param n integer
+---@param n integer|string
 ---@param name string "check", "eval", "guard-1", ...
 ---@param cmd string|string[]|function|table
 ---@param timeout? number
-function Run:command(n, name, cmd, timeout)
+---@param at? {cwd?: string, env?: table} another directory (a candidate's worktree) and environment
+function Run:command(n, name, cmd, timeout, at)
+  at = at or {}
   self:phase(name:match("^guard") and "guard" or name:match("^check") and "check" or "eval")
-  self.since[#self.since + 1] = name
+  if not at.cwd then self.since[#self.since + 1] = name end
+  local eopts = { cwd = at.cwd or self.cwd, env = at.env, timeout = self:limit(timeout), max_output = 256 * 1024 }
+  local ex = self.opts.eval_executor or self.opts.executor
   local r, err
   if M.callable(cmd) then
-    r = cmd { run = self, iteration = n, name = name, cwd = self.cwd, timeout = self:limit(timeout) }
+    r = cmd { run = self, iteration = n, name = name, cwd = eopts.cwd, timeout = eopts.timeout }
     if type(r) ~= "table" or math.type(r.code) ~= "integer" then
       error(("%s: a Lua %s must return a table with an integer code, got %s"):format(name, name, type(r)), 0)
     end
+  elseif ex then
+    eopts.run_id, eopts.iteration = self.id, tostring(n)
+    r, err = ex:exec(cmd, eopts)
   else
-    r, err = beat.exec(cmd, { cwd = self.cwd, timeout = self:limit(timeout), max_output = 256 * 1024 })
+    r, err = beat.exec(cmd, eopts)
   end
   self.journal:check(true)   -- a command may have deleted or changed .beat/ too
   if not r then
@@ -555,31 +576,48 @@ function Run:command(n, name, cmd, timeout)
   fs.write(("%s/%s.log"):format(dir, name), require("beat.redact").text(
     ("$ %s\n# exit %d%s, %.2fs\n--- stdout\n%s\n--- stderr\n%s\n"):format(
       M.command_text(cmd), r.code,
-      r.timed_out and " (timed out)" or "", r.duration or 0, r.stdout or "", r.stderr or "")))
+      r.infra_error and (" (infrastructure: %s)"):format(r.infra_error) or r.timed_out and " (timed out)" or "",
+      r.duration or 0, r.stdout or "", r.stderr or "")))
   self:write(name:match("^%a+"), {
     iteration = n, name = name, code = r.code, signal = r.signal, timed_out = r.timed_out,
-    duration = r.duration, error = r.error,
+    duration = r.duration, error = r.error, infra = r.infra, infra_error = r.infra_error,
+    job_id = r.job_id, node = r.node,
   })
   return r
 end
 
 --- Measures a command repeatedly in the work tree (beat.measure: runs,
 --- warmup, score, timeout cut to the time left) and journals the values as
---- an `eval` record. Returns the measurement, or nil and the reason.
----@param n integer
+--- an `eval` record. Returns the measurement, or nil and the reason (and
+--- the executor's `infra_error` when its machinery, not the command, failed).
+---@param n integer|string
 ---@param cmd string|string[]
 ---@param opts table options of beat.measure
 function Run:measure(n, cmd, opts)
-  self:phase("eval")
-  self.since[#self.since + 1] = "eval"
+  if not (opts and opts.cwd) then self.since[#self.since + 1] = "eval" end
   local o = { cwd = self.cwd }
   for k, v in pairs(opts or {}) do o[k] = v end
   o.timeout = self:limit(o.timeout)
+  self:phase("eval")
+  -- through the executor: each run is one command there; its machinery failing ends the measurement
+  local ex, infra = self.opts.eval_executor or self.opts.executor, nil
+  if ex then
+    local argv = cmd
+    cmd = function()
+      local r, err = ex:exec(argv, { cwd = o.cwd, env = o.env, timeout = o.timeout,
+        max_output = 256 * 1024, run_id = self.id, iteration = tostring(n) })
+      if r and r.infra_error then
+        infra = r.infra_error
+        return nil, "infrastructure: " .. r.infra_error
+      end
+      return r, err
+    end
+  end
   local m, why = beat.measure(cmd, o)
   self.journal:check(true)
   self:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
-    values = m and m.values, value = m and m.value, stddev = m and m.stddev })
-  return m, why
+    values = m and m.values, value = m and m.value, stddev = m and m.stddev, infra_error = infra })
+  return m, why, infra
 end
 
 -- Moves files too large to snapshot out of the work tree, into the run's
@@ -722,7 +760,7 @@ end
 --- `run.resumed` when a dead run is resumed after this decision. The
 --- record also keeps the run's own counters (best snapshot, consecutive
 --- failures, elapsed time), so it is all a resume needs.
----@param row {iteration: integer, status: string, score?: any, score_text?: string, best_text?: string, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string, history?: table, state?: table, stop?: table}
+---@param row {iteration: integer|string, status: string, score?: any, score_text?: string, best_text?: string, delta?: any, cost_usd?: number, duration_s?: number, summary?: string, snapshot?: string, history?: table, state?: table, stop?: table}
 function Run:record(row)
   if row.history then table.insert(self.history, row.history) end
   self.journal:row(M.tsv_row(row))
@@ -730,10 +768,11 @@ function Run:record(row)
   for k, v in pairs(row) do rec[k] = v end
   rec.best, rec.consecutive_failures, rec.elapsed = self.best, self.consecutive_failures, self:elapsed()
   rec.best_score, rec.baseline_score = self.best_score, self.baseline_score
-  if (math.tointeger(row.iteration) or 0) > 0 and not self.decided[row.iteration] then
+  local round = M.round_of(row.iteration) or 0   -- candidates "3.1", "3.2": one iteration, 3
+  if round > 0 and not self.decided[round] then
     -- iterations above 0 with a decision are the run's count of iterations
     -- (`iterations` in run_end, the summary, `beat runs` and `beat show`)
-    self.decided[row.iteration] = true
+    self.decided[round] = true
     self.completed = self.completed + 1
   end
   self:write("decision", rec)   -- the console shows it (beat.ui)
@@ -1081,6 +1120,9 @@ local function open_new(run, place, reserved)
     if not lock then usage_error(lock_message(run.root, lerr)) end
     run.lock = lock
     ensure_excluded(run.repo, place.runs_rel)
+    -- worktrees and Slurm jobs that dead runs of this work tree left behind
+    -- (none of them is alive: we hold the lock)
+    require("beat.parallel").sweep(run.repo, place.runs_dir)
     local tree, info = run.repo:tree()
     if not tree then error("cannot snapshot the work tree: " .. tostring(info), 0) end
     if #info.skipped > 0 then
@@ -1092,6 +1134,9 @@ local function open_new(run, place, reserved)
         #info.skipped > 1 and (" (and %d more)"):format(#info.skipped - 1) or ""))
     end
   end
+  -- the machines of the strategy's executors see the work tree
+  local unseen = require("beat.parallel").check_executors(run.opts, run.root)
+  if unseen then usage_error(unseen) end
   -- The id is free in this work tree's runs directory, in the per-user
   -- index and, with git, in the repository, whose refs/beat/ every linked
   -- work tree shares: the base snapshot's ref is created only where no run

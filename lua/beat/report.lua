@@ -15,7 +15,7 @@
 ---    metrics = {name, ...}             -- the charted series, in order
 ---    iterations = {{iteration, status, kept, baseline, values = {name = number},
 ---                   score, score_text, best_text, summary, cost_usd,
----                   duration_s, snapshot, front}, ...},
+---                   duration_s, snapshot, front, round, candidate}, ...},
 ---    front = {iteration, ...} | nil,   -- Pareto runs: the final front
 ---    warnings = {...}}
 ---
@@ -32,6 +32,10 @@
 --- the x axis. A value far outside the rest (a "diverged" sentinel such as
 --- 1e6, inf) would squash the others: the axis is clipped to the rest and
 --- the point is drawn at the edge, named in the legend.
+---
+--- A parallel run's candidates are iterations "R.K" (candidate K of round
+--- R): `iteration` is that string, `round` R and `candidate` K; charts draw
+--- a round's candidates one above the other at x = R.
 local numfmt = require "beat.numfmt"
 
 local M = {}
@@ -105,6 +109,20 @@ local function objective_of(config)
   return { kind = "none", metrics = {} }
 end
 
+-- An iteration id of a decision record: n (an integer), or "R.K" for
+-- candidate K of round R of a parallel run; returns the id, R and K (nil
+-- for a plain iteration), or nil for anything else.
+local function iteration_id(v)
+  local n = math.tointeger(v)
+  if n and type(v) == "number" then return n, n, nil end
+  if type(v) ~= "string" then return nil end
+  local r, k = v:match("^(%d+)%.(%d+)$")
+  if r then return v, math.tointeger(tonumber(r)), math.tointeger(tonumber(k)) end
+  n = math.tointeger(tonumber(v:match("^%d+$")))
+  if n then return n, n, nil end
+  return nil
+end
+
 local function front_list(v)
   if type(v) ~= "table" then return nil end
   local out = {}
@@ -144,10 +162,10 @@ function M.model(records, info)
     if r.event == "run_start" then
       start = start or r
       prev_time = r.time
-    elseif r.event == "decision" and math.tointeger(r.iteration) then
-      local n = math.tointeger(r.iteration)
-      local it = { iteration = n, status = tostring(r.status or "?"), score_text = r.score_text,
-        best_text = r.best_text, summary = r.summary, snapshot = r.snapshot,
+    elseif r.event == "decision" and iteration_id(r.iteration) then
+      local n, round, cand = iteration_id(r.iteration)
+      local it = { iteration = n, round = round, candidate = cand, status = tostring(r.status or "?"),
+        score_text = r.score_text, best_text = r.best_text, summary = r.summary, snapshot = r.snapshot,
         cost_usd = tonumber(r.cost_usd), time = tonumber(r.time), _rec = r }
       it.duration_s = tonumber(r.duration_s)
       if it.duration_s == nil and it.time and prev_time then it.duration_s = it.time - prev_time end
@@ -161,7 +179,10 @@ function M.model(records, info)
     end
     if r.front ~= nil then front = front_list(r.front) or front end
   end
-  table.sort(iters, function(a, b) return a.iteration < b.iteration end)
+  table.sort(iters, function(a, b)
+    if a.round ~= b.round then return a.round < b.round end
+    return (a.candidate or 0) < (b.candidate or 0)
+  end)
 
   local config = start and start.config
   local objective = objective_of(config)
@@ -500,7 +521,7 @@ local function metric_chart(model, name, max_ticks)
     if it.values[name] ~= nil then vals[#vals + 1] = it.values[name] end
   end
   local ys = make_scale(vals, { max_ticks = max_ticks })
-  local xmin, xmax = iters[1] and iters[1].iteration or 0, iters[#iters] and iters[#iters].iteration or 1
+  local xmin, xmax = iters[1] and iters[1].round or 0, iters[#iters] and iters[#iters].round or 1
   if xmax <= xmin then xmax = xmin + 1 end
   local xs = { lo = xmin, hi = xmax, integer = true }
   local points, marks, best, clipped = {}, {}, {}, {}
@@ -511,17 +532,17 @@ local function metric_chart(model, name, max_ticks)
       local f = frac(ys, v)
       local clip = f > 1 + EPS and "above" or (f < -EPS and "below") or nil
       local kind = it.baseline and "baseline" or (it.kept and "kept" or "discarded")
-      local p = { x = it.iteration, y = v, fy = f, kind = kind, clip = clip, front = it.front,
+      local p = { x = it.round, y = v, fy = f, kind = kind, clip = clip, front = it.front,
         it = it, tip = describe_iter(it, name) }
       points[#points + 1] = p
       if clip then clipped[#clipped + 1] = p end
       if (it.kept or it.baseline) and not pareto then cur = v end
     else
-      marks[#marks + 1] = { x = it.iteration, it = it,
+      marks[#marks + 1] = { x = it.round, it = it,
         kind = NO_SCORE_MARK[it.status] or (it.infeasible and "infeasible") or "noscore",
         tip = describe_iter(it, name) }
     end
-    if cur ~= nil then best[#best + 1] = { x = it.iteration, y = cur, fy = frac(ys, cur) } end
+    if cur ~= nil then best[#best + 1] = { x = it.round, y = cur, fy = frac(ys, cur) } end
   end
   local dir = metric_direction(model, name)
   return {
@@ -594,7 +615,7 @@ local function clip_text(c, ys)
   local above, below = {}, {}
   for _, p in ipairs(c.clipped) do
     local t = p.clip == "above" and above or below
-    t[#t + 1] = ("%s = %s"):format(p.x, fmt(p.y))
+    t[#t + 1] = ("%s = %s"):format(p.it and p.it.iteration or p.x, fmt(p.y))
   end
   local out = {}
   local function list(t)
@@ -625,9 +646,15 @@ local function summary_lines(model)
     parts[#parts + 1] = ("best %s"):format(model.best_text)
       .. (model.baseline_text and (" (baseline %s)"):format(model.baseline_text) or "")
   end
-  local n = 0
-  for _, it in ipairs(model.iterations) do if not (it.baseline or it.iteration == 0) then n = n + 1 end end
+  local n, rounds, cands = 0, {}, 0
+  for _, it in ipairs(model.iterations) do
+    if not (it.baseline or it.iteration == 0) then
+      if not rounds[it.round] then rounds[it.round], n = true, n + 1 end
+      if it.candidate then cands = cands + 1 end
+    end
+  end
   parts[#parts + 1] = ("%d iteration%s"):format(n, n == 1 and "" or "s")
+    .. (cands > 0 and (" (%d candidate%s)"):format(cands, cands == 1 and "" or "s") or "")
   if model.elapsed then parts[#parts + 1] = require("beat.duration").format(model.elapsed) end
   if model.cost_usd and model.cost_usd > 0 then parts[#parts + 1] = ("$%.2f"):format(model.cost_usd) end
   lines[2] = table.concat(parts, "; ")
@@ -1030,7 +1057,7 @@ local function svg_chart(c, y0)
       tip = tip .. (" (off the scale: %s)"):format(fmt(p.y))
     end
     local tag = (shape == "kept" or shape == "discarded") and "circle" or shape == "front" and "polygon" or "path"
-    add(('%s class="%s" data-iteration="%d"><title>%s</title></%s>'):format(marker(shape, X(p.x), y, 4), cls,
+    add(('%s class="%s" data-iteration="%s"><title>%s</title></%s>'):format(marker(shape, X(p.x), y, 4), cls,
       p.it.iteration, esc(tip), tag))
   end
   -- legend and notes
@@ -1164,7 +1191,7 @@ function M.html(model)
     .. '<th>duration</th><th>cost</th><th>reason</th></tr></thead><tbody>')
   for _, it in ipairs(model.iterations) do
     local score = it.score_text or (it.score and fmt(it.score)) or ""
-    add(('<tr class="%s"><td class="num">%d</td><td class="decision">%s%s</td><td>%s</td><td>%s</td><td class="num">%s</td><td class="num">%s</td><td>%s</td></tr>')
+    add(('<tr class="%s"><td class="num">%s</td><td class="decision">%s%s</td><td>%s</td><td>%s</td><td class="num">%s</td><td class="num">%s</td><td>%s</td></tr>')
       :format(esc(it.status), it.iteration, esc(it.baseline and "baseline" or it.status),
         it.front and " ★" or "", esc(score), esc(it.best_text or ""), esc(dur(it.duration_s)),
         it.cost_usd and it.cost_usd > 0 and ("$%.2f"):format(it.cost_usd) or "", esc(it.summary or "")))

@@ -150,13 +150,20 @@ local function money(c)
   return ("$%.2f"):format(c)
 end
 
--- "iter 3", "baseline", "initial check": the name of an iteration of a run.
+-- An iteration as records name it: n, or "R.K" (candidate K of round R of
+-- a parallel run) as it is; anything else is 0.
+local function iteration_of(v)
+  if type(v) == "string" and v:match("^%d+%.%d+$") then return v end
+  return math.tointeger(v) or 0
+end
+
+-- "iter 3", "iter 3.2", "baseline", "initial check": the name of an iteration of a run.
 local function iteration_label(n, strategy, status)
   if n == 0 then
-    if status == "baseline" or strategy == "optimize" then return "baseline" end
+    if status == "baseline" or strategy == "optimize" or strategy == "parallel" then return "baseline" end
     return "initial check"
   end
-  return ("iter %d"):format(n)
+  return ("iter %s"):format(n)
 end
 M.iteration_label = iteration_label
 
@@ -173,7 +180,7 @@ local function event_lines(st, event, rec, color, plain)
       rec.git ~= false and rec.base and ("; base snapshot %s"):format(tostring(rec.base):sub(1, 10))
         or " (no git: no snapshots)") }
   elseif event == "decision" then
-    local n = math.tointeger(rec.iteration) or 0
+    local n = iteration_of(rec.iteration)
     local status = tostring(rec.status or "?")
     local parts
     if n == 0 then
@@ -181,12 +188,12 @@ local function event_lines(st, event, rec, color, plain)
       parts = { status == "baseline" and paint(label, "baseline", color)
         or ("%s  %s"):format(label, paint(status, status, color)) }
     else
-      parts = { ("iter %-3d %s%s"):format(n, paint(status, status, color), (" "):rep(math.max(0, 8 - #status))) }
+      parts = { ("iter %-3s %s%s"):format(n, paint(status, status, color), (" "):rep(math.max(0, 8 - #status))) }
     end
     if rec.score_text then
       parts[#parts + 1] = paint(tostring(rec.score_text), (status == "keep" or status == "baseline") and "score" or "", color)
     end
-    if rec.best_text and n > 0 then parts[#parts + 1] = ("(best %s)"):format(tostring(rec.best_text)) end
+    if rec.best_text and n ~= 0 then parts[#parts + 1] = ("(best %s)"):format(tostring(rec.best_text)) end
     local d = tonumber(rec.duration_s)
     if d then parts[#parts + 1] = duration.format(d) end
     local c = tonumber(rec.cost_usd)
@@ -203,16 +210,17 @@ local function event_lines(st, event, rec, color, plain)
     end
     return { ("protected: %s; an iteration that changes one is rejected"):format(table.concat(parts, ", ")) }
   elseif event == "rate_limited" then
-    return { ("%s rate limited; waiting %s"):format(iteration_label(math.tointeger(rec.iteration) or 0, st.strategy),
+    return { ("%s rate limited; waiting %s"):format(iteration_label(iteration_of(rec.iteration), st.strategy),
       duration.format(tonumber(rec.wait) or 0)) }
   elseif event == "phase" and plain then
     if rec.phase == "idle" then return nil end
-    local n = math.tointeger(rec.iteration) or 0
-    local label = n == 0 and iteration_label(0, st.strategy) or ("iter %d"):format(n)
-    if rec.phase == "paused" or rec.phase == "cooldown" then
-      return { ("%s: %s"):format(label, rec.phase) }
-    end
-    return { ("%s: %s running"):format(label, rec.phase) }
+    local n = iteration_of(rec.iteration)
+    local label = iteration_label(n, st.strategy)
+    local line = (rec.phase == "paused" or rec.phase == "cooldown") and ("%s: %s"):format(label, rec.phase)
+      or ("%s: %s running"):format(label, rec.phase)
+    if line == st.last_phase_line then return nil end   -- parallel candidates enter a phase together
+    st.last_phase_line = line
+    return { line }
   end
   return nil
 end
@@ -484,7 +492,7 @@ local function track(st, event, rec)
     local c = tonumber(rec.cost_usd)
     if c and c >= 0 and c < math.huge then st.cost = st.cost + c end
   elseif event == "decision" then
-    local n = math.tointeger(rec.iteration) or 0
+    local n = iteration_of(rec.iteration)
     st.last_status = rec.status and tostring(rec.status)
     if n == 0 and rec.status == "baseline" and rec.score_text then st.baseline_text = tostring(rec.score_text) end
     st.start_failed = n == 0 and rec.status == "crash" or nil
@@ -538,6 +546,7 @@ local function plain_listener(o)
       lines = summary_lines(st, rec, false)
     elseif not o.quiet then
       lines = event_lines(st, event, rec, false, true)
+      if lines and event ~= "phase" then st.last_phase_line = nil end
     end
     if lines then
       for _, l in ipairs(lines) do out:write(l, "\n") end

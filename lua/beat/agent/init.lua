@@ -164,6 +164,7 @@ end
 ---@field session_id string|nil the CLI's session id (for continue_context)
 ---@field timed_out boolean
 ---@field signal integer|nil
+---@field infra_error string|nil the executor's machinery failed, not the agent (see beat.executor): not the agent's failure
 
 ---@class beat.AgentRunOpts
 ---@field prompt string the task
@@ -176,6 +177,7 @@ end
 ---@field on_event? fun(ev: table) called with each parsed event; must not block
 ---@field continue_context? boolean resume the previous session (or prepend its summary)
 ---@field history? beat.HistoryEntry[] the scored history, for tune and fn agents
+---@field executor? beat.Executor where the agent's command runs (default: here, beat.exec); fn agents run in beat
 
 ---@class beat.HistoryEntry one earlier iteration, as a strategy records it in run.history
 ---@field iteration integer
@@ -197,6 +199,8 @@ local RUN_SCHEMA = {
   prompt = "string", cwd = "string", timeout = "duration", grace = "duration", env = "env",
   iteration = "int", transcript = "string", on_event = "function",
   continue_context = "boolean", history = "table",
+  executor = { "table", test = function(v) return type(v.exec) == "function" end,
+    what = "an executor (beat.executor.here(), beat.slurm{...})" },
 }
 
 --- Options every CLI adapter accepts besides its own. `args` are appended to
@@ -366,7 +370,10 @@ function Agent:run(opts)
   local timeout = opts.timeout
   if timeout == nil then timeout = self.opts.timeout end
   local started = beat.clock()
-  local res, err = beat.exec(cmd.argv, {
+  -- here, or through the executor the request names (a Slurm node, say)
+  local run_cmd = beat.exec
+  if opts.executor then run_cmd = function(argv, o) return opts.executor:exec(argv, o) end end
+  local res, err = run_cmd(cmd.argv, {
     cwd = opts.cwd, env = env, stdin = cmd.stdin,
     timeout = timeout, grace = opts.grace or self.opts.grace,
     stdout = on_stdout, stderr = on_stderr, max_output = self.opts.max_line or MAX_LINE,
@@ -393,7 +400,11 @@ function Agent:run(opts)
     result.timed_out = res.timed_out
     result.duration = res.duration
     result.rate_limited = parsed.rate_limited == true
-    if res.timed_out then
+    if res.infra_error then
+      -- the executor's machinery failed (a Slurm node, a cancelled job), not the agent
+      result.ok, result.infra_error = false, res.infra_error
+      result.error = "infrastructure: " .. res.infra_error
+    elseif res.timed_out then
       result.ok = false
       result.error = ("timed out after %s"):format(
         require("beat.duration").format(require("beat.duration").parse(timeout)))

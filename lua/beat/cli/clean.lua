@@ -159,7 +159,11 @@ function M.register(cli)
         if #refs > 0 then what[#what + 1] = ("%d ref%s under %s"):format(#refs, #refs == 1 and "" or "s", prefix) end
         local ok, err = true, nil
         if not o.dry_run then
-          if has_dir then ok, err = fs.rm_rf(info.dir) end
+          if has_dir and repo and fs.is_dir(info.dir .. "/wt") then
+            -- a killed parallel run's worktrees (and Slurm jobs): git's records of them go too
+            ok, err = require("beat.parallel").cleanup(info.id, { repo = repo, runs_dir = info.dir:match("^(.*)/[^/]+$") })
+          end
+          if ok and has_dir then ok, err = fs.rm_rf(info.dir) end
           if ok and #refs > 0 then ok, err = repo:delete_refs(prefix) end
           if ok then require("beat.runs.index").remove(info.id) end
         end

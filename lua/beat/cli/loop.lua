@@ -52,6 +52,14 @@ Runs an agent in a loop on the work tree (the current directory, or -w DIR).
   --runs N                 optimize: run the eval N times per iteration (median,
                            significance-tested comparison)
   --guard CMD              optimize: must exit 0 before the eval counts (repeatable)
+  --candidates N           with --eval: each round, N agents at once, each in its
+                           own worktree (the parallel strategy); the best that
+                           beats the best is kept; at most 256
+  --slurm                  with --candidates: run the guards and evals as Slurm
+                           jobs (srun; agents stay here); the work tree must be on
+                           a filesystem the nodes share
+  --slurm-arg ARG          an srun argument for those jobs, as is (repeatable),
+                           e.g. --slurm-arg=--partition=gpu --slurm-arg=--gres=gpu:1
   --metric NAME            optimize: score from "NAME: value" / "NAME=value" lines
   --min-delta X            optimize: smaller changes are noise (absolute)
   --min-rel-delta X        optimize: smaller changes are noise (fraction, 0.01 = 1%)
@@ -151,6 +159,8 @@ local FLAGS = {
   ["--detach"] = { "detach", "bool" },
   -- internal: the run id reserved by --detach, and "this process is the detached run"
   ["--run-id"] = { "run_id", "string" }, ["--detached-run"] = { "detached_run", "bool" },
+  ["--candidates"] = { "candidates", "int" }, ["--slurm"] = { "slurm", "bool" },
+  ["--slurm-arg"] = { "slurm_arg", "list" },
 }
 for k, v in pairs(require("beat.cli.loop_flags").FLAGS) do FLAGS[k] = v end
 
@@ -160,7 +170,7 @@ for k, v in pairs(require("beat.cli.loop_flags").FLAGS) do FLAGS[k] = v end
 ---@return table parsed
 function M.parse(cli, args)
   local duration = require "beat.duration"
-  local p = { guard = {} }
+  local p = { guard = {}, slurm_arg = {} }
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -237,6 +247,17 @@ function M.parse(cli, args)
   end
   -- the strategy, pipelines, judges, --git-branch; the strategy-only flags
   require("beat.cli.loop_flags").validate(cli, p, USAGE)
+  if p.candidates and not p.eval then cli.usage_error("loop: --candidates needs --eval") end
+  if p.candidates and p.candidates > 256 then
+    cli.usage_error("loop: --candidates must be at most 256, got '%d'", p.candidates)
+  end
+  if p.candidates and p.continue_context then
+    cli.usage_error("loop: --continue-context does not apply to --candidates (separate sessions)")
+  end
+  if p.slurm and not p.candidates then
+    cli.usage_error("loop: --slurm needs --candidates N (--candidates 1 runs one candidate at a time)")
+  end
+  if #p.slurm_arg > 0 and not p.slurm then cli.usage_error("loop: --slurm-arg needs --slurm") end
   if p.commit_to then
     local why = require("beat.loop").branch_error(p.commit_to)
     if why then cli.usage_error("loop: --commit-to %s", why) end
@@ -277,6 +298,11 @@ function M.options(cli, p)
   opts.direction, opts.min_delta, opts.min_rel_delta = p.direction or "minimize", p.min_delta, p.min_rel_delta
   if #p.guard > 0 then opts.guard = p.guard end
   if p.metric then opts.score, opts.metric = require("beat.score").metric(p.metric), p.metric end
+  if p.candidates then
+    opts.candidates = p.candidates
+    if p.slurm then opts.eval_executor = beat.slurm { extra = #p.slurm_arg > 0 and p.slurm_arg or nil } end
+    return "parallel", opts
+  end
   return "optimize", opts
 end
 

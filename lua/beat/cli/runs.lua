@@ -176,7 +176,7 @@ function M.info(r)
   info.started = tonumber(start.time) or info.started
   local decided, count, last_phase = {}, 0, nil
   for _, rec in ipairs(recs) do
-    local n = math.tointeger(rec.iteration)
+    local n = require("beat.loop").round_of(rec.iteration)   -- a parallel run's "3.2" counts for round 3
     if rec.event == "decision" and n and n > 0 and not decided[n] then
       decided[n], count = true, count + 1
     elseif rec.event == "phase" and n then
@@ -255,12 +255,28 @@ local function table_lines(header, rows, color, width)
   return out
 end
 
--- The iteration logs present in a run directory: {{n, {"agent", "eval"}}, ...}, by iteration.
+-- "3" or "3.2" (candidate 2 of round 3 of a parallel run): an iteration
+-- as its logs and snapshots are named, or nil.
+local function iteration_name(s)
+  if type(s) ~= "string" then return nil end
+  return s:match("^%d+$") or s:match("^%d+%.%d+$")
+end
+
+-- Sorts iteration names "2" < "3" < "3.1" < "3.2" < "3.10".
+local function iteration_before(a, b)
+  local ar, ak = a:match("^(%d+)%.?(%d*)$")
+  local br, bk = b:match("^(%d+)%.?(%d*)$")
+  if tonumber(ar) ~= tonumber(br) then return tonumber(ar) < tonumber(br) end
+  return (tonumber(ak) or 0) < (tonumber(bk) or 0)
+end
+
+-- The iteration logs present in a run directory: {{n, {"agent", "eval"}}, ...}, by iteration
+-- (n: "3", or "3.2" for a parallel run's candidate).
 local function logs_of(dir)
   local fs = require "beat.fs"
   local list = {}
   for _, name in ipairs(fs.list(dir) or {}) do
-    local n = math.tointeger(tonumber(name:match("^iter%-(%d+)$")))
+    local n = iteration_name(name:match("^iter%-(.+)$"))
     if n then
       local kinds = {}
       for _, f in ipairs(fs.list(dir .. "/" .. name) or {}) do
@@ -271,7 +287,7 @@ local function logs_of(dir)
       list[#list + 1] = { n = n, kinds = kinds }
     end
   end
-  table.sort(list, function(a, b) return a.n < b.n end)
+  table.sort(list, function(a, b) return iteration_before(a.n, b.n) end)
   return list
 end
 
@@ -308,8 +324,8 @@ end
 -- `beat show RUN --diff WHICH`.
 local function show_diff(cli, repo, info, which, color)
   if not repo then cli.usage_error("show: --diff needs the run's git repository") end
-  if not (which == "best" or which == "base" or which == "last" or which:match("^iter%-%d+$")) then
-    cli.usage_error("show: --diff takes best, base, last or iter-N, got '%s'", which)
+  if not (which == "best" or which == "base" or which == "last" or iteration_name(which:match("^iter%-(.+)$"))) then
+    cli.usage_error("show: --diff takes best, base, last, iter-N or iter-R.K, got '%s'", which)
   end
   local id = info.id
   local from, to, what
@@ -349,9 +365,12 @@ end
 -- `beat show RUN --log N [KIND]`.
 local function show_log(cli, info, n, kind, o, color)
   local fs = require "beat.fs"
-  local it = math.tointeger(tonumber(n))
-  if not it or it < 0 then cli.usage_error("show: --log needs an iteration number, got '%s'", tostring(n)) end
-  local dir = ("%s/iter-%d"):format(info.dir, it)
+  local it = iteration_name(n)
+  if not it then
+    cli.usage_error("show: --log needs an iteration number (or R.K, a candidate of a parallel run), got '%s'", tostring(n))
+  end
+  it = it:gsub("^0+(%d)", "%1")
+  local dir = ("%s/iter-%s"):format(info.dir, it)
   local have = {}
   for _, f in ipairs(fs.list(dir) or {}) do
     local k = f:match("^(.-)%.log$")
@@ -359,7 +378,7 @@ local function show_log(cli, info, n, kind, o, color)
   end
   table.sort(have)
   if #have == 0 then
-    cli.usage_error("show: run %s has no logs for iteration %d (see 'beat show %s')", info.id, it, info.id)
+    cli.usage_error("show: run %s has no logs for iteration %s (see 'beat show %s')", info.id, it, info.id)
   end
   if not kind then
     for _, k in ipairs { "agent", "eval", "check" } do
@@ -371,7 +390,7 @@ local function show_log(cli, info, n, kind, o, color)
   local path = ("%s/%s.log"):format(dir, kind)
   local text = fs.read(path)
   if not text then
-    cli.usage_error("show: iteration %d of run %s has no %s log (it has: %s)", it, info.id, kind,
+    cli.usage_error("show: iteration %s of run %s has no %s log (it has: %s)", it, info.id, kind,
       table.concat(have, ", "))
   end
   if kind == "agent" and not o.raw then
@@ -414,8 +433,8 @@ local function show_run(repo, info, color, as_json)
     m.logs = {}
     for _, l in ipairs(logs) do
       local paths = {}
-      for _, k in ipairs(l.kinds) do paths[k] = ("%s/iter-%d/%s.log"):format(info.dir, l.n, k) end
-      m.logs[tostring(l.n)] = paths
+      for _, k in ipairs(l.kinds) do paths[k] = ("%s/iter-%s/%s.log"):format(info.dir, l.n, k) end
+      m.logs[l.n] = paths
     end
     io.write(report.json(m):gsub("\\/", "/"), "\n")
     return 0
@@ -501,7 +520,7 @@ local function show_run(repo, info, color, as_json)
     for _, l in ipairs(logs) do
       for _, k in ipairs(l.kinds) do if not seen[k] then seen[k], kinds[#kinds + 1] = true, k end end
     end
-    print(("logs: %s/iter-N/{%s}.log, iterations %d-%d"):format(info.dir, table.concat(kinds, ","),
+    print(("logs: %s/iter-N/{%s}.log, iterations %s-%s"):format(info.dir, table.concat(kinds, ","),
       logs[1].n, logs[#logs].n))
   end
   print(("journal: %s"):format(info.journal))
@@ -517,13 +536,14 @@ table of its iterations — iteration (base: the baseline, init: the check
 before any change), decision, score, best so far, the iteration's own
 duration, its agent cost, the reason — then why it stopped, best vs
 baseline, how many iterations, the diff stat of the best result against
-the base, and where the logs are.
+the base, and where the logs are. A parallel run (--candidates) lists each
+candidate as R.K: candidate K of round R.
 
   --diff [WHICH]  print a patch instead (coloured on a terminal): best (the
                   default) is what the run kept, against the base; base is
                   your uncommitted work the run started from, against HEAD;
-                  iter-N and last are that iteration's own change
-  --log N [KIND]  print iteration N's log: agent (the default when there is
+                  iter-N (iter-R.K) and last are that iteration's own change
+  --log N [KIND]  print iteration N's (or R.K's) log: agent (the default when there is
                   one), eval, check or guard-K. Claude, Codex and Gemini
                   transcripts print as the conversation (text, → tool calls,
                   ← results, the result); --raw prints the file as it is
@@ -636,7 +656,8 @@ deleted are listed from their snapshots in refs/beat/.
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):
 base (default) is the work tree as it was before the run — uncommitted and
 untracked files included — so this undoes the run; best is the best result;
-last is the last iteration; iter-N is iteration N; pre-restore-N is what
+last is the last iteration; iter-N is iteration N (iter-R.K: candidate K of
+round R of a parallel run); pre-restore-N is what
 the run saved before it rewrote the work tree (files a check or eval wrote,
 or your edits made while it ran). Ignored files are never touched, nor are
 files too large to snapshot (they are named); HEAD, the index and branches
@@ -652,7 +673,7 @@ a snapshot taken in another work tree is refused (exit 2) unless
       if not rest[1] then cli.usage_error("restore: missing RUN (see 'beat runs')") end
       if rest[3] then cli.usage_error("restore: unexpected argument '%s'", rest[3]) end
       local which = rest[2] or "base"
-      if not (which == "base" or which == "best" or which == "last" or which:match("^iter%-%d+$")
+      if not (which == "base" or which == "best" or which == "last" or iteration_name(which:match("^iter%-(.+)$"))
           or which:match("^before%-restore%-%d+$") or which:match("^pre%-restore%-%d+$")) then
         cli.usage_error("restore: WHICH must be base, best, last, iter-N, pre-restore-N or before-restore-N, got '%s'", which)
       end
@@ -668,6 +689,9 @@ a snapshot taken in another work tree is refused (exit 2) unless
       end
       if not target then cli.usage_error("restore: run %s has no snapshot '%s'", r.id, which) end
       local from = repo:worktree_of(target)
+      if from and from:sub(1, #r.dir + 4) == r.dir .. "/wt/" then
+        from = repo:worktree_of(prefix .. "base")   -- a parallel candidate's worktree: the run's work tree
+      end
       if from and from ~= root and not flags["--into-this-tree"] then
         cli.usage_error("restore: run %s belongs to the work tree %s, not this one (%s); "
           .. "restore it there, or pass --into-this-tree", r.id, from, root)

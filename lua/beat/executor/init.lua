@@ -85,6 +85,29 @@ function M.is_executor(x)
   return type(x) == "table" and type(x.exec) == "function" and type(x.spawn) == "function"
 end
 
+--- The executor ex with `naming` (run_id, iteration, candidate) added to
+--- the options of every exec and spawn, so code that only runs commands (an
+--- agent adapter) names its Slurm jobs after the run without knowing it.
+--- check, cleanup and kind are ex's own.
+---@param ex beat.Executor
+---@param naming {run_id?: string, iteration?: integer|string, candidate?: integer}
+---@return beat.Executor
+function M.bind(ex, naming)
+  if not M.is_executor(ex) then
+    error(("beat.executor.bind: ex must be an executor, got %s"):format(type(ex)), 2)
+  end
+  local function with(opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    for k, v in pairs(naming) do if o[k] == nil then o[k] = v end end
+    return o
+  end
+  return setmetatable({
+    exec = function(_, cmd, opts) return ex:exec(cmd, with(opts)) end,
+    spawn = function(_, cmd, opts) return ex:spawn(cmd, with(opts)) end,
+  }, { __index = ex, __tostring = function() return tostring(ex) end })
+end
+
 --- This machine: today's behaviour, through beat.exec / beat.spawn.
 ---@return beat.Executor
 M["local"] = function(opts)

@@ -56,7 +56,8 @@ local LOOP_SUMMARY = {
 }
 
 local DECISION = object({
-  iteration = prop("integer", "Iteration number (0 is the baseline)."),
+  iteration = prop("integer", "Iteration number (0 is the baseline); a parallel run's round."),
+  candidate = prop("integer", "A parallel run's candidate (1..N) in its round; absent otherwise."),
   status = prop("string", "keep, discard, pass, fail, crash, baseline, ..."),
   score = nullable("number", "The iteration's score."),
   summary = nullable("string", "Why it was decided so."),

@@ -50,7 +50,7 @@ local function status_text(s)
         d.insertions, d.deletions)
   end
   for _, d in ipairs(s.lastDecisions) do
-    lines[#lines + 1] = ("  iter %d %s%s%s"):format(d.iteration, d.status,
+    lines[#lines + 1] = ("  iter %s %s%s%s"):format(d.candidate and ("%d.%d"):format(d.iteration, d.candidate) or d.iteration, d.status,
       d.score ~= json.null and (" " .. score_text(d.score)) or "",
       d.summary ~= json.null and (" — " .. d.summary) or "")
   end

@@ -176,8 +176,9 @@ function M.summary(run, opts)
 
   local decisions, by_iter = {}, {}
   local current, cost = 0, 0
+  local round_of = require("beat.loop").round_of   -- a parallel run's candidate "3.2" is in round 3
   for _, r in ipairs(recs) do
-    local n = math.tointeger(r.iteration)
+    local n = round_of(r.iteration)
     if n and n > current then current = n end
     if n then
       by_iter[n] = by_iter[n] or { iteration = n }
@@ -253,7 +254,8 @@ function M.summary(run, opts)
   for i = math.max(1, #decisions - keep + 1), #decisions do
     local d = decisions[i]
     s.lastDecisions[#s.lastDecisions + 1] = {
-      iteration = math.tointeger(d.iteration) or 0, status = tostring(d.status or "?"),
+      iteration = round_of(d.iteration) or 0, status = tostring(d.status or "?"),
+      candidate = math.tointeger(tonumber(type(d.iteration) == "string" and d.iteration:match("^%d+%.(%d+)$"))),
       score = number_or_nil(d.score) or json.null, summary = type(d.summary) == "string" and d.summary or json.null,
     }
   end
