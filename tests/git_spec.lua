@@ -1178,6 +1178,78 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  -- The race a restore has with a user's editor: the work tree is read (the
+  -- backup snapshot), then the differing paths are rewritten or removed. An
+  -- edit made in between is in no snapshot. These specs run the two steps
+  -- apart (the C primitives Repo:restore is made of) and edit in between.
+  it("never overwrites nor removes a file the user changed after the restore read the work tree, and names it", function()
+    for _, watch in ipairs { true, false } do
+      dir = new_repo()
+      local repo = open(dir, { watch = watch })
+      local _, target = repo._c:resolve("HEAD")
+      -- the agent's turn: rewrite, add, delete, retarget a link
+      write(dir .. "/README.md", "# project\nthe agent's rewrite\n")
+      write(dir .. "/docs/guide.md", "the agent's guide\n")
+      write(dir .. "/src/agent2.c", "added by the agent\n")
+      sh("rm run.sh && ln -s README.md lnk", dir)
+      local current = assert(repo._c:tree(false))  -- what the backup reads
+      -- the user, after the read and before the writes
+      write(dir .. "/README.md", "# project\nTHE USER'S EDIT, after the read\n")  -- to be rewritten
+      write(dir .. "/src/agent2.c", "the user's edit of the agent's file\n")         -- to be removed
+      write(dir .. "/run.sh", "the user's new run.sh\n")                           -- to be written back
+      sh("ln -sfn docs/guide.md lnk", dir)                                          -- link to be removed
+      local want = manifest(dir)
+      local written, removed, conflicts = repo._c:restore_tree(current, target, {})
+      assert.same({ "README.md", "lnk", "run.sh", "src/agent2.c" }, conflicts)
+      -- the user's bytes, all of them; what the user did not touch is restored
+      want["docs/guide.md"].data = "guide\n"
+      assert.same(want, manifest(dir))
+      assert.equal(1, written)
+      assert.equal(0, removed)
+      repo:close()
+      beat.fs.rm_rf(dir)
+    end
+    dir = nil
+  end)
+
+  it("leaves alone a file whose edit kept its size and mtime, a chmod, and a file in the way of a directory", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local _, target = repo._c:resolve("HEAD")
+    write(dir .. "/README.md", "agent: 16 bytes\n")
+    write(dir .. "/docs/guide.md", "the agent's\n")
+    write(dir .. "/src/util/helper.c", "the agent's helper\n")
+    local current = assert(repo._c:tree(false))
+    -- same size, mtime set back: only the bytes tell
+    local mtime = sh("stat -c %y README.md", dir):gsub("\n$", "")
+    write(dir .. "/README.md", "USER: 16 bytes!\n")
+    sh("touch -d " .. q(mtime) .. " README.md", dir)
+    assert.equal(mtime, (sh("stat -c %y README.md", dir):gsub("\n$", "")))
+    sh("chmod +x docs/guide.md", dir)
+    -- a directory where the restore would remove the agent's file, with the user's file in it
+    sh("rm src/util/helper.c && mkdir src/util/helper.c && echo mine > src/util/helper.c/x", dir)
+    local want = manifest(dir)
+    local written, removed, conflicts = repo._c:restore_tree(current, target, {})
+    assert.same({ "README.md", "docs/guide.md", "src/util/helper.c" }, conflicts)
+    assert.same(want, manifest(dir))
+    assert.equal(0, written + removed)
+    repo:close()
+  end)
+
+  it("restores through repo:restore and says there was nothing in the way", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local base = assert(repo:snapshot {})
+    local want = manifest(dir)
+    agent_edits(dir)
+    local res = assert(repo:restore { commit = base, backup = "t/backup" })
+    assert.same({}, res.conflicts)
+    assert.same(want, manifest(dir))
+    -- no file set aside or half written is left behind
+    assert.equal("", sh("find . -name '.beat-restore-*'", dir))
+    repo:close()
+  end)
+
   it("snapshots a work tree with merge conflicts without touching the index", function()
     dir = new_repo()
     G(dir, { "checkout", "-q", "-b", "other" })

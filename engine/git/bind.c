@@ -161,26 +161,40 @@ static void check_paths(lua_State *L, int arg, strvec *out)
 }
 
 /* repo:restore_tree(from tree, to tree, keep) -> files written, files
- * removed | nil, error (naming the first path that failed).  The paths in
- * the list keep are neither written nor removed. */
+ * removed, paths left alone | nil, error (naming the first path that
+ * failed).  The paths in the list keep are neither written nor removed;
+ * the paths left alone (a sorted list, each once) held something else than
+ * the from tree says when the restore came to them (see restore_trees). */
 static int repo_restore_tree(lua_State *L)
 {
     brepo *r = check_repo(L);
     git_oid a, b;
     size_t written, removed;
-    strvec keep = {0};
+    strvec keep = {0}, left = {0};
     errbuf e;
     int rc;
     check_oid(L, 2, &a);
     check_oid(L, 3, &b);
     check_paths(L, 4, &keep);
-    rc = restore_trees(r, &a, &b, &keep, &written, &removed, &e);
+    rc = restore_trees(r, &a, &b, &keep, &written, &removed, &left, &e);
     strvec_free(&keep);
-    if (rc < 0)
+    if (rc < 0) {
+        strvec_free(&left);
         return push_fail(L, &e);
+    }
     lua_pushinteger(L, (lua_Integer)written);
     lua_pushinteger(L, (lua_Integer)removed);
-    return 2;
+    strvec_sort(&left);
+    lua_createtable(L, (int)left.n, 0);
+    lua_Integer n = 0;
+    for (size_t i = 0; i < left.n; i++) {
+        if (i > 0 && strcmp(left.v[i], left.v[i - 1]) == 0)
+            continue;
+        lua_pushstring(L, left.v[i]);
+        lua_rawseti(L, -2, ++n);
+    }
+    strvec_free(&left);
+    return 3;
 }
 
 /* repo:worktree_add(path, commit, name) -> true | nil, error */

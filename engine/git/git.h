@@ -18,7 +18,9 @@
  *    nothing else: never the index file, HEAD, a branch or a work-tree file.
  *  - Restoring only touches paths that differ between two trees computed
  *    from the work tree; ignored untracked paths are never in such a tree,
- *    so they are never touched, nor are excluded paths or `.git`.
+ *    so they are never touched, nor are excluded paths or `.git`.  And it
+ *    never overwrites nor removes an entry that no longer holds what the
+ *    `from` tree recorded: a path changed since is left alone and named.
  *  - A file is stored as its bytes on disk, never through git's clean
  *    filters, and restored as those bytes, never through checkout filters.
  *  - Memory does not grow with a file's size: large blobs are streamed into
@@ -201,7 +203,8 @@ int scan_worktree(brepo *r, int full, git_oid *out, const char **how,
 
 /* restore.c */
 int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
-    const strvec *keep, size_t *written, size_t *removed, errbuf *e);
+    const strvec *keep, size_t *written, size_t *removed, strvec *conflicts,
+    errbuf *e);
 
 /* worktree.c */
 int worktree_add(brepo *r, const char *path, const git_oid *commit,

@@ -34,10 +34,24 @@ static void prune_dirs(brepo *r, const char *rel)
     free(p);
 }
 
-/* Creates the missing directories above rel, inside the work tree only;
- * fails, naming it, where something that is not a directory is in the way
- * (it is not in the snapshot, or it would have been removed first). */
-static int mkdir_parents(brepo *r, const char *rel, errbuf *e)
+/* Whether a path left alone is rel or below it (conflicts unsorted). */
+static int conflict_at(const strvec *conflicts, const char *rel)
+{
+    size_t n = strlen(rel);
+    for (size_t i = 0; i < conflicts->n; i++) {
+        const char *c = conflicts->v[i];
+        if (strncmp(c, rel, n) == 0 && (c[n] == '\0' || c[n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
+/* Creates the missing directories above rel, inside the work tree only.
+ * Where something that is not a directory is in the way: 1 when it is a
+ * path the restore left alone (in conflicts), else -1 naming it (it is not
+ * in the snapshot, or it would have been removed first). */
+static int mkdir_parents(brepo *r, const char *rel, const strvec *conflicts,
+    errbuf *e)
 {
     char *p = path_abs(r, rel);
     if (!p)
@@ -51,10 +65,12 @@ static int mkdir_parents(brepo *r, const char *rel, errbuf *e)
             return err_set(e, "restore: %s: %s", rel, strerror(err));
         }
         if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode)) {
-            err_set(e, "restore: %s: %s is in the way and is not in the snapshot "
-                "(ignored?)", rel, p + r->wdlen);
+            int left = conflict_at(conflicts, p + r->wdlen);
+            if (!left)
+                err_set(e, "restore: %s: %s is in the way and is not in the "
+                    "snapshot (ignored?)", rel, p + r->wdlen);
             free(p);
-            return -1;
+            return left ? 1 : -1;
         }
         *s = '/';
     }
@@ -194,67 +210,281 @@ done:
     return rc;
 }
 
-/* Writes one blob's bytes, unfiltered, to rel through a temporary file
- * renamed into place, so a reader never sees a half-written file; on
- * failure nothing is left behind and rel is as it was. */
-static int write_entry(brepo *r, const char *rel, const git_oid *id,
-    uint32_t mode, errbuf *e)
+/*
+ * Whether the entry at abs (not followed) holds exactly the blob id with
+ * the type of mode (and its exec bit, when core.fileMode is on): a file's
+ * bytes as they are on disk, a symlink's target.  Anything else -- gone,
+ * another type, other bytes, a stat change while it was being hashed, an
+ * error reading it -- is "no": the caller then leaves it alone.  Memory
+ * stays bounded whatever the file's size (git_odb_hashfile reads in
+ * pieces); a file of another size is not read at all.
+ */
+static int holds(brepo *r, const char *abs, const git_oid *id, uint32_t mode)
 {
-    char *abs = NULL, *tmp = NULL, *slash;
-    int rc = -1, fd = -1, made = 0;
+    struct stat a, b;
+    git_oid h;
+    int ok = 0;
 
-    if (mkdir_parents(r, rel, e) < 0)
+    if (lstat(abs, &a) < 0)
+        return 0;
+    if (mode == GIT_FILEMODE_LINK) {
+        char buf[4096];
+        ssize_t n;
+        if (!S_ISLNK(a.st_mode) || (n = readlink(abs, buf, sizeof buf)) < 0 ||
+            (size_t)n == sizeof buf || git_odb_hash(&h, buf, (size_t)n, GIT_OBJECT_BLOB) < 0)
+            goto out;
+    } else {
+        git_odb *odb = NULL;
+        size_t len;
+        git_object_t type;
+        int hdr;
+        if (!S_ISREG(a.st_mode) || (r->filemode &&
+            !(a.st_mode & S_IXUSR) != (mode != GIT_FILEMODE_BLOB_EXECUTABLE)))
+            goto out;
+        hdr = git_repository_odb(&odb, r->repo) == 0 &&
+            git_odb_read_header(&len, &type, odb, id) == 0;
+        git_odb_free(odb);
+        if (!hdr || (off_t)len != a.st_size ||
+            git_odb_hashfile(&h, abs, GIT_OBJECT_BLOB) < 0)
+            goto out;
+    }
+    ok = git_oid_equal(&h, id) && lstat(abs, &b) == 0 && a.st_ino == b.st_ino &&
+        a.st_dev == b.st_dev && a.st_size == b.st_size &&
+        a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+        a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+out:
+    git_error_clear();
+    return ok;
+}
+
+/* Whether renameat2 failed because the file system (or the kernel) does not
+ * do what its flags ask, rather than for the usual reasons. */
+static int unsupported(int err)
+{
+    return err == EINVAL || err == ENOSYS || err == ENOTSUP || err == EOPNOTSUPP;
+}
+
+/*
+ * Moves from to the free name to, atomically: never over something that is
+ * there (then -1 with errno EEXIST).  Where the file system cannot rename
+ * without replacing, a hard link does the same; where it has neither, the
+ * name is checked free just before the rename.
+ */
+static int move_new(const char *from, const char *to)
+{
+    struct stat st;
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (!unsupported(errno))
         return -1;
-    if (!(abs = path_abs(r, rel)) || !(tmp = malloc(strlen(abs) + 64))) {
+    if (link(from, to) == 0)
+        return unlink(from) < 0 && errno != ENOENT ? -1 : 0;
+    if (errno == EEXIST || (errno != EPERM && !unsupported(errno)))
+        return -1;
+    if (lstat(to, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return rename(from, to);
+}
+
+/* A name beside abs, ".beat-restore-<pid>-<n>", for a temporary file or a
+ * file set aside; malloc'd, NULL when out of memory. */
+static char *side_name(brepo *r, const char *abs)
+{
+    char *tmp = malloc(strlen(abs) + 64), *slash;
+    if (!tmp)
+        return NULL;
+    strcpy(tmp, abs);
+    slash = strrchr(tmp, '/');
+    sprintf(slash + 1, ".beat-restore-%ld-%lu", (long)getpid(), ++r->tmp_counter);
+    return tmp;
+}
+
+/* Creates the file (or symlink) tmp with the blob's bytes and mode; 1 when
+ * the name is taken (the caller picks another), 0, or -1. */
+static int make_entry(brepo *r, const char *tmp, const git_oid *id, uint32_t mode,
+    const char *rel, errbuf *e)
+{
+    int fd, w, c;
+    if (mode == GIT_FILEMODE_LINK)
+        return make_link(r, id, tmp, rel, e);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+        mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0777 : 0666);
+    if (fd < 0)
+        return errno == EEXIST ? 1 : err_os(e, "restore", rel);
+    w = write_blob(r, id, fd, rel, e);
+    c = close(fd);
+    if (w < 0 || c < 0) {
+        if (w == 0)
+            err_os(e, "restore", rel);
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Notes that rel (or the file beside it named by abs) was left alone;
+ * -1 when out of memory. */
+static int conflict(brepo *r, strvec *conflicts, const char *rel, const char *abs,
+    errbuf *e)
+{
+    if (strvec_add(conflicts, abs ? abs + r->wdlen : rel) < 0)
+        return err_set(e, "restore: out of memory");
+    return 0;
+}
+
+/*
+ * Puts the blob id (mode) at rel, where the restore's `from` tree had the
+ * blob old (old_mode), or nothing (old NULL): a reader sees the old entry
+ * or the new one, never half a file.  The entry is first written under a
+ * temporary name, then:
+ *  - nothing was there: moved in only if the name is still free;
+ *  - something was: exchanged with what is there (renameat2
+ *    RENAME_EXCHANGE), and what came out is checked to hold old; if it
+ *    does not (the user changed it after the restore looked), it is
+ *    exchanged back.
+ * So an entry whose bytes are not those `from` recorded is never
+ * overwritten: 0 when written, 1 when left alone (noted in conflicts, with
+ * whatever else had to stay beside it), -1 on error with rel as it was.
+ * Where the file system cannot exchange, the entry is checked just before
+ * it is replaced.
+ */
+static int write_entry(brepo *r, const char *rel, const git_oid *id, uint32_t mode,
+    const git_oid *old, uint32_t old_mode, strvec *conflicts, errbuf *e)
+{
+    char *abs = NULL, *tmp = NULL;
+    struct stat ours, back;
+    int rc = -1, m;
+
+    if ((m = mkdir_parents(r, rel, conflicts, e)) != 0)
+        return m < 0 || conflict(r, conflicts, rel, NULL, e) < 0 ? -1 : 1;
+    if (!(abs = path_abs(r, rel))) {
         err_set(e, "restore: out of memory");
         goto done;
     }
-    strcpy(tmp, abs);
-    slash = strrchr(tmp, '/');
-    while (!made) {
-        sprintf(slash + 1, ".beat-restore-%ld-%lu", (long)getpid(), ++r->tmp_counter);
-        if (mode == GIT_FILEMODE_LINK) {
-            int l = make_link(r, id, tmp, rel, e);
-            if (l < 0)
-                goto done;
-            made = l == 0;
-            continue;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-            mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0777 : 0666);
-        if (fd >= 0)
-            made = 1;
-        else if (errno != EEXIST) {
-            err_os(e, "restore", rel);
+    do {
+        free(tmp);
+        if (!(tmp = side_name(r, abs))) {
+            err_set(e, "restore: out of memory");
             goto done;
         }
+    } while ((m = make_entry(r, tmp, id, mode, rel, e)) == 1);
+    if (m < 0)
+        goto done;
+    if (lstat(tmp, &ours) < 0) {
+        err_os(e, "restore", rel);
+        goto fail_tmp;
     }
-    if (fd >= 0) {
-        int w = write_blob(r, id, fd, rel, e);
-        int c = close(fd);
-        fd = -1;
-        if (w < 0)
-            goto fail_tmp;
-        if (c < 0) {
+    if (old && renameat2(AT_FDCWD, tmp, AT_FDCWD, abs, RENAME_EXCHANGE) == 0) {
+        /* tmp now names what was at rel */
+        if (holds(r, tmp, old, old_mode)) {
+            unlink(tmp);  /* had it lingered, it holds bytes `from` has */
+            rc = 0;
+            goto done;
+        }
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, abs, RENAME_EXCHANGE) < 0) {
+            /* never unlink what is the user's: both stay, both named */
+            rc = conflict(r, conflicts, rel, NULL, e) < 0 ||
+                conflict(r, conflicts, rel, tmp, e) < 0 ? -1 : 1;
+            goto done;
+        }
+        /* tmp is ours again, unless rel was replaced meanwhile: then both
+         * are the user's, and the other one stays beside it */
+        rc = conflict(r, conflicts, rel, NULL, e) < 0 ? -1 : 1;
+        if (lstat(tmp, &back) == 0 && back.st_ino == ours.st_ino &&
+            back.st_dev == ours.st_dev)
+            unlink(tmp);
+        else if (rc == 1 && conflict(r, conflicts, rel, tmp, e) < 0)
+            rc = -1;
+        goto done;
+    }
+    if (old && errno != ENOENT) {
+        if (!unsupported(errno)) {
             err_os(e, "restore", rel);
             goto fail_tmp;
         }
-    }
-    if (rename(tmp, abs) < 0) {
-        if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
-            err_set(e, "restore: %s: a directory is in the way and is not in the "
-                "snapshot (ignored files in it?)", rel);
-        else
+        /* the file system cannot exchange: check, then replace */
+        if (!holds(r, abs, old, old_mode)) {
+            rc = conflict(r, conflicts, rel, NULL, e) < 0 ? -1 : 1;
+            goto fail_tmp;
+        }
+        if (rename(tmp, abs) < 0) {
             err_os(e, "restore", rel);
-        goto fail_tmp;
+            goto fail_tmp;
+        }
+        rc = 0;
+        goto done;
     }
-    rc = 0;
-    goto done;
+    /* nothing there (or nothing any more): only into a free name */
+    if (move_new(tmp, abs) == 0) {
+        rc = 0;
+        goto done;
+    }
+    if (errno != EEXIST)
+        err_os(e, "restore", rel);
+    else if (conflict_at(conflicts, rel) ||
+        !(lstat(abs, &back) == 0 && S_ISDIR(back.st_mode)))
+        /* made since the restore looked, or a directory kept for a
+         * file left alone in it */
+        rc = conflict(r, conflicts, rel, NULL, e) < 0 ? -1 : 1;
+    else
+        err_set(e, "restore: %s: a directory is in the way and is not in the "
+            "snapshot (ignored files in it?)", rel);
 fail_tmp:
     unlink(tmp);
 done:
     free(abs);
     free(tmp);
+    return rc;
+}
+
+/*
+ * Removes rel, which the restore's `from` tree recorded as the blob old
+ * (mode): it is first moved aside (atomically, so a file made at rel from
+ * then on is not touched), then checked; what does not hold old is put
+ * back.  0 when removed (or already gone), 1 when left alone (noted in
+ * conflicts), -1 on error.
+ */
+static int remove_entry(brepo *r, const char *rel, const git_oid *old,
+    uint32_t mode, strvec *conflicts, errbuf *e)
+{
+    char *abs = path_abs(r, rel), *aside = NULL;
+    int rc = -1;
+
+    if (!abs)
+        return err_set(e, "restore: out of memory");
+    for (;;) {
+        free(aside);
+        if (!(aside = side_name(r, abs))) {
+            err_set(e, "restore: out of memory");
+            goto done;
+        }
+        if (move_new(abs, aside) == 0)
+            break;
+        if (errno == ENOENT) {
+            rc = 0;  /* gone already */
+            goto done;
+        }
+        if (errno != EEXIST) {
+            err_os(e, "restore", rel);
+            goto done;
+        }
+    }
+    if (holds(r, aside, old, mode)) {
+        if (unlink(aside) < 0)
+            err_os(e, "restore", rel);
+        else
+            rc = 0;
+        goto done;
+    }
+    rc = conflict(r, conflicts, rel, NULL, e) < 0 ? -1 : 1;
+    /* made anew at rel meanwhile: both stay, both named */
+    if (move_new(aside, abs) < 0 && rc == 1 && conflict(r, conflicts, rel, aside, e) < 0)
+        rc = -1;
+done:
+    free(abs);
+    free(aside);
     return rc;
 }
 
@@ -279,23 +509,36 @@ static int set_exec(brepo *r, const char *rel, int exec, errbuf *e)
     return rc;
 }
 
+/* Whether the delta's side (old or new) is a path restore may touch. */
+static int touchable(brepo *r, const git_diff_file *f, const strvec *keep)
+{
+    return !path_excluded(r, f->path) && f->mode != GIT_FILEMODE_COMMIT &&
+        !strvec_has(keep, f->path);
+}
+
 /*
- * Makes the work tree go from tree `from` (what it holds now) to tree `to`:
- * removes what `to` lacks, then writes what differs, each file's stored bytes
- * as they are (no checkout filter: a snapshot holds files unfiltered, so this
- * gives back every byte).  Only paths in one of the two trees are touched,
- * and never a path in keep (sorted: the files too large to snapshot, which
- * no snapshot could give back).  Keeps going after an error and reports
- * the first.
+ * Makes the work tree go from tree `from` (what it held when last looked
+ * at) to tree `to`: removes what `to` lacks, then writes what differs, each
+ * file's stored bytes as they are (no checkout filter: a snapshot holds
+ * files unfiltered, so this gives back every byte).  Only paths in one of
+ * the two trees are touched, and never a path in keep (sorted: the files
+ * too large to snapshot, which no snapshot could give back).
+ *
+ * Never overwrites nor removes an entry that is not what `from` recorded
+ * (see write_entry, remove_entry): a path changed since `from` was computed
+ * is left as it is and added to conflicts, so with `from` a snapshot's
+ * tree, no byte that is in no snapshot is lost.  Keeps going after an
+ * error and reports the first.
  */
 int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
-    const strvec *keep, size_t *written, size_t *removed, errbuf *e)
+    const strvec *keep, size_t *written, size_t *removed, strvec *conflicts,
+    errbuf *e)
 {
     git_tree *from = NULL, *to = NULL;
     git_diff *diff = NULL;
     git_diff_options o;
     errbuf first = {{0}};
-    int failed = 0;
+    int failed = 0, rc = -1;
 
     *written = *removed = 0;
     git_diff_options_init(&o, GIT_DIFF_OPTIONS_VERSION);
@@ -311,65 +554,49 @@ int restore_trees(brepo *r, const git_oid *from_id, const git_oid *to_id,
     size_t nd = git_diff_num_deltas(diff);
     for (size_t i = 0; i < nd; i++) {
         const git_diff_delta *d = git_diff_get_delta(diff, i);
-        if (d->status != GIT_DELTA_DELETED || path_excluded(r, d->old_file.path) ||
-            d->old_file.mode == GIT_FILEMODE_COMMIT || strvec_has(keep, d->old_file.path))
-            continue;
-        char *abs = path_abs(r, d->old_file.path);
-        if (!abs) {
-            err_set(e, "restore: out of memory");
-            goto done;
-        }
-        if (!path_parents_real(r, d->old_file.path)) {
-            free(abs);
+        errbuf one;
+        if (d->status != GIT_DELTA_DELETED || !touchable(r, &d->old_file, keep) ||
+            !path_parents_real(r, d->old_file.path))
             continue;  /* below a link or a file: not in the work tree */
-        }
-        if (unlink(abs) < 0 && errno != ENOENT) {
-            if (!failed++)
-                err_os(&first, "restore", d->old_file.path);
-        } else {
+        int r2 = remove_entry(r, d->old_file.path, &d->old_file.id, d->old_file.mode,
+            conflicts, &one);
+        if (r2 < 0 && !failed++)
+            first = one;
+        if (r2 == 0) {
             (*removed)++;
             prune_dirs(r, d->old_file.path);
         }
-        free(abs);
     }
     for (size_t i = 0; i < nd; i++) {
         const git_diff_delta *d = git_diff_get_delta(diff, i);
         const char *path = d->new_file.path;
+        int modified = d->status == GIT_DELTA_MODIFIED;
         errbuf one;
         int r2;
-        if ((d->status != GIT_DELTA_ADDED && d->status != GIT_DELTA_MODIFIED) ||
-            path_excluded(r, path) || d->new_file.mode == GIT_FILEMODE_COMMIT ||
-            strvec_has(keep, path))
+        if ((d->status != GIT_DELTA_ADDED && !modified) ||
+            !touchable(r, &d->new_file, keep))
             continue;
-        if (d->status == GIT_DELTA_MODIFIED &&
-            git_oid_equal(&d->old_file.id, &d->new_file.id) &&
+        if (modified && git_oid_equal(&d->old_file.id, &d->new_file.id) &&
             d->old_file.mode != GIT_FILEMODE_LINK &&
             d->new_file.mode != GIT_FILEMODE_LINK)
             r2 = set_exec(r, path,
                 d->new_file.mode == GIT_FILEMODE_BLOB_EXECUTABLE, &one);
         else
-            r2 = write_entry(r, path, &d->new_file.id, d->new_file.mode, &one);
-        if (r2 < 0) {
-            if (!failed++)
-                first = one;
-        } else {
+            r2 = write_entry(r, path, &d->new_file.id, d->new_file.mode,
+                modified ? &d->old_file.id : NULL, d->old_file.mode, conflicts, &one);
+        if (r2 < 0 && !failed++)
+            first = one;
+        if (r2 == 0)
             (*written)++;
-        }
     }
-    git_diff_free(diff);
-    git_tree_free(from);
-    git_tree_free(to);
-    if (failed) {
-        if (failed > 1)
-            return err_set(e, "%s (and %d more)", first.msg, failed - 1);
+    if (failed > 1)
+        err_set(e, "%s (and %d more)", first.msg, failed - 1);
+    else if (failed)
         *e = first;
-        return -1;
-    }
-    return 0;
+    rc = failed ? -1 : 0;
 done:
     git_diff_free(diff);
     git_tree_free(from);
     git_tree_free(to);
-    return -1;
+    return rc;
 }
-

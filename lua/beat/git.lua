@@ -371,12 +371,20 @@ end
 ---@field written integer files written (or whose exec bit changed)
 ---@field removed integer files removed
 ---@field kept beat.git.Skipped[] files too large to snapshot, left as they are (no snapshot could give them back)
+---@field conflicts string[] paths changed after the restore looked at them (after the backup read them), left as they are: the work tree differs from the snapshot there (empty when none)
 
 --- Make the work tree equal to a snapshot for every path that is not ignored:
 --- changed files rewritten with the snapshot's bytes (no checkout filter),
 --- added files removed, deleted files back, modes back, directories emptied by
 --- the removals removed. Ignored paths, excluded paths (`.beat/`), files too
 --- large to snapshot, HEAD, the index and branches are not touched.
+---
+--- With `backup`, the work tree is snapshotted first and the restore goes
+--- from exactly what that snapshot holds: a file is rewritten or removed only
+--- while it still holds the backup's bytes (checked as it is replaced, not
+--- by its stat data), so a file changed after the backup read it — an
+--- editor saving, a process still writing — is left as it is and listed in
+--- `conflicts`. So a restore never destroys a byte that is not in a snapshot.
 ---@param opts string|beat.git.RestoreOptions the snapshot, or options
 ---@return beat.git.RestoreResult|nil result
 ---@return string? err
@@ -389,18 +397,22 @@ function Repo:restore(opts)
   local backup = opts.backup and beat_ref(fname, opts.backup, "opts.backup")
   local r, rerr = resolve(self, "restore", opts.commit)
   if not r then return nil, rerr end
-  local current, info = self._c:tree(false)
-  if not current then return nil, info end
+  local current, info
   if backup then
-    local id, berr = self:snapshot { ref = backup, message = "beat: work tree before restore" }
-    if not id then return nil, berr end
+    local id
+    id, info = self:snapshot { ref = backup, message = "beat: work tree before restore" }
+    if not id then return nil, info end
+    current = info.tree
+  else
+    current, info = self._c:tree(false)
+    if not current then return nil, info end
   end
-  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped } end
+  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped, conflicts = {} } end
   local keep = {}
   for i, f in ipairs(info.skipped) do keep[i] = f.path end
-  local written, removed = self._c:restore_tree(current, r.tree, keep)
+  local written, removed, conflicts = self._c:restore_tree(current, r.tree, keep)
   if not written then return nil, removed end
-  return { written = written, removed = removed, kept = info.skipped }
+  return { written = written, removed = removed, kept = info.skipped, conflicts = conflicts }
 end
 
 ---@class beat.git.DiffOptions
