@@ -187,13 +187,31 @@ static void entry_from_stat(git_index_entry *ie, const struct stat *st)
 }
 
 /*
+ * Whether a file read after the moment `before`, with stat data st as it
+ * was read, can be known by its stat data from then on.  A write after the
+ * read sets the file's ctime to the file system clock's time, so it shows
+ * unless the change before the read fell in the same tick of that clock:
+ * the change must be older than the read by more than a tick.  That is 2 s
+ * where timestamps are whole seconds (neither has nanoseconds: FAT keeps
+ * two-second mtimes), else 100 ms (the kernel's coarse clock lags the real
+ * one by a tick, a few ms).  mtime counts too: it may be set ahead.
+ */
+static int settled(const struct stat *st, const struct timespec *before)
+{
+    int whole = st->st_mtim.tv_nsec == 0 && st->st_ctim.tv_nsec == 0;
+    int64_t margin = whole ? 2000000000 : 100000000;
+    int64_t t = (int64_t)before->tv_sec * 1000000000 + before->tv_nsec - margin;
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec < t &&
+        (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec < t;
+}
+
+/*
  * For a full scan where filters are possible (filters_possible): the blob id
  * of an index entry the diff found unchanged is the clean-filtered content,
  * not necessarily the file's bytes.  Gives every such tracked regular file
  * its own bytes' id: from the raw stat cache when it holds the path with the
  * entry's exact stat data, else by reading the file (and then remembering it,
- * unless the file changed in the last seconds: a write in the same clock
- * tick could keep the stat data and change the bytes).  Adds a change for
+ * unless it had changed just before the read: see settled).  Adds a change for
  * each file whose bytes are not its index blob.
  *
  * An unchanged entry's stat data is the file's as it is now, except for
@@ -210,7 +228,6 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
     git_index *cache = raw_cache(r);
     git_odb *odb = NULL;
     size_t ne = git_index_entrycount(use), added = 0;
-    time_t now = time(NULL);
     int rc = -1;
 
     /* the cache names blobs that only snapshots may hold: a gc may have
@@ -247,7 +264,9 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
             git_oid_cpy(&oid, &ce->id);
         } else {
             struct stat st;
+            struct timespec before;
             memset(&st, 0, sizeof st);
+            clock_gettime(CLOCK_REALTIME, &before);
             int h = tree_hash_path(r, use, path, 1, &oid, &mode, &st, e);
             if (h < 0)
                 goto done;
@@ -266,7 +285,7 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
             entry_from_stat(&ne2, &st);
             ne2.mode = mode;
             if (cache && S_ISREG(st.st_mode) && same_stat(&ne2, ie) &&
-                st.st_mtim.tv_sec + 2 < now && st.st_ctim.tv_sec + 2 < now) {
+                settled(&st, &before)) {
                 ne2.path = path;
                 git_oid_cpy(&ne2.id, &oid);
                 if (git_index_add(cache, &ne2) == 0)
