@@ -615,6 +615,7 @@ int luaopen_beat__runtime(lua_State *L)
     SIG(SIGINT); SIG(SIGTERM); SIG(SIGKILL); SIG(SIGHUP); SIG(SIGQUIT);
     SIG(SIGUSR1); SIG(SIGUSR2); SIG(SIGPIPE); SIG(SIGALRM); SIG(SIGCONT);
     SIG(SIGSTOP); SIG(SIGSEGV); SIG(SIGABRT); SIG(SIGWINCH);
+    SIG(SIGILL); SIG(SIGTRAP); SIG(SIGBUS); SIG(SIGFPE); SIG(SIGXCPU); SIG(SIGXFSZ);
 #undef SIG
     lua_setfield(L, -2, "signals");
     lua_pushstring(L, uv_version_string());

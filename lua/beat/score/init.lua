@@ -26,18 +26,12 @@
 local check = require "beat.check"
 local number = require "beat.score.number"
 local json = require "beat.score.json"
+local signals = require "beat.signals"
 
 local M = {}
 
 local find, sub, format = string.find, string.sub, string.format
 local snippet = number.snippet
-
-local SIGNAMES = {
-  [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [5] = "SIGTRAP",
-  [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [10] = "SIGUSR1",
-  [11] = "SIGSEGV", [12] = "SIGUSR2", [13] = "SIGPIPE", [14] = "SIGALRM", [15] = "SIGTERM",
-  [24] = "SIGXCPU", [25] = "SIGXFSZ",
-}
 
 ---@class beat.ScoreContext
 ---@field label? string   names the command in reasons (default "eval")
@@ -132,7 +126,7 @@ function M.check_run(result, ctx, exit_codes)
   end
   local sig = result.signal
   if type(sig) == "number" and sig ~= 0 then
-    local name = SIGNAMES[sig]
+    local name = signals.name(sig)
     return nil, format("%s was killed by signal %d%s", label, sig, name and (" (" .. name .. ")") or "")
   end
   local code = result.code
