@@ -891,7 +891,7 @@ describe("beat.git", function()
     assert.has_error(function() git.open { dir = dir, exclude = { "../up" } } end,
       'beat.git.open: opts.exclude[1] must be a relative path inside the work tree, got "../up"')
     assert.has_error(function() git.open { dir = dir, exclude = "out" } end,
-      "beat.git.open: opts.exclude must be a list of work-tree paths, got string")
+      'beat.git.open: opts.exclude must be a list of work-tree paths, got "out"')
   end)
 
   it("leaves nested repositories alone and keeps a submodule's recorded commit", function()
@@ -1276,13 +1276,30 @@ describe("beat.git", function()
   it("raises on programmer mistakes, naming the option", function()
     dir = new_repo()
     local repo = open(dir)
-    assert.has_error(function() git.open(42) end, "beat.git.open: opts.dir must be string, got number")
+    assert.has_error(function() git.open(42) end, "beat.git.open: opts.dir must be a string, got 42")
     assert.has_error(function() git.open { dir = dir, watch = "yes" } end,
-      'beat.git.open: opts.watch must be boolean, got string "yes"')
-    assert.has_error(function() repo:snapshot { mesage = "typo" } end, 'repo:snapshot: unknown option "mesage"')
-    assert.has_error(function() repo:restore() end, "repo:restore: opts.commit is required")
-    assert.has_error(function() repo:lock { id = 7 } end, "repo:lock: opts.id must be string, got number")
-    assert.has_error(function() repo:promote("x", { branch = "refs/tags/v1" }) end)
+      'beat.git.open: opts.watch must be a boolean, got "yes"')
+    assert.has_error(function() repo:snapshot { mesage = "typo" } end, "repo:snapshot: unknown option opts.mesage")
+    assert.has_error(function() repo:snapshot(true) end, "repo:snapshot: opts must be a table, got true")
+    assert.has_error(function() repo:snapshot { parent = true } end,
+      "repo:snapshot: opts.parent must be a revision, a list of revisions or false, got true")
+    assert.has_error(function() repo:snapshot { parent = { "HEAD", 7 } } end,
+      "repo:snapshot: opts.parent[2] must be a string, got 7")
+    assert.has_error(function() repo:snapshot { ref = "refs/heads/main" } end,
+      'repo:snapshot: opts.ref must be a ref under refs/beat/ (beat never writes other refs), got "refs/heads/main"')
+    assert.has_error(function() repo:restore() end, "repo:restore: opts.commit must be a string, got nil")
+    assert.has_error(function() repo:tree { max_file_size = 1.5 } end,
+      "repo:tree: opts.max_file_size must be a size in bytes (an integer >= 0), got 1.5")
+    assert.has_error(function() repo:lock { id = 7 } end, "repo:lock: opts.id must be a non-empty single line, got 7")
+    assert.has_error(function() repo:lock { id = "a\nb" } end,
+      'repo:lock: opts.id must be a non-empty single line, got "a\\nb"')
+    assert.has_error(function() repo:lock { id = "x", name = "../x" } end,
+      'repo:lock: opts.name must be a plain file name, got "../x"')
+    assert.has_error(function() repo:promote("x", { branch = "refs/tags/v1" }) end,
+      'repo:promote: opts.branch must be a branch, got "refs/tags/v1"')
+    assert.has_error(function() repo:promote("x", 5) end, "repo:promote: opts must be a table, got 5")
+    assert.has_error(function() repo:worktree_of(3) end, "repo:worktree_of: rev must be a string, got 3")
+    assert.has_error(function() repo:set_ref() end, "repo:set_ref: opts.commit must be a string, got nil")
     repo:close()
     assert.has_error(function() repo:head() end, "beat.git: repository is closed")
   end)

@@ -1,7 +1,7 @@
 /*
  * bind.c — beat._git, the C half of beat.git: the Lua bindings.
  *
- * Primitives only; lua/beat/git.lua composes them into the public API and
+ * Primitives only; lua/beat/git/ composes them into the public API and
  * holds the policy (option checking, ref naming, default parents, what to
  * exclude, signature fallback, lock messages).  Bad arguments raise;
  * failures of the world return nil, "what: why".  See git.h for the files
