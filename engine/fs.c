@@ -15,19 +15,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "runtime.h"
 
-/* Writes all n bytes (retrying short writes and EINTR); -1 with errno. */
-static int write_all(int fd, const char *data, size_t n)
+/* Writes all n bytes (retrying short writes and EINTR); -1 with errno.
+ * Also for the other C modules (fs.h). */
+int fs_write_all(int fd, const void *data, size_t n)
 {
+    const char *p = data;
     while (n > 0) {
-        ssize_t w = write(fd, data, n);
+        ssize_t w = write(fd, p, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
         }
-        data += w;
+        p += w;
         n -= (size_t)w;
     }
     return 0;
@@ -63,7 +66,7 @@ static int fs_write(lua_State *L)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return luaL_fileresult(L, 0, tmp);
-    if (write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+    if (fs_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -92,7 +95,7 @@ static int fs_append(lua_State *L)
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return luaL_fileresult(L, 0, path);
-    if (write_all(fd, data, n) != 0 || (durable && fsync(fd) != 0)) {
+    if (fs_write_all(fd, data, n) != 0 || (durable && fsync(fd) != 0)) {
         int e = errno;
         close(fd);
         errno = e;

@@ -69,6 +69,7 @@ const char *err_gitmsg(void);
 /* small containers (repo.c)                                                 */
 
 char *str_dup(const char *s);
+void *vec_room(void *v, size_t n, size_t *cap, size_t size, size_t first);
 char *path_join(const char *dir, const char *name);
 
 typedef struct {

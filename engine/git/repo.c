@@ -73,17 +73,32 @@ char *path_join(const char *dir, const char *name)
     return p;
 }
 
+/*
+ * The array v, of *cap elements of size bytes of which n are in use, with
+ * room for one more: v itself, or a larger copy (then *cap is its new
+ * size; the first allocation holds `first`).  NULL when out of memory: v
+ * is then as it was.
+ */
+void *vec_room(void *v, size_t n, size_t *cap, size_t size, size_t first)
+{
+    size_t ncap;
+    void *nv;
+    if (n < *cap)
+        return v;
+    ncap = *cap ? *cap * 2 : first;
+    if (ncap > SIZE_MAX / size || !(nv = realloc(v, ncap * size)))
+        return NULL;
+    *cap = ncap;
+    return nv;
+}
+
 /* Appends a copy of str; -1 (s unchanged) when out of memory. */
 int strvec_add(strvec *s, const char *str)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        char **v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        s->v = v;
-        s->cap = cap;
-    }
+    char **v = vec_room(s->v, s->n, &s->cap, sizeof *v, 16);
+    if (!v)
+        return -1;
+    s->v = v;
     if (!(s->v[s->n] = str_dup(str)))
         return -1;
     s->n++;
@@ -123,14 +138,10 @@ int strvec_has(const strvec *s, const char *str)
  * path the last one wins (see tree_apply). */
 int changes_add(changes *c, const char *path, const git_oid *oid, uint32_t mode)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        change *v = realloc(c->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        c->v = v;
-        c->cap = cap;
-    }
+    change *v = vec_room(c->v, c->n, &c->cap, sizeof *v, 64);
+    if (!v)
+        return -1;
+    c->v = v;
     change *x = &c->v[c->n];
     if (!(x->path = str_dup(path)))
         return -1;
@@ -253,14 +264,10 @@ int path_parents_real(const brepo *r, const char *rel)
 /* Notes a file left out of the tree; -1 when out of memory. */
 int skips_add(skips *s, const char *path, int64_t size)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        skip *v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        s->v = v;
-        s->cap = cap;
-    }
+    skip *v = vec_room(s->v, s->n, &s->cap, sizeof *v, 8);
+    if (!v)
+        return -1;
+    s->v = v;
     if (!(s->v[s->n].path = str_dup(path)))
         return -1;
     s->v[s->n++].size = size;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "git.h"
 
 
@@ -78,22 +79,6 @@ static int mkdir_parents(brepo *r, const char *rel, const strvec *conflicts,
     return 0;
 }
 
-/* Writes all n bytes to fd; -1 with errno set. */
-static int write_all(int fd, const char *data, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, data, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        data += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /*
  * Copies the len bytes of a read stream to fd, CHUNK bytes at a time, so
  * memory does not grow with the blob.  A chunk of zeros becomes a hole
@@ -124,7 +109,7 @@ static int copy_stream(git_odb_stream *rs, size_t len, int fd, const char *rel,
                 err_os(e, "restore", rel);
                 goto out;
             }
-        } else if (write_all(fd, buf, m) < 0) {
+        } else if (fs_write_all(fd, buf, m) < 0) {
             err_os(e, "restore", rel);
             goto out;
         }
@@ -167,7 +152,7 @@ static int write_blob(brepo *r, const git_oid *id, int fd, const char *rel,
         err_set(e, "restore: %s: %s", rel, err_gitmsg());
         goto done;
     }
-    if (write_all(fd, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob)) < 0) {
+    if (fs_write_all(fd, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob)) < 0) {
         err_os(e, "restore", rel);
         goto done;
     }

@@ -24,14 +24,10 @@
  * caller then still owns path. */
 static int pend_add(pendings *p, char *path, int dir)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        pending *v = realloc(p->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        p->v = v;
-        p->cap = cap;
-    }
+    pending *v = vec_room(p->v, p->n, &p->cap, sizeof *v, 64);
+    if (!v)
+        return -1;
+    p->v = v;
     p->v[p->n].path = path;
     p->v[p->n].dir = dir;
     p->n++;

@@ -3,11 +3,8 @@
 --- CLI's version (agent:version). Runs nothing but `<bin> --version`.
 local helpers = require "beat.agent.helpers"
 
-local M = {}
-
 ---@class beat.Agent
 local Agent = {}
-M.methods = Agent
 
 -- Options recorded as they are by describe(): plain settings, never code,
 -- the environment's values or what argv already shows.
@@ -75,4 +72,4 @@ function Agent:version()
   return out and (out:gsub("^%s+", ""):gsub("%s+$", "")) or ""
 end
 
-return M
+return Agent

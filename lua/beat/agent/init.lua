@@ -97,8 +97,9 @@ end
 local Agent = {}
 Agent.__index = Agent
 
-for _, part in ipairs { "beat.agent.run", "beat.agent.describe", "beat.agent.env", "beat.agent.preflight" } do
-  for name, fn in pairs(require(part).methods) do Agent[name] = fn end
+for _, methods in ipairs { require "beat.agent.run", require "beat.agent.describe", env.methods,
+                           (require "beat.agent.preflight") } do
+  for name, fn in pairs(methods) do Agent[name] = fn end
 end
 
 --- Options every CLI adapter accepts besides its own. `args` are appended to

@@ -4,11 +4,8 @@
 --- Reads files and the environment only.
 local check = require "beat.check"
 
-local M = {}
-
 ---@class beat.Agent
 local Agent = {}
-M.methods = Agent
 
 --- Where this agent's CLI would find its credentials, without calling a
 --- model: an API key variable, a login file, ... Returns a short description
@@ -55,4 +52,4 @@ function Agent:can_run_commands(opts)
   return nil, "beat cannot tell whether " .. self.name .. " runs shell commands"
 end
 
-return M
+return Agent

@@ -8,11 +8,8 @@ local check = require "beat.check"
 local env = require "beat.agent.env"
 local helpers = require "beat.agent.helpers"
 
-local M = {}
-
 ---@class beat.Agent
 local Agent = {}
-M.methods = Agent
 
 local MAX_LINE = 8 * 1024 * 1024     -- a longer output line is cut (see beat.exec)
 local STDERR_TAIL = 40               -- stderr lines kept for error messages
@@ -219,4 +216,4 @@ function Agent:run(opts)
   return result
 end
 
-return M
+return Agent

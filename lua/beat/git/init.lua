@@ -51,8 +51,8 @@ M.default_max_file_size = 1024 * 1024 * 1024
 local Repo = {}
 Repo.__index = Repo
 
-for _, part in ipairs { "beat.git.refs", "beat.git.worktree", "beat.git.lock" } do
-  for name, fn in pairs(require(part).methods) do Repo[name] = fn end
+for _, methods in ipairs { refs.methods, require "beat.git.worktree", (require "beat.git.lock") } do
+  for name, fn in pairs(methods) do Repo[name] = fn end
 end
 
 -- Module functions ---------------------------------------------------------

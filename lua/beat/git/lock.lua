@@ -7,11 +7,8 @@ local check = require "beat.check"
 local fs = require "beat.fs"
 local O = require "beat.git.options"
 
-local M = {}
-
 ---@class beat.git.Repo
 local Repo = {}
-M.methods = Repo
 
 --- A work tree's lock (repo:lock).
 ---@class beat.git.Lock
@@ -79,4 +76,4 @@ function Repo:lock(opts)
   return nil, "work tree is in use by another run"
 end
 
-return M
+return Repo

@@ -6,11 +6,8 @@ local fs = require "beat.fs"
 local O = require "beat.git.options"
 local refs = require "beat.git.refs"
 
-local M = {}
-
 ---@class beat.git.Repo
 local Repo = {}
-M.methods = Repo
 
 ---@class beat.git.WorktreeOptions
 ---@field path string where to create it (a missing or empty directory)
@@ -59,4 +56,4 @@ function Repo:remove_worktree(opts)
   return self._c:worktree_remove(opts.path)
 end
 
-return M
+return Repo
