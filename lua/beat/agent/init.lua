@@ -22,8 +22,9 @@
 --- constructor from its spec; the constructors. Beside it: run.lua (agent:run,
 --- the machinery every CLI adapter shares), env.lua (the child's environment),
 --- helpers.lua (what adapters share), describe.lua (agent:describe, :version),
---- preflight.lua (agent:credentials, :can_run_commands), named.lua (agents
---- named on the command line), list.lua (`beat agents`); one adapter a file.
+--- preflight.lua (agent:credentials, :reports_cost, :can_run_commands),
+--- named.lua (agents named on the command line), pipeline.lua (several runs
+--- an iteration), list.lua (`beat agents`); one adapter a file.
 ---
 --- Writing an adapter: see `M.define` and docs/api/agent.md.
 local M = {}
