@@ -18,6 +18,8 @@ BUILD    ?= build
 C_SRC    := $(wildcard engine/*.c engine/*/*.c)
 LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
+# the embedded shim (below), linked into build/beat as bytes
+OBJ      += $(BUILD)/shim_blob.o
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
 # make test leaves out the torture family (tests/torture, tag #torture): make torture
@@ -58,6 +60,30 @@ $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_SRC)
 	$(BUILD)/embed $(LUA_SRC) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/embed: tools/embed.c | $(BUILD)
+	$(CC) -O1 -o $@ $<
+
+# The shim every command starts through (engine/shim.c + proctree.c) as a
+# helper of its own that links only a libc, statically: musl's (musl-tools)
+# when there, whose start-up is a fraction of glibc's (glibc probes the CPU
+# with CPUID at every start, which traps to the hypervisor on a VM), else
+# glibc's libc.a, else glibc dynamically. It is carried inside build/beat as
+# a byte array and executed from a memfd (engine/exec.c), so build/beat
+# stays one copyable file. Never sanitized: ASan cannot link statically.
+DEB_PKGS    += musl-tools
+SHIM_SRC    := engine/shim.c engine/proctree.c
+SHIM_CFLAGS := -O2 -std=c11 -D_GNU_SOURCE $(WARN) -DBEAT_SHIM_STANDALONE
+SHIM_CC     := $(shell command -v musl-gcc 2>/dev/null || echo $(CC))
+SHIM_STATIC := $(if $(or $(findstring musl,$(SHIM_CC)),$(wildcard $(shell $(CC) -print-file-name=libc.a))),-static)
+$(BUILD)/beat-shim: $(SHIM_SRC) engine/shim.h | $(BUILD)
+	$(SHIM_CC) $(SHIM_CFLAGS) $(SHIM_STATIC) -s -o $@ $(SHIM_SRC)
+
+$(BUILD)/shim_blob.c: $(BUILD)/beat-shim $(BUILD)/bin2c
+	$(BUILD)/bin2c beat_shim_blob $(BUILD)/beat-shim > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/shim_blob.o: $(BUILD)/shim_blob.c engine/shim.h
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/bin2c: tools/bin2c.c | $(BUILD)
 	$(CC) -O1 -o $@ $<
 
 $(BUILD):

@@ -2,7 +2,8 @@
  * exec.c: child processes for beat.exec and beat.spawn (lua/beat/exec.lua
  * holds the policy: argument checks, PATH lookup, environment, timeouts).
  *
- * Every command runs under the shim (shim.c) in a session of its own.
+ * Every command runs under the shim (shim.c) in a session of its own,
+ * started from the copy embedded in beat's binary (see shim_file below).
  * Output is captured here, in C, so a command printing gigabytes costs
  * beat a bounded amount of memory: "capture" keeps the first and last
  * max/2 bytes, "file" hands the child the file itself, "lines" calls a Lua
@@ -15,12 +16,94 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime.h"
+#include "shim.h"
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+extern char **environ;
+
+/* ---- the shim ------------------------------------------------------------
+ * Commands start through the helper built from shim.c and proctree.c
+ * alone (linked with libc only) and embedded in beat's binary: written once
+ * per beat process into a sealed memfd and executed as /proc/self/fd/N.
+ * Starting it costs one exec of a small static binary, where `beat __shim`
+ * (the same code in beat's own binary) costs the dynamic loader mapping
+ * every library beat links. That remains the fallback where the memfd
+ * cannot be executed (no memfd_create, vm.memfd_noexec=2, no /proc, a
+ * security policy): a probe run of the helper decides, once per process.
+ * BEAT_SHIM=binary in beat's environment forces the fallback (for tests
+ * and diagnosis). */
+
+static char shim_path[64];
+
+/* Writes the embedded helper into a sealed, close-on-exec memfd at fd 10
+ * or above (libuv's child replaces fds 0-3 before it execs the shim) and
+ * returns its /proc path, or NULL if it cannot be created or run. */
+static const char *embedded_shim(void)
+{
+    const char *force = getenv("BEAT_SHIM");
+    char *probe_argv[] = {"beat-shim", "probe", NULL};
+    size_t done = 0;
+    pid_t pid;
+    int fd, high, status = -1;
+
+    if (force != NULL && strcmp(force, "binary") == 0)
+        return NULL;
+    fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL) /* a kernel before 6.3 knows no MFD_EXEC */
+        fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return NULL;
+    while (done < beat_shim_blob_size) {
+        ssize_t w = write(fd, beat_shim_blob + done, beat_shim_blob_size - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return NULL;
+        }
+        done += (size_t)w;
+    }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    if (high < 0)
+        return NULL;
+    snprintf(shim_path, sizeof shim_path, "/proc/self/fd/%d", high);
+    if (posix_spawn(&pid, shim_path, NULL, NULL, probe_argv, environ) == 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        close(high);
+        return NULL;
+    }
+    return shim_path;
+}
+
+/* The file to start the shim from, and whether it takes beat's "__shim"
+ * argument: the embedded helper, else beat's own binary. */
+static const char *shim_file(int *is_beat)
+{
+    static const char *file;
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        file = embedded_shim();
+    }
+    *is_beat = file == NULL;
+    return file != NULL ? file : beat_exe_path();
+}
 
 enum { OUT_IGNORE, OUT_CAPTURE, OUT_FILE, OUT_LINES };
 
@@ -487,10 +570,10 @@ static int exec_spawn(lua_State *L)
     uv_stdio_container_t stdio[4];
     char **args = NULL, **env = NULL, **shim_args = NULL;
     char grace[32], parent[32];
-    const char *file, *cwd;
+    const char *file, *cwd, *shim;
     proc **box;
     proc *p;
-    int ok, rc, devnull = -1, nargs = 0, tried = 0, file_error;
+    int ok, rc, devnull = -1, nargs = 0, tried = 0, file_error, is_beat, a = 0;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -546,20 +629,25 @@ static int exec_spawn(lua_State *L)
     if (args != NULL)
         while (args[nargs] != NULL)
             nargs++;
+    shim = shim_file(&is_beat);
     shim_args = ok ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
     if (shim_args == NULL) {
         rc = p->out.open_errno ? -p->out.open_errno
            : p->err.open_errno ? -p->err.open_errno : UV_ENOMEM;
     } else {
         snprintf(parent, sizeof parent, "%d", (int)getpid());
-        shim_args[0] = (char *)beat_exe_path();
-        shim_args[1] = "__shim";
-        shim_args[2] = grace;
-        shim_args[3] = parent;
-        shim_args[4] = (char *)file;
+        if (is_beat) {
+            shim_args[a++] = (char *)shim;
+            shim_args[a++] = "__shim";
+        } else {
+            shim_args[a++] = "beat-shim";
+        }
+        shim_args[a++] = grace;
+        shim_args[a++] = parent;
+        shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
-            shim_args[5 + i] = args[i];
-        opts.file = beat_exe_path();
+            shim_args[a++] = args[i];
+        opts.file = shim;
         opts.args = shim_args;
         opts.env = env;
         opts.cwd = cwd;

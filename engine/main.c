@@ -16,7 +16,7 @@ int main(int argc, char **argv)
     int status;
 
     if (argc > 1 && strcmp(argv[1], "__shim") == 0)
-        return beat_shim_main(argc, argv);
+        return beat_shim_main(argc - 1, argv + 1);
 
     L = beat_new_state(argc, argv);
     if (L == NULL) {
