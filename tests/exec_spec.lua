@@ -212,9 +212,14 @@ describe("the shim every command starts through", function()
       local f = io.popen("readlink /proc/" .. p.pid .. "/exe")
       local exe = f:read("l")
       f:close()
-      f = io.open("/proc/" .. p.pid .. "/comm")
-      local comm = f:read("l")
-      f:close()
+      local comm   -- the shim names itself once started: give it 2 s
+      for _ = 1, 40 do
+        f = io.open("/proc/" .. p.pid .. "/comm")
+        comm = f:read("l")
+        f:close()
+        if comm == "beat-shim" then break end
+        beat.sleep(0.05)
+      end
       p:kill("KILL")
       local r = beat.exec("setsid sleep %s & sleep 30", { timeout = 0.3, grace = 0.2 })
       f = io.open("%s/first", "w")
