@@ -73,3 +73,32 @@ describe("beat.journal", function()
     assert.matches("line 3", warning)
   end)
 end)
+
+describe("a loop's journal", function()
+  it("costs one fsync per iteration: progress records go to disk with the decision", function()
+    if not require("beat.exec").which("strace") then
+      pending("strace is not installed")
+      return
+    end
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local trace = H.tmpdir() .. "/trace"
+    local st = assert(beat.exec({ "strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", trace,
+      H.bin, "loop", "fix", "--until", "grep -q fixed bug.txt", "-a",
+      "sh " .. H.root .. "/tests/fixtures/loop/fix-on-3.sh", "--max-iterations", "5", "-q" },
+      { cwd = dir, env = { FIX_AT = "99" } }))
+    if st.code ~= 1 then
+      pending("strace cannot trace here: " .. st.stderr)
+      return
+    end
+    local fsyncs = select(2, H.read(trace):gsub("fsync%(", ""))
+    -- 5 iterations' decisions + iteration 0's + run_start + run_end
+    assert.is_true(fsyncs <= 5 + 3, ("%d fsyncs"):format(fsyncs))
+    local recs = H.last_run(dir)
+    local events = {}
+    for _, rec in ipairs(recs) do events[#events + 1] = rec.event end
+    assert.equal("run_start check decision agent check decision", table.concat(events, " ", 1, 6))
+    assert.equal(5, #H.events(recs, "agent"))
+    assert.equal(6, #H.events(recs, "decision"))
+    assert.equal("run_end", events[#events])
+  end)
+end)
