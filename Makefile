@@ -116,7 +116,7 @@ asan:
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat
-	@for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || exit 1; done
+	@rc=0; for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || rc=1; done; exit $$rc
 
 demo: $(BUILD)/beat
 	$(BUILD)/beat run recipes/tune-demo.lua
