@@ -20,6 +20,13 @@ LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
 # the embedded shim (below), linked into build/beat as bytes
 OBJ      += $(BUILD)/shim_blob.o
+# libgit2 loads on first use (engine/gitload.c): engine/git/*.c build, as
+# position-independent objects, into a shared object linked with libgit2 and
+# carried in build/beat as bytes (below); beat itself links without libgit2.
+GIT_SRC  := $(wildcard engine/git/*.c)
+GIT_PIC  := $(patsubst engine/%.c,$(BUILD)/pic/%.o,$(GIT_SRC))
+OBJ      := $(filter-out $(patsubst engine/%.c,$(BUILD)/%.o,$(GIT_SRC)),$(OBJ)) $(BUILD)/git_blob.o
+BEAT_LIBS := $(filter-out -lgit2,$(BEAT_LIBS)) -ldl
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
 # make test leaves out the torture family (tests/torture, tag #torture): make torture
@@ -81,6 +88,24 @@ $(BUILD)/shim_blob.c: $(BUILD)/beat-shim $(BUILD)/bin2c
 	$(BUILD)/bin2c beat_shim_blob $(BUILD)/beat-shim > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/shim_blob.o: $(BUILD)/shim_blob.c engine/shim.h
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+# The git module as a shared object: beat writes it into a memfd and
+# dlopens it on the first require "beat._git", so `beat version` and recipes
+# without git never map libgit2 and the ~17 libraries it brings.
+$(BUILD)/pic/%.o: engine/%.c | $(BUILD) deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -fPIC -MMD -MP -c -o $@ $<
+
+-include $(GIT_PIC:.o=.d)
+
+$(BUILD)/beat-git.so: $(GIT_PIC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-S -o $@ $(GIT_PIC) $(shell pkg-config --libs libgit2 2>/dev/null)
+
+$(BUILD)/git_blob.c: $(BUILD)/beat-git.so $(BUILD)/bin2c
+	$(BUILD)/bin2c beat_git_blob $(BUILD)/beat-git.so > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/git_blob.o: $(BUILD)/git_blob.c
 	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
 
 $(BUILD)/bin2c: tools/bin2c.c | $(BUILD)

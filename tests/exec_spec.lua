@@ -303,3 +303,27 @@ describe("beat at exit", function()
     assert.same({}, H.wait_gone(m, 2))
   end)
 end)
+
+describe("beat at start", function()
+  it("maps libgit2 only once beat.git is first used, from the module embedded in beat", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local function mapped()
+        local git, module = false, false
+        for line in io.lines("/proc/self/maps") do
+          if line:find("libgit2", 1, true) then git = true end
+          if line:find("memfd:beat-git.so", 1, true) then module = true end
+        end
+        return tostring(git) .. " " .. tostring(module)
+      end
+      local beat = require "beat"
+      print(mapped())
+      assert(beat.git.open(...))
+      print(mapped())
+    ]])
+    local repo = H.git_repo { ["a.txt"] = "a\n" }
+    local r = H.beat { "run", recipe, repo }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("false false\ntrue true\n", r.stdout)
+  end)
+end)
