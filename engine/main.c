@@ -1,5 +1,6 @@
 /*
- * main.c: boot. Either become a process shim (see shim.c), or create the
+ * main.c: boot. Either become a process shim (`beat __shim`, the fallback
+ * of the shim embedded in beat, see exec.c and shim.c), or create the
  * Lua state and hand argv to the CLI written in Lua (lua/beat/cli.lua),
  * whose return value is the exit status.
  */
