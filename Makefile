@@ -18,6 +18,15 @@ BUILD    ?= build
 C_SRC    := $(wildcard engine/*.c engine/*/*.c)
 LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
+# the embedded shim (below), linked into build/beat as bytes
+OBJ      += $(BUILD)/shim_blob.o
+# libgit2 loads on first use (engine/gitload.c): engine/git/*.c build, as
+# position-independent objects, into a shared object linked with libgit2 and
+# carried in build/beat as bytes (below); beat itself links without libgit2.
+GIT_SRC  := $(wildcard engine/git/*.c)
+GIT_PIC  := $(patsubst engine/%.c,$(BUILD)/pic/%.o,$(GIT_SRC))
+OBJ      := $(filter-out $(patsubst engine/%.c,$(BUILD)/%.o,$(GIT_SRC)),$(OBJ)) $(BUILD)/git_blob.o
+BEAT_LIBS := $(filter-out -lgit2,$(BEAT_LIBS)) -ldl
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
 # make test leaves out the torture family (tests/torture, tag #torture): make torture
@@ -60,6 +69,48 @@ $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_SRC)
 $(BUILD)/embed: tools/embed.c | $(BUILD)
 	$(CC) -O1 -o $@ $<
 
+# The shim every command starts through (engine/shim.c + proctree.c) as a
+# helper of its own that links only a libc, statically: musl's (musl-tools)
+# when there, whose start-up is a fraction of glibc's (glibc probes the CPU
+# with CPUID at every start, which traps to the hypervisor on a VM), else
+# glibc's libc.a, else glibc dynamically. It is carried inside build/beat as
+# a byte array and executed from a memfd (engine/exec.c), so build/beat
+# stays one copyable file. Never sanitized: ASan cannot link statically.
+DEB_PKGS    += musl-tools
+SHIM_SRC    := engine/shim.c engine/proctree.c
+SHIM_CFLAGS := -O2 -std=c11 -D_GNU_SOURCE $(WARN) -DBEAT_SHIM_STANDALONE
+SHIM_CC     := $(shell command -v musl-gcc 2>/dev/null || echo $(CC))
+SHIM_STATIC := $(if $(or $(findstring musl,$(SHIM_CC)),$(wildcard $(shell $(CC) -print-file-name=libc.a))),-static)
+$(BUILD)/beat-shim: $(SHIM_SRC) engine/shim.h | $(BUILD)
+	$(SHIM_CC) $(SHIM_CFLAGS) $(SHIM_STATIC) -s -o $@ $(SHIM_SRC)
+
+$(BUILD)/shim_blob.c: $(BUILD)/beat-shim $(BUILD)/bin2c
+	$(BUILD)/bin2c beat_shim_blob $(BUILD)/beat-shim > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/shim_blob.o: $(BUILD)/shim_blob.c engine/shim.h
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+# The git module as a shared object: beat writes it into a memfd and
+# dlopens it on the first require "beat._git", so `beat version` and recipes
+# without git never map libgit2 and the ~17 libraries it brings.
+$(BUILD)/pic/%.o: engine/%.c | $(BUILD) deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -fPIC -MMD -MP -c -o $@ $<
+
+-include $(GIT_PIC:.o=.d)
+
+$(BUILD)/beat-git.so: $(GIT_PIC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-S -o $@ $(GIT_PIC) $(shell pkg-config --libs libgit2 2>/dev/null)
+
+$(BUILD)/git_blob.c: $(BUILD)/beat-git.so $(BUILD)/bin2c
+	$(BUILD)/bin2c beat_git_blob $(BUILD)/beat-git.so > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/git_blob.o: $(BUILD)/git_blob.c
+	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/bin2c: tools/bin2c.c | $(BUILD)
+	$(CC) -O1 -o $@ $<
+
 $(BUILD):
 	mkdir -p $(BUILD)
 
@@ -90,7 +141,7 @@ asan:
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat
-	@for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || exit 1; done
+	@rc=0; for b in tests/bench/*.lua; do echo "== $$b"; $(BUILD)/beat run $$b || rc=1; done; exit $$rc
 
 demo: $(BUILD)/beat
 	$(BUILD)/beat run recipes/tune-demo.lua

@@ -2,25 +2,116 @@
  * exec.c: child processes for beat.exec and beat.spawn (lua/beat/exec.lua
  * holds the policy: argument checks, PATH lookup, environment, timeouts).
  *
- * Every command runs under the shim (shim.c) in a session of its own.
+ * Every command runs under the shim (shim.c) in a session of its own,
+ * started from the copy embedded in beat's binary (see shim_file below).
  * Output is captured here, in C, so a command printing gigabytes costs
  * beat a bounded amount of memory: "capture" keeps the first and last
  * max/2 bytes, "file" hands the child the file itself, "lines" calls a Lua
  * function per line, "ignore" sends the stream to /dev/null.
  *
- * A proc completes when the shim has exited and every pipe has reached end
- * of file; then on_exit(result) runs once, and the memory is freed in the
- * last uv_close callback.
+ * The shim is started with posix_spawn, which glibc implements with
+ * clone(CLONE_VM | CLONE_VFORK): no copy of beat's page tables and no
+ * copy-on-write faults afterwards, where libuv's uv_spawn forks. The shim
+ * reports the command's pid and fate on fd 3 and exits; end of file on
+ * that pipe means the shim is gone, and beat reaps it then (waitpid on its
+ * pid only: libuv never reaps here, and beat installs no SIGCHLD handler).
+ *
+ * A proc completes when the shim has been reaped and every pipe has
+ * reached end of file; then on_exit(result) runs once, and the memory is
+ * freed in the last uv_close callback.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime.h"
+#include "shim.h"
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+extern char **environ;
+
+/* ---- the shim ------------------------------------------------------------
+ * Commands start through the helper built from shim.c and proctree.c
+ * alone (linked with libc only) and embedded in beat's binary: written once
+ * per beat process into a sealed memfd and executed as /proc/self/fd/N.
+ * Starting it costs one exec of a small static binary, where `beat __shim`
+ * (the same code in beat's own binary) costs the dynamic loader mapping
+ * every library beat links. That remains the fallback where the memfd
+ * cannot be executed (no memfd_create, vm.memfd_noexec=2, no /proc, a
+ * security policy): a probe run of the helper decides, once per process.
+ * BEAT_SHIM=binary in beat's environment forces the fallback (for tests
+ * and diagnosis). */
+
+static char shim_path[64];
+
+/* Writes the embedded helper into a sealed, close-on-exec memfd at fd 10
+ * or above (libuv's child replaces fds 0-3 before it execs the shim) and
+ * returns its /proc path, or NULL if it cannot be created or run. */
+static const char *embedded_shim(void)
+{
+    const char *force = getenv("BEAT_SHIM");
+    char *probe_argv[] = {"beat-shim", "probe", NULL};
+    size_t done = 0;
+    pid_t pid;
+    int fd, high, status = -1;
+
+    if (force != NULL && strcmp(force, "binary") == 0)
+        return NULL;
+    fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL) /* a kernel before 6.3 knows no MFD_EXEC */
+        fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return NULL;
+    while (done < beat_shim_blob_size) {
+        ssize_t w = write(fd, beat_shim_blob + done, beat_shim_blob_size - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return NULL;
+        }
+        done += (size_t)w;
+    }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    if (high < 0)
+        return NULL;
+    snprintf(shim_path, sizeof shim_path, "/proc/self/fd/%d", high);
+    if (posix_spawn(&pid, shim_path, NULL, NULL, probe_argv, environ) == 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        close(high);
+        return NULL;
+    }
+    return shim_path;
+}
+
+/* The file to start the shim from, and whether it takes beat's "__shim"
+ * argument: the embedded helper, else beat's own binary. */
+static const char *shim_file(int *is_beat)
+{
+    static const char *file;
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        file = embedded_shim();
+    }
+    *is_beat = file == NULL;
+    return file != NULL ? file : beat_exe_path();
+}
 
 enum { OUT_IGNORE, OUT_CAPTURE, OUT_FILE, OUT_LINES };
 
@@ -42,7 +133,9 @@ typedef struct {
 } stream;
 
 struct proc {
-    uv_process_t handle;
+    pid_t pid;                /* the shim */
+    uv_timer_t reap_timer;    /* retries the reap while the shim is still exiting */
+    int reap_timer_on;
     uv_pipe_t in, status;
     stream out, err;
     lua_State *L;
@@ -177,7 +270,8 @@ static void maybe_complete(proc *p)
     luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
     p->handles = 1; /* held until every close below is queued */
-    close_handle(p, (uv_handle_t *)&p->handle);
+    if (p->reap_timer_on)
+        close_handle(p, (uv_handle_t *)&p->reap_timer);
     if (p->in_open)
         close_handle(p, (uv_handle_t *)&p->in);
     if (p->out.mode == OUT_CAPTURE || p->out.mode == OUT_LINES)
@@ -188,26 +282,62 @@ static void maybe_complete(proc *p)
     beat_call_ref(L, on_exit, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, on_exit);
     p->handles--;
-    if (p->handles == 0) /* cannot happen: the process handle is pending */
+    if (p->handles == 0) /* cannot happen: the status pipe's close is pending */
         free(p);
 }
 
-static void on_process_exit(uv_process_t *h, int64_t status, int sig)
+/* The shim is gone: its status and whether it was hard-killed decide. */
+static void shim_exited(proc *p, int status)
 {
-    proc *p = h->data;
     if (p->abandoned) { /* hard-killed: stop waiting for pipes held by orphans */
         if (p->out.open)
             uv_read_stop((uv_stream_t *)&p->out.pipe);
         if (p->err.open)
             uv_read_stop((uv_stream_t *)&p->err.pipe);
-        if (p->status_open)
-            uv_read_stop((uv_stream_t *)&p->status);
-        p->out.open = p->err.open = p->status_open = 0;
+        p->out.open = p->err.open = 0;
     }
     p->exited = 1;
-    p->exit_status = status;
-    p->term_signal = sig;
+    if (status < 0) { /* reaped elsewhere (beat's exit sweep): the report decides */
+        p->exit_status = -1;
+    } else if (WIFSIGNALED(status)) {
+        p->term_signal = WTERMSIG(status);
+    } else {
+        p->exit_status = WEXITSTATUS(status);
+    }
     maybe_complete(p);
+}
+
+/* Reaps the shim once its status pipe has closed, which it does only by
+ * exiting. Returns 0 while it has not quite finished exiting. */
+static int reap(proc *p)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(p->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    shim_exited(p, r == p->pid ? status : -1);
+    return 1;
+}
+
+static void on_reap_timer(uv_timer_t *t)
+{
+    proc *p = t->data;
+    if (!p->exited && reap(p))
+        uv_timer_stop(t);
+}
+
+/* The status pipe reached end of file: the shim is exiting or gone. */
+static void status_closed(proc *p)
+{
+    if (p->exited || reap(p))
+        return;
+    uv_timer_init(beat_loop(p->L), &p->reap_timer);
+    p->reap_timer.data = p;
+    p->reap_timer_on = 1;
+    uv_timer_start(&p->reap_timer, on_reap_timer, 1, 1);
 }
 
 /* One scratch buffer serves every read: libuv calls the read callback
@@ -266,7 +396,7 @@ static void emit_line(stream *s, const char *data, size_t n)
     if (beat_pcall(L, 1, 0) != LUA_OK) {
         p->cb_error = strdup(lua_tostring(L, -1));
         lua_pop(L, 1);
-        kill(p->handle.pid, SIGTERM);
+        kill(p->pid, SIGTERM);
     }
 }
 
@@ -339,7 +469,7 @@ static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         uv_read_stop(h);
         p->status_open = 0;
-        maybe_complete(p);
+        status_closed(p);
     }
 }
 
@@ -396,14 +526,61 @@ static int queue_write(proc *p, const char *data, size_t n)
     return rc;
 }
 
-/* Reads one output spec {mode=, max=, path=, fn=} from the table at idx. */
+/* A descriptor the child gets is moved to 4 or above, so that putting the
+ * child's fds 0-3 in place never overwrites one not yet placed (beat may
+ * run with its own 0-2 closed). Returns the fd, or -1 with errno. */
+static int lift(int fd)
+{
+    int high;
+    if (fd < 0 || fd > 3)
+        return fd;
+    high = fcntl(fd, F_DUPFD_CLOEXEC, 4);
+    close(fd);
+    return high;
+}
+
+/* A pipe between beat and the child: beat's end (read when beat_reads)
+ * opened on the libuv handle h, the child's end in *child. Returns 0 or
+ * an errno; on failure h is initialised only if *inited is set. The
+ * child's stdin is a socket pair, as libuv's own: closing it with pending
+ * writes flushed (uv_shutdown) needs shutdown(2), which a pipe refuses. */
+static int open_pipe(uv_loop_t *loop, uv_pipe_t *h, void *data, int beat_reads,
+                     int *child, int *inited)
+{
+    int fds[2], mine;
+    *inited = 0;
+    if (beat_reads ? pipe2(fds, O_CLOEXEC) != 0
+                   : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        return errno;
+    mine = beat_reads ? fds[0] : fds[1];
+    *child = lift(beat_reads ? fds[1] : fds[0]);
+    if (*child < 0) {
+        int err = errno;
+        close(mine);
+        return err;
+    }
+    uv_pipe_init(loop, h, 0);
+    h->data = data;
+    *inited = 1;
+    if (uv_pipe_open(h, mine) != 0) {
+        close(mine);
+        close(*child);
+        *child = -1;
+        return EMFILE;
+    }
+    return 0;
+}
+
+/* Reads one output spec {mode=, max=, path=, fn=} from the table at idx,
+ * and sets up what the child gets as that stream in *child (-1: /dev/null). */
 static void read_spec(lua_State *L, int idx, const char *field, stream *s,
-                      uv_stdio_container_t *c, proc *p)
+                      int *child, proc *p)
 {
     static const char *const modes[] = {"ignore", "capture", "file", "lines", NULL};
     s->p = p;
     s->fd = -1;
     s->fn_ref = LUA_NOREF;
+    *child = -1;
     lua_getfield(L, idx, field);
     if (lua_isnil(L, -1)) {
         s->mode = OUT_IGNORE;
@@ -417,7 +594,7 @@ static void read_spec(lua_State *L, int idx, const char *field, stream *s,
         lua_pop(L, 1);
         if (s->mode == OUT_FILE) {
             lua_getfield(L, -1, "path");
-            s->fd = open(luaL_checkstring(L, -1), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            s->fd = lift(open(luaL_checkstring(L, -1), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
             if (s->fd < 0)
                 s->open_errno = errno;
             lua_pop(L, 1);
@@ -434,20 +611,12 @@ static void read_spec(lua_State *L, int idx, const char *field, stream *s,
         if (s->head == NULL || s->tail == NULL)
             s->open_errno = ENOMEM;
     }
-    switch (s->mode) {
-    case OUT_IGNORE:
-        c->flags = UV_IGNORE;
-        break;
-    case OUT_FILE:
-        c->flags = UV_INHERIT_FD;
-        c->data.fd = s->fd;
-        break;
-    default:
-        uv_pipe_init(beat_loop(L), &s->pipe, 0);
-        s->pipe.data = s;
-        c->flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-        c->data.stream = (uv_stream_t *)&s->pipe;
-        s->open = 1;
+    if (s->mode == OUT_FILE) {
+        *child = s->fd;
+    } else if (s->mode == OUT_CAPTURE || s->mode == OUT_LINES) {
+        int err = open_pipe(beat_loop(L), &s->pipe, s, 1, child, &s->open);
+        if (err != 0 && s->open_errno == 0)
+            s->open_errno = err;
     }
 }
 
@@ -477,20 +646,52 @@ static char **string_array(lua_State *L, int idx, const char *field, int *ok)
     return arr;
 }
 
+/* Starts the shim with fds 0-3 from child[] (-1: /dev/null) in a new
+ * session, every signal at its default and none blocked. Returns 0 or an
+ * errno (exec and chdir failures included). */
+static int start_shim(pid_t *pid, const char *shim, char **argv, char **env,
+                      const char *cwd, const int child[4])
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    int rc;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    for (int fd = 0; fd < 4; fd++) {
+        if (child[fd] >= 0)
+            posix_spawn_file_actions_adddup2(&fa, child[fd], fd);
+        else
+            posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+    }
+    if (cwd != NULL)
+        posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                    POSIX_SPAWN_SETSIGDEF);
+    rc = posix_spawn(pid, shim, &fa, &attr, argv, env != NULL ? env : environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
 /* core.spawn(spec, on_exit) -> proc | nil, err, errno
  * spec = {file=, args={...}, env={"K=V", ...} | nil (inherit), cwd=,
  *         stdin = nil (/dev/null) | "pipe", stdout = spec, stderr = spec,
  *         grace_ms = n}; on_exit(result) runs once when the command is done. */
 static int exec_spawn(lua_State *L)
 {
-    uv_process_options_t opts;
-    uv_stdio_container_t stdio[4];
     char **args = NULL, **env = NULL, **shim_args = NULL;
     char grace[32], parent[32];
-    const char *file, *cwd;
+    const char *file, *cwd, *shim;
+    int child[4] = {-1, -1, -1, -1};
     proc **box;
     proc *p;
-    int ok, rc, devnull = -1, nargs = 0, tried = 0, file_error;
+    int ok, rc = 0, nargs = 0, file_error, is_beat, a = 0, status_inited = 0;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -515,28 +716,21 @@ static int exec_spawn(lua_State *L)
     p->box = box;
     p->self_ref = p->on_exit_ref = LUA_NOREF;
 
-    memset(&opts, 0, sizeof opts);
-    memset(stdio, 0, sizeof stdio);
     lua_getfield(L, 1, "stdin");
-    if (lua_isnil(L, -1)) {
-        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        stdio[0].flags = UV_INHERIT_FD;
-        stdio[0].data.fd = devnull;
-    } else {
-        uv_pipe_init(beat_loop(L), &p->in, 0);
-        p->in.data = p;
-        stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-        stdio[0].data.stream = (uv_stream_t *)&p->in;
-        p->in_open = 1;
+    if (!lua_isnil(L, -1)) {
+        int err = open_pipe(beat_loop(L), &p->in, p, 0, &child[0], &p->in_open);
+        if (err != 0)
+            rc = -err;
     }
     lua_pop(L, 1);
-    read_spec(L, 1, "stdout", &p->out, &stdio[1], p);
-    read_spec(L, 1, "stderr", &p->err, &stdio[2], p);
-    uv_pipe_init(beat_loop(L), &p->status, 0);
-    p->status.data = p;
-    stdio[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[3].data.stream = (uv_stream_t *)&p->status;
-    p->status_open = 1;
+    read_spec(L, 1, "stdout", &p->out, &child[1], p);
+    read_spec(L, 1, "stderr", &p->err, &child[2], p);
+    if (rc == 0) {
+        int err = open_pipe(beat_loop(L), &p->status, p, 1, &child[3], &status_inited);
+        if (err != 0)
+            rc = -err;
+    }
+    p->status_open = status_inited;
 
     args = string_array(L, 1, "args", &ok);
     if (p->out.open_errno != 0 || p->err.open_errno != 0)
@@ -546,54 +740,46 @@ static int exec_spawn(lua_State *L)
     if (args != NULL)
         while (args[nargs] != NULL)
             nargs++;
-    shim_args = ok ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
+    shim = shim_file(&is_beat);
+    shim_args = ok && rc == 0 ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
     if (shim_args == NULL) {
         rc = p->out.open_errno ? -p->out.open_errno
-           : p->err.open_errno ? -p->err.open_errno : UV_ENOMEM;
+           : p->err.open_errno ? -p->err.open_errno
+           : rc != 0 ? rc : UV_ENOMEM;
     } else {
         snprintf(parent, sizeof parent, "%d", (int)getpid());
-        shim_args[0] = (char *)beat_exe_path();
-        shim_args[1] = "__shim";
-        shim_args[2] = grace;
-        shim_args[3] = parent;
-        shim_args[4] = (char *)file;
+        if (is_beat) {
+            shim_args[a++] = (char *)shim;
+            shim_args[a++] = "__shim";
+        } else {
+            shim_args[a++] = "beat-shim";
+        }
+        shim_args[a++] = grace;
+        shim_args[a++] = parent;
+        shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
-            shim_args[5 + i] = args[i];
-        opts.file = beat_exe_path();
-        opts.args = shim_args;
-        opts.env = env;
-        opts.cwd = cwd;
-        opts.flags = UV_PROCESS_DETACHED;
-        opts.stdio = stdio;
-        opts.stdio_count = 4;
-        opts.exit_cb = on_process_exit;
-        p->handle.data = p;
-        tried = 1;
-        rc = uv_spawn(beat_loop(L), &p->handle, &opts);
+            shim_args[a++] = args[i];
+        rc = -start_shim(&p->pid, shim, shim_args, env, cwd, child);
     }
     free(args);
     free(env);
     free(shim_args);
-    if (devnull >= 0)
-        close(devnull);
-    if (p->out.fd >= 0)
-        close(p->out.fd);
-    if (p->err.fd >= 0)
-        close(p->err.fd);
+    for (int fd = 0; fd < 4; fd++) /* the child's ends (the output files among them) */
+        if (child[fd] >= 0)
+            close(child[fd]);
 
     if (rc != 0) {
         /* nothing started: undo what was set up, report the world's failure */
         p->handles = 1;
         file_error = p->out.open_errno != 0 || p->err.open_errno != 0;
-        if (tried) /* uv_spawn ran: its handle needs closing */
-            close_handle(p, (uv_handle_t *)&p->handle);
         if (p->in_open)
             close_handle(p, (uv_handle_t *)&p->in);
         if (p->out.open)
             close_handle(p, (uv_handle_t *)&p->out.pipe);
         if (p->err.open)
             close_handle(p, (uv_handle_t *)&p->err.pipe);
-        close_handle(p, (uv_handle_t *)&p->status);
+        if (status_inited)
+            close_handle(p, (uv_handle_t *)&p->status);
         luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
         if (--p->handles == 0)
@@ -625,7 +811,7 @@ static int proc_pid(lua_State *L)
     proc **box = checkproc(L);
     if (*box == NULL)
         return 0;
-    lua_pushinteger(L, (*box)->handle.pid);
+    lua_pushinteger(L, (*box)->pid);
     return 1;
 }
 
@@ -645,7 +831,7 @@ static int proc_kill(lua_State *L)
     if (sig == SIGKILL)
         sig = BEAT_SIG_KILLALL;
     if (sig == SIGTERM || sig == SIGINT || sig == BEAT_SIG_KILLALL || p->cmd_pid <= 0)
-        lua_pushboolean(L, kill(p->handle.pid, sig) == 0);
+        lua_pushboolean(L, kill(p->pid, sig) == 0);
     else
         lua_pushboolean(L, kill(-p->cmd_pid, sig) == 0);
     return 1;
@@ -664,8 +850,8 @@ static int proc_hard_kill(lua_State *L)
         kill(-p->cmd_pid, SIGCONT);
         kill(-p->cmd_pid, SIGKILL);
     }
-    kill(p->handle.pid, SIGCONT);
-    kill(p->handle.pid, SIGKILL);
+    kill(p->pid, SIGCONT);
+    kill(p->pid, SIGKILL);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /*
- * main.c: boot. Either become a process shim (see shim.c), or create the
+ * main.c: boot. Either become a process shim (`beat __shim`, the fallback
+ * of the shim embedded in beat, see exec.c and shim.c), or create the
  * Lua state and hand argv to the CLI written in Lua (lua/beat/cli.lua),
  * whose return value is the exit status.
  */
@@ -16,7 +17,7 @@ int main(int argc, char **argv)
     int status;
 
     if (argc > 1 && strcmp(argv[1], "__shim") == 0)
-        return beat_shim_main(argc, argv);
+        return beat_shim_main(argc - 1, argv + 1);
 
     L = beat_new_state(argc, argv);
     if (L == NULL) {

@@ -1,7 +1,8 @@
 /*
  * proctree.c: find and signal every descendant of a process by walking
  * /proc. Used by the shim (its command's whole tree, including processes
- * that left the process group with setsid) and by beat at exit.
+ * that left the process group with setsid) and by beat at exit. Built into
+ * the embedded shim too, so it uses libc only.
  *
  * One kind of descendant is left alone, with its whole subtree: a beat run
  * started with --detach (`beat loop ... --detached-run`, see detach.c). It
@@ -17,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "shim.h"
 
 typedef struct {
     pid_t pid, ppid;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -554,9 +555,20 @@ static int core_winsize(lua_State *L)
 
 /* Kills every process below beat, sweeping again until none is left, so
  * processes forked during a sweep (and children of killed shims, which beat
- * inherits as subreaper) are caught too. */
+ * inherits as subreaper) are caught too. Called only on the way out. beat
+ * is a subreaper, so every descendant is a child of beat or below one:
+ * once the children that already exited are reaped and none is left
+ * (ECHILD), there is nothing to sweep and /proc is not read at all. */
 void beat_kill_all_descendants(void)
 {
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        if (pid > 0 || (pid < 0 && errno == EINTR))
+            continue;
+        if (pid < 0 && errno == ECHILD)
+            return;
+        break; /* children are alive */
+    }
     for (int i = 0; i < 100; i++)
         if (beat_kill_descendants(getpid(), SIGKILL, 0) == 0)
             return;

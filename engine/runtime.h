@@ -10,9 +10,7 @@
 #include <lauxlib.h>
 #include <uv.h>
 
-/* The signal a shim takes as "end everything now": sent by beat for
- * proc:kill("KILL") and delivered by the kernel when beat dies. */
-#define BEAT_SIG_KILLALL (SIGRTMIN + 1)
+#include "shim.h" /* BEAT_SIG_KILLALL, the shim, the /proc walk */
 
 #define BEAT_MODULE(name, opener) int opener(lua_State *L);
 #include "modules.h"

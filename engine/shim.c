@@ -1,9 +1,13 @@
 /*
- * shim.c: `beat __shim GRACE_MS PARENT_PID FILE ARGV0 ARGS...`
+ * shim.c: the supervisor of one command, `beat-shim GRACE_MS PARENT_PID
+ * FILE ARGV0 ARGS...`.
  *
- * beat starts every command through this small shim of its own binary, in
- * a new session. The shim guarantees that no process of the command
- * outlives it or beat:
+ * beat starts every command through this shim, in a new session. The shim
+ * is built from this file and proctree.c alone, linked only with libc,
+ * and embedded in beat's binary (exec.c starts it from a memfd); the same
+ * code is also reachable as `beat __shim ...` (main.c), the fallback where
+ * the embedded one cannot run. The shim guarantees that no process of the
+ * command outlives it or beat:
  *   - it is a child subreaper, so descendants that leave the process group
  *     (setsid, double fork) are reparented to it and still found;
  *   - it asks the kernel for BEAT_SIG_KILLALL when beat dies, even by
@@ -30,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "shim.h"
 
 static void report(const char *what, int n)
 {
@@ -123,12 +127,13 @@ int beat_shim_main(int argc, char **argv)
     pid_t parent, child;
     int child_status = 0, child_done = 0, code;
 
-    if (argc < 6) {
-        fprintf(stderr, "beat __shim: internal use only\n");
+    if (argc < 5) {
+        fprintf(stderr, "beat shim: internal use only\n");
         return 2;
     }
-    grace_ms = atoll(argv[2]);
-    parent = (pid_t)atoi(argv[3]);
+    prctl(PR_SET_NAME, "beat-shim"); /* started from a memfd, it would be named "12" */
+    grace_ms = atoll(argv[1]);
+    parent = (pid_t)atoi(argv[2]);
 
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
@@ -147,7 +152,7 @@ int beat_shim_main(int argc, char **argv)
         return 137;
     fcntl(3, F_SETFD, FD_CLOEXEC);
 
-    child = start_command(argv[4], argv + 5, &orig);
+    child = start_command(argv[3], argv + 4, &orig);
     if (child < 0) {
         report("error", (int)-child);
         return 127;
@@ -211,3 +216,14 @@ int beat_shim_main(int argc, char **argv)
     }
     return code;
 }
+
+#ifdef BEAT_SHIM_STANDALONE
+/* The embedded helper. `beat-shim probe` exits 0 at once: beat runs it
+ * once to learn that the helper can be executed at all. */
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "probe") == 0)
+        return 0;
+    return beat_shim_main(argc, argv);
+}
+#endif

@@ -201,3 +201,129 @@ describe("beat.spawn", function()
     assert.equal("got-usr1\n", r.stdout)
   end)
 end)
+
+describe("the shim every command starts through", function()
+  -- The recipe runs a command with a timeout whose grandchild escapes with
+  -- setsid, then starts one more such tree and waits to be killed with -9.
+  local function kill9_recipe(dir, m1, m2, m3, m4)
+    return H.recipe(dir, ([[
+      local beat = require "beat"
+      local p = assert(beat.spawn({ "sleep", "%s" }))
+      local f = io.popen("readlink /proc/" .. p.pid .. "/exe")
+      local exe = f:read("l")
+      f:close()
+      local comm   -- the shim names itself once started: give it 2 s
+      for _ = 1, 40 do
+        f = io.open("/proc/" .. p.pid .. "/comm")
+        comm = f:read("l")
+        f:close()
+        if comm == "beat-shim" then break end
+        beat.sleep(0.05)
+      end
+      p:kill("KILL")
+      local r = beat.exec("setsid sleep %s & sleep 30", { timeout = 0.3, grace = 0.2 })
+      f = io.open("%s/first", "w")
+      f:write(exe, "\n", comm, "\n", r.code, "\n")
+      f:close()
+      beat.go(function() beat.exec("trap '' TERM; sleep %s & wait") end)
+      beat.exec("setsid sleep %s & sleep 100")
+    ]]):format(m1, m2, dir, m3, m4))
+  end
+
+  local function wait_file(path)
+    for _ = 1, 200 do
+      local data = beat.fs.read(path)
+      if data and data:sub(-1) == "\n" then return data end
+      beat.sleep(0.05)
+    end
+    error("no " .. path)
+  end
+
+  for _, case in ipairs {
+    { name = "the copy embedded in beat, run from memory", env = nil,
+      exe = "^/memfd:beat%-shim" },
+    { name = "beat's own binary (BEAT_SHIM=binary, the fallback)", env = { BEAT_SHIM = "binary" } },
+  } do
+    it(("is %s, and ends escaped descendants on timeout and when beat is killed with SIGKILL")
+      :format(case.name), function()
+      local dir = H.tmpdir()
+      local m1, m2, m3, m4 = H.marker(), H.marker(), H.marker(), H.marker()
+      local p = assert(beat.spawn({ H.bin, "run", kill9_recipe(dir, m1, m2, m3, m4) }, { env = case.env }))
+      local exe, comm, code = wait_file(dir .. "/first"):match("^(.-)\n(.-)\n(%d+)\n$")
+      if case.exe then
+        assert.matches(case.exe, exe)
+      else
+        assert.equal(beat.fs.realpath(H.bin), exe)
+      end
+      assert.equal("beat-shim", comm)
+      assert.equal("124", code)
+      assert.same({}, H.wait_gone(m1, 2))
+      assert.same({}, H.wait_gone(m2, 2))
+      assert.is_true(H.wait_started(m3) and H.wait_started(m4))
+      local recs = beat.exec({ "sh", "-c", "cat /proc/" .. p.pid .. "/task/*/children" }).stdout
+      local beat_pid = assert(recs:match("%d+"), "beat's pid")
+      beat.exec { "kill", "-KILL", beat_pid }
+      assert.equal(137, p:wait().code)
+      assert.same({}, H.wait_gone(m3, 1))
+      assert.same({}, H.wait_gone(m4, 1))
+    end)
+  end
+
+  it("passes no descriptor of beat's to the command", function()
+    local r = assert(beat.exec({ "sh", "-c", "ls -l /proc/$$/fd" }))
+    assert.not_matches("memfd", r.stdout)
+    assert.not_matches("beat%-shim", r.stdout)
+  end)
+end)
+
+describe("beat at exit", function()
+  it("reads no other process's /proc entry when it never started a process", function()
+    if not require("beat.exec").which("strace") then
+      pending("strace is not installed")
+      return
+    end
+    local out = H.tmpdir() .. "/trace"
+    local r = assert(beat.exec { "strace", "-f", "-qq", "-e", "trace=openat", "-o", out, H.bin, "version" })
+    if r.code ~= 0 then
+      pending("strace cannot trace here: " .. r.stderr)
+      return
+    end
+    assert.matches("openat", H.read(out))
+    assert.not_matches("/proc/%d+/stat", H.read(out))
+  end)
+
+  it("still ends a process that escaped to beat itself", function()
+    local dir = H.tmpdir()
+    local m = H.marker()
+    local recipe = H.recipe(dir, ([[
+      os.execute("setsid sleep %s >/dev/null 2>&1 &")
+    ]]):format(m))
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    assert.same({}, H.wait_gone(m, 2))
+  end)
+end)
+
+describe("beat at start", function()
+  it("maps libgit2 only once beat.git is first used, from the module embedded in beat", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local function mapped()
+        local git, module = false, false
+        for line in io.lines("/proc/self/maps") do
+          if line:find("libgit2", 1, true) then git = true end
+          if line:find("memfd:beat-git.so", 1, true) then module = true end
+        end
+        return tostring(git) .. " " .. tostring(module)
+      end
+      local beat = require "beat"
+      print(mapped())
+      assert(beat.git.open(...))
+      print(mapped())
+    ]])
+    local repo = H.git_repo { ["a.txt"] = "a\n" }
+    local r = H.beat { "run", recipe, repo }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("false false\ntrue true\n", r.stdout)
+  end)
+end)

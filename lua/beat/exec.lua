@@ -66,18 +66,25 @@ local function output_spec(fn, name, v, max)
   fail(fn, "opts.%s must be true, false, a file path or a function, got %s", name, type(v))
 end
 
---- The environment beat was started with, as a table name → value.
+local started_env -- read once: what beat was started with does not change
+
+--- The environment beat was started with, as a table name → value (a new
+--- table each call; the caller may change it).
 ---@return table<string, string>
 function M.environ()
-  local vars = {}
-  local f = io.open("/proc/self/environ", "rb")
-  if f then
-    for kv in f:read("a"):gmatch("([^%z]+)") do
-      local k, v = kv:match("^([^=]+)=(.*)$")
-      if k then vars[k] = v end
+  if not started_env then
+    started_env = {}
+    local f = io.open("/proc/self/environ", "rb")
+    if f then
+      for kv in f:read("a"):gmatch("([^%z]+)") do
+        local k, v = kv:match("^([^=]+)=(.*)$")
+        if k then started_env[k] = v end
+      end
+      f:close()
     end
-    f:close()
   end
+  local vars = {}
+  for k, v in pairs(started_env) do vars[k] = v end
   return vars
 end
 

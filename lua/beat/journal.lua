@@ -1,7 +1,8 @@
 --- beat.journal: the record of a run on disk, `.beat/runs/<id>/`.
 ---
----   journal.jsonl  one JSON object per event, each fsync'd before the call
----                  returns — the source of truth for `beat show` and reports
+---   journal.jsonl  one JSON object per event, fsync'd before the call returns
+---                  (an iteration's progress records with its decision) — the
+---                  source of truth for `beat show` and reports
 ---   results.tsv    one row per iteration, for people
 ---   iter-N/        agent.log, eval.log (written by the strategies)
 ---
@@ -287,8 +288,16 @@ function Journal:_append(which, data, durable)
   m[#m + 1], m.size, m.absent = data, m.size + #data, false
 end
 
+-- Records of an iteration's progress, appended without an fsync of their
+-- own: the fsync of the iteration's decision record (every other event is
+-- fsync'd unless opts.sync is false) puts them on disk with it, so an
+-- iteration costs one fsync, and once its decision is on disk a crash loses
+-- nothing decided.
+M.PROGRESS = { agent = true, check = true, eval = true, guard = true, rate_limited = true }
+
 --- Appends one event and returns the record as written (sanitized, with
---- `event` and `time`); it is on disk when this returns, unless
+--- `event` and `time`); it is on disk when this returns, unless it is a
+--- progress record (M.PROGRESS: on disk with the next record that is) or
 --- `opts.sync` is false (cheap records such as phase changes: written, not
 --- fsync'd — they survive beat being killed, not the machine crashing). A
 --- deleted or changed run directory is put back first (see Journal:check).
@@ -302,7 +311,7 @@ function Journal:write(event, fields, opts)
   rec.time = require("beat._runtime").now()
   local line = json.encode(rec)
   self:check()
-  self:_append("path", line .. "\n", not (opts and opts.sync == false))
+  self:_append("path", line .. "\n", not (M.PROGRESS[event] or (opts and opts.sync == false)))
   return rec
 end
 
@@ -313,7 +322,8 @@ function Journal:row(row)
   local cells = {}
   for i, col in ipairs(TSV_COLUMNS) do cells[i] = tsv_field(row[col]) end
   self:check()
-  self:_append("tsv", table.concat(cells, "\t") .. "\n")
+  -- not fsync'd: a view for people, the journal is the record
+  self:_append("tsv", table.concat(cells, "\t") .. "\n", false)
 end
 
 --- The directory for iteration n's logs (created; the run directory is
@@ -323,7 +333,8 @@ end
 function Journal:iter_dir(n)
   local dir = ("%s/iter-%s"):format(self.dir, math.tointeger(n) or n)
   self:check()
-  fs.mkdir_p(dir)
+  local ok, _, code = fs.mkdir(dir)
+  if not ok and code ~= fs.errno.EEXIST then fs.mkdir_p(dir) end -- one mkdir when it is there
   return dir
 end
 

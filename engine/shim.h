@@ -1,0 +1,32 @@
+/*
+ * The per-command shim (shim.c) and the /proc walk (proctree.c). These two
+ * files build twice: into beat, and on their own, linked only with a libc,
+ * as the small helper beat embeds and starts commands through (exec.c).
+ * So this header names nothing from Lua or libuv.
+ */
+#ifndef BEAT_SHIM_H
+#define BEAT_SHIM_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* The signal a shim takes as "end everything now": sent by beat for
+ * proc:kill("KILL") and delivered by the kernel when beat dies. A fixed
+ * number, not SIGRTMIN + 1: SIGRTMIN is 34 in glibc (beat) but 35 in musl
+ * (the embedded shim may be built with either); 35 is free in both. */
+#define BEAT_SIG_KILLALL 35
+
+/* shim.c: argv = {name, GRACE_MS, PARENT_PID, FILE, ARGV0, ARGS...} */
+int beat_shim_main(int argc, char **argv);
+
+/* proctree.c */
+int beat_kill_descendants(pid_t root, int sig, pid_t skip_group);
+int beat_live_children(pid_t parent);
+
+/* build/shim_blob.c (beat only): the helper's executable, built from
+ * shim.c and proctree.c by the Makefile and carried in beat's binary. */
+extern const unsigned char beat_shim_blob[];
+extern const size_t beat_shim_blob_size;
+
+#endif
