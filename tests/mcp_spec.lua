@@ -876,7 +876,7 @@ describe("beat mcp start with the official TypeScript SDK client", function()
       { name = "ListLoops", arguments = { limit = "all" } },
     }
     local r = assert(beat.exec({ NODE, H.root .. "/tests/fixtures/mcp-sdk-client.js", SDK_DIR, H.bin, dir, json.encode(calls) },
-      { timeout = 120 }))
+      { timeout = 120, env = env() }))
     assert.equal(0, r.code, r.stderr)
     local out = json.decode(r.stdout)
     assert.equal(LATEST, out.protocolVersion)

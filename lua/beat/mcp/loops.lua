@@ -1,6 +1,8 @@
 --- beat.mcp.loops: the handlers of the tools that read loops — LoopStatus,
---- ListLoops, LoopDiff, LoopReport. They read run directories and git
---- snapshots; they never change a run or a work tree.
+--- ListLoops, LoopDiff, LoopReport. They read loops through beat.runs (the
+--- run index, the journals, the processes) and git snapshots; they never
+--- change a loop or a work tree (LoopReport may write its chart into the
+--- run directory).
 local beat = require "beat"
 local fs = require "beat.fs"
 local json = require "beat.mcp.json"
