@@ -4,10 +4,27 @@
 #ifndef BEAT_FS_H
 #define BEAT_FS_H
 
+#include <errno.h>
 #include <stddef.h>
+#include <unistd.h>
 
 /* Writes all n bytes to fd, retrying short writes and EINTR; -1 with errno
- * set. */
-int fs_write_all(int fd, const void *data, size_t n);
+ * set. Inline, so that the git module (a shared object of its own, which
+ * cannot see beat's symbols) carries its own copy. */
+static inline int fs_write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
 
 #endif
