@@ -346,28 +346,11 @@ void beat_interrupts_close(void)
     uv_close((uv_handle_t *)&intr_async, NULL);
 }
 
-/* coroutine.resume(co, ...), the library's (upvalue 1), recording that co
- * runs until it yields or ends. */
-static int tracked_resume(lua_State *L)
+/* Calls the library's function (upvalue 1) with the arguments on the
+ * stack, recording that co (when not NULL) runs until it yields or ends,
+ * and L again afterwards; its errors propagate unchanged. */
+static int call_tracked(lua_State *L, lua_State *co)
 {
-    lua_State *co = lua_tothread(L, 1);
-    int status;
-    luaL_argexpected(L, co != NULL, 1, "coroutine");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    enter_thread(co);
-    status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-    enter_thread(L);
-    if (status != LUA_OK)
-        return lua_error(L);
-    return lua_gettop(L);
-}
-
-/* A function made by coroutine.wrap: the library's (upvalue 1) for the
- * coroutine upvalue 2, recording that the coroutine runs. */
-static int tracked_wrapped(lua_State *L)
-{
-    lua_State *co = lua_tothread(L, lua_upvalueindex(2));
     int status;
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
@@ -378,6 +361,22 @@ static int tracked_wrapped(lua_State *L)
     if (status != LUA_OK)
         return lua_error(L);
     return lua_gettop(L);
+}
+
+/* coroutine.resume(co, ...), the library's (upvalue 1), recording that co
+ * runs until it yields or ends. */
+static int tracked_resume(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co != NULL, 1, "coroutine");
+    return call_tracked(L, co);
+}
+
+/* A function made by coroutine.wrap: the library's (upvalue 1) for the
+ * coroutine upvalue 2, recording that the coroutine runs. */
+static int tracked_wrapped(lua_State *L)
+{
+    return call_tracked(L, lua_tothread(L, lua_upvalueindex(2)));
 }
 
 /* coroutine.wrap(f): the library's (upvalue 1), tracked. */
