@@ -113,43 +113,6 @@ static const char *shim_file(int *is_beat)
     return file != NULL ? file : beat_exe_path();
 }
 
-enum { OUT_IGNORE, OUT_CAPTURE, OUT_FILE, OUT_LINES };
-
-typedef struct proc proc;
-
-typedef struct {
-    proc *p;
-    uv_pipe_t pipe;
-    int mode, open, fd, open_errno;
-    size_t max;        /* capture: bytes kept at most */
-    char *head;        /* capture: the first max/2 bytes */
-    size_t head_len;
-    char *tail;        /* capture: ring of the last max/2 bytes */
-    size_t tail_pos, tail_len;
-    size_t total;
-    int fn_ref;        /* lines: the Lua function */
-    char *line;        /* lines: the partial line */
-    size_t line_len, line_cap;
-} stream;
-
-struct proc {
-    pid_t pid;                /* the shim */
-    uv_timer_t reap_timer;    /* retries the reap while the shim is still exiting */
-    int reap_timer_on;
-    uv_pipe_t in, status;
-    stream out, err;
-    lua_State *L;
-    struct proc **box;        /* the userdata's pointer, cleared at completion */
-    int self_ref, on_exit_ref;
-    int in_open, status_open, exited, handles, abandoned;
-    pid_t cmd_pid;            /* the command itself (its process group), from the shim */
-    int64_t exit_status;
-    int term_signal;
-    char report[64];
-    size_t report_len;
-    char *cb_error;           /* first error raised by a lines callback */
-};
-
 static proc **checkproc(lua_State *L)
 {
     return luaL_checkudata(L, 1, "beat.proc");
@@ -177,30 +140,6 @@ static void close_handle(proc *p, uv_handle_t *h)
     uv_close(h, handle_closed);
 }
 
-static void push_captured(lua_State *L, stream *s)
-{
-    luaL_Buffer b;
-    if (s->mode != OUT_CAPTURE) {
-        lua_pushnil(L);
-        return;
-    }
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, s->head, s->head_len);
-    if (s->total > s->head_len + s->tail_len) {
-        char note[96];
-        snprintf(note, sizeof note, "\n... [%zu bytes truncated] ...\n",
-                 s->total - s->head_len - s->tail_len);
-        luaL_addstring(&b, note);
-    }
-    if (s->tail_len < s->max / 2 || s->tail_pos == 0) {
-        luaL_addlstring(&b, s->tail, s->tail_len);
-    } else { /* the ring wrapped: oldest bytes start at tail_pos */
-        luaL_addlstring(&b, s->tail + s->tail_pos, s->tail_len - s->tail_pos);
-        luaL_addlstring(&b, s->tail, s->tail_pos);
-    }
-    luaL_pushresult(&b);
-}
-
 /* Finds "key N" among the shim's report lines. */
 static int report_value(const char *report, const char *key, int *out)
 {
@@ -218,7 +157,7 @@ static int report_value(const char *report, const char *key, int *out)
 }
 
 /* Runs on_exit(result) once the shim has exited and all pipes are drained. */
-static void maybe_complete(proc *p)
+void exec_maybe_complete(proc *p)
 {
     lua_State *L = p->L;
     int on_exit = p->on_exit_ref;
@@ -249,9 +188,9 @@ static void maybe_complete(proc *p)
             lua_setfield(L, -2, "exec_error");
         }
     }
-    push_captured(L, &p->out);
+    exec_push_captured(L, &p->out);
     lua_setfield(L, -2, "stdout");
-    push_captured(L, &p->err);
+    exec_push_captured(L, &p->err);
     lua_setfield(L, -2, "stderr");
     lua_pushboolean(L, (p->out.mode == OUT_CAPTURE && p->out.total > p->out.max) ||
                        (p->err.mode == OUT_CAPTURE && p->err.total > p->err.max));
@@ -304,7 +243,7 @@ static void shim_exited(proc *p, int status)
     } else {
         p->exit_status = WEXITSTATUS(status);
     }
-    maybe_complete(p);
+    exec_maybe_complete(p);
 }
 
 /* Reaps the shim once its status pipe has closed, which it does only by
@@ -340,117 +279,6 @@ static void status_closed(proc *p)
     uv_timer_start(&p->reap_timer, on_reap_timer, 1, 1);
 }
 
-/* One scratch buffer serves every read: libuv calls the read callback
- * right after filling it, on this thread, and the callback consumes it. */
-static char read_buf[64 * 1024];
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    (void)suggested;
-    buf->base = read_buf;
-    buf->len = sizeof read_buf;
-}
-
-static void capture(stream *s, const char *data, size_t n)
-{
-    size_t half = s->max / 2, room = half - s->head_len;
-    if (room > 0) {
-        size_t k = n < room ? n : room;
-        memcpy(s->head + s->head_len, data, k);
-        s->head_len += k;
-        data += k;
-        n -= k;
-    }
-    if (half == 0)
-        return;
-    if (n >= half) { /* the chunk alone fills the tail */
-        memcpy(s->tail, data + n - half, half);
-        s->tail_len = half;
-        s->tail_pos = 0;
-        return;
-    }
-    while (n > 0) {
-        size_t k = half - s->tail_pos;
-        if (k > n)
-            k = n;
-        memcpy(s->tail + s->tail_pos, data, k);
-        s->tail_pos = (s->tail_pos + k) % half;
-        if (s->tail_len < half)
-            s->tail_len = s->tail_len + k > half ? half : s->tail_len + k;
-        data += k;
-        n -= k;
-    }
-}
-
-static void emit_line(stream *s, const char *data, size_t n)
-{
-    proc *p = s->p;
-    lua_State *L = p->L;
-    if (p->cb_error != NULL)
-        return;
-    if (n > 0 && data[n - 1] == '\r')
-        n--;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
-    lua_pushlstring(L, data, n);
-    if (beat_pcall(L, 1, 0) != LUA_OK) {
-        p->cb_error = strdup(lua_tostring(L, -1));
-        lua_pop(L, 1);
-        kill(p->pid, SIGTERM);
-    }
-}
-
-/* Splits the stream into lines; a line longer than max is cut into pieces
- * of max bytes, so memory stays bounded whatever the command prints. */
-static void split_lines(stream *s, const char *data, size_t n)
-{
-    while (n > 0) {
-        const char *nl = memchr(data, '\n', n);
-        size_t k = nl ? (size_t)(nl - data) : n;
-        if (s->line_len == 0 && nl != NULL) {
-            emit_line(s, data, k);
-        } else {
-            if (s->line_len + k > s->line_cap) {
-                size_t cap = s->line_len + k;
-                char *grown = realloc(s->line, cap);
-                if (grown == NULL)
-                    return;
-                s->line = grown;
-                s->line_cap = cap;
-            }
-            memcpy(s->line + s->line_len, data, k);
-            s->line_len += k;
-            if (nl != NULL || s->line_len >= s->max) {
-                emit_line(s, s->line, s->line_len);
-                s->line_len = 0;
-            }
-        }
-        data += k + (nl != NULL);
-        n -= k + (nl != NULL);
-    }
-}
-
-static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
-{
-    stream *s = h->data;
-    if (nread > 0) {
-        s->total += (size_t)nread;
-        if (s->mode == OUT_CAPTURE)
-            capture(s, buf->base, (size_t)nread);
-        else
-            split_lines(s, buf->base, (size_t)nread);
-    }
-    if (nread < 0) {
-        if (s->mode == OUT_LINES && s->line_len > 0) {
-            emit_line(s, s->line, s->line_len);
-            s->line_len = 0;
-        }
-        uv_read_stop(h);
-        s->open = 0;
-        maybe_complete(s->p);
-    }
-}
-
 static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 {
     proc *p = h->data;
@@ -470,153 +298,6 @@ static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         uv_read_stop(h);
         p->status_open = 0;
         status_closed(p);
-    }
-}
-
-typedef struct {
-    uv_write_t req;
-    char *data;
-} write_req;
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    free(req);
-}
-
-static void close_stdin(proc *p)
-{
-    uv_shutdown_t *req;
-    if (!p->in_open)
-        return;
-    req = malloc(sizeof *req);
-    if (req == NULL || uv_shutdown(req, (uv_stream_t *)&p->in, on_shutdown) != 0)
-        free(req);
-}
-
-static void on_written(uv_write_t *req, int status)
-{
-    write_req *w = (write_req *)req;
-    (void)status; /* EPIPE: the command did not read its input; not an error */
-    free(w->data);
-    free(w);
-}
-
-/* Queues data on the child's stdin; libuv keeps the order of writes and
- * copies the buffer list, the bytes stay alive until on_written. */
-static int queue_write(proc *p, const char *data, size_t n)
-{
-    write_req *w = malloc(sizeof *w);
-    uv_buf_t buf;
-    int rc;
-    if (w == NULL)
-        return UV_ENOMEM;
-    w->data = malloc(n ? n : 1);
-    if (w->data == NULL) {
-        free(w);
-        return UV_ENOMEM;
-    }
-    memcpy(w->data, data, n);
-    buf = uv_buf_init(w->data, (unsigned int)n);
-    rc = uv_write(&w->req, (uv_stream_t *)&p->in, &buf, 1, on_written);
-    if (rc != 0) {
-        free(w->data);
-        free(w);
-    }
-    return rc;
-}
-
-/* A descriptor the child gets is moved to 4 or above, so that putting the
- * child's fds 0-3 in place never overwrites one not yet placed (beat may
- * run with its own 0-2 closed). Returns the fd, or -1 with errno. */
-static int lift(int fd)
-{
-    int high;
-    if (fd < 0 || fd > 3)
-        return fd;
-    high = fcntl(fd, F_DUPFD_CLOEXEC, 4);
-    close(fd);
-    return high;
-}
-
-/* A pipe between beat and the child: beat's end (read when beat_reads)
- * opened on the libuv handle h, the child's end in *child. Returns 0 or
- * an errno; on failure h is initialised only if *inited is set. The
- * child's stdin is a socket pair, as libuv's own: closing it with pending
- * writes flushed (uv_shutdown) needs shutdown(2), which a pipe refuses. */
-static int open_pipe(uv_loop_t *loop, uv_pipe_t *h, void *data, int beat_reads,
-                     int *child, int *inited)
-{
-    int fds[2], mine;
-    *inited = 0;
-    if (beat_reads ? pipe2(fds, O_CLOEXEC) != 0
-                   : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-        return errno;
-    mine = beat_reads ? fds[0] : fds[1];
-    *child = lift(beat_reads ? fds[1] : fds[0]);
-    if (*child < 0) {
-        int err = errno;
-        close(mine);
-        return err;
-    }
-    uv_pipe_init(loop, h, 0);
-    h->data = data;
-    *inited = 1;
-    if (uv_pipe_open(h, mine) != 0) {
-        close(mine);
-        close(*child);
-        *child = -1;
-        return EMFILE;
-    }
-    return 0;
-}
-
-/* Reads one output spec {mode=, max=, path=, fn=} from the table at idx,
- * and sets up what the child gets as that stream in *child (-1: /dev/null). */
-static void read_spec(lua_State *L, int idx, const char *field, stream *s,
-                      int *child, proc *p)
-{
-    static const char *const modes[] = {"ignore", "capture", "file", "lines", NULL};
-    s->p = p;
-    s->fd = -1;
-    s->fn_ref = LUA_NOREF;
-    *child = -1;
-    lua_getfield(L, idx, field);
-    if (lua_isnil(L, -1)) {
-        s->mode = OUT_IGNORE;
-    } else {
-        luaL_checktype(L, -1, LUA_TTABLE);
-        lua_getfield(L, -1, "mode");
-        s->mode = luaL_checkoption(L, -1, NULL, modes);
-        lua_pop(L, 1);
-        lua_getfield(L, -1, "max");
-        s->max = (size_t)luaL_optinteger(L, -1, 0); /* the default (1 MiB) is policy: exec.lua */
-        lua_pop(L, 1);
-        if (s->mode == OUT_FILE) {
-            lua_getfield(L, -1, "path");
-            s->fd = lift(open(luaL_checkstring(L, -1), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-            if (s->fd < 0)
-                s->open_errno = errno;
-            lua_pop(L, 1);
-        } else if (s->mode == OUT_LINES) {
-            lua_getfield(L, -1, "fn");
-            luaL_checktype(L, -1, LUA_TFUNCTION);
-            s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        }
-    }
-    lua_pop(L, 1);
-    if (s->mode == OUT_CAPTURE) {
-        s->head = malloc(s->max / 2 + 1);
-        s->tail = malloc(s->max / 2 + 1);
-        if (s->head == NULL || s->tail == NULL)
-            s->open_errno = ENOMEM;
-    }
-    if (s->mode == OUT_FILE) {
-        *child = s->fd;
-    } else if (s->mode == OUT_CAPTURE || s->mode == OUT_LINES) {
-        int err = open_pipe(beat_loop(L), &s->pipe, s, 1, child, &s->open);
-        if (err != 0 && s->open_errno == 0)
-            s->open_errno = err;
     }
 }
 
@@ -718,15 +399,15 @@ static int exec_spawn(lua_State *L)
 
     lua_getfield(L, 1, "stdin");
     if (!lua_isnil(L, -1)) {
-        int err = open_pipe(beat_loop(L), &p->in, p, 0, &child[0], &p->in_open);
+        int err = exec_open_pipe(beat_loop(L), &p->in, p, 0, &child[0], &p->in_open);
         if (err != 0)
             rc = -err;
     }
     lua_pop(L, 1);
-    read_spec(L, 1, "stdout", &p->out, &child[1], p);
-    read_spec(L, 1, "stderr", &p->err, &child[2], p);
+    exec_read_spec(L, 1, "stdout", &p->out, &child[1], p);
+    exec_read_spec(L, 1, "stderr", &p->err, &child[2], p);
     if (rc == 0) {
-        int err = open_pipe(beat_loop(L), &p->status, p, 1, &child[3], &status_inited);
+        int err = exec_open_pipe(beat_loop(L), &p->status, p, 1, &child[3], &status_inited);
         if (err != 0)
             rc = -err;
     }
@@ -794,10 +475,10 @@ static int exec_spawn(lua_State *L)
     }
     *box = p;
     if (p->out.open)
-        uv_read_start((uv_stream_t *)&p->out.pipe, alloc_cb, on_read);
+        uv_read_start((uv_stream_t *)&p->out.pipe, exec_alloc_cb, exec_on_read);
     if (p->err.open)
-        uv_read_start((uv_stream_t *)&p->err.pipe, alloc_cb, on_read);
-    uv_read_start((uv_stream_t *)&p->status, alloc_cb, on_status);
+        uv_read_start((uv_stream_t *)&p->err.pipe, exec_alloc_cb, exec_on_read);
+    uv_read_start((uv_stream_t *)&p->status, exec_alloc_cb, on_status);
     lua_pushvalue(L, 2);
     p->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
@@ -867,7 +548,7 @@ static int proc_write(lua_State *L)
         lua_pushliteral(L, "stdin is closed");
         return 2;
     }
-    rc = queue_write(*box, data, n);
+    rc = exec_queue_write(*box, data, n);
     if (rc != 0) {
         lua_pushnil(L);
         lua_pushstring(L, uv_strerror(rc));
@@ -881,7 +562,7 @@ static int proc_close_stdin(lua_State *L)
 {
     proc **box = checkproc(L);
     if (*box != NULL)
-        close_stdin(*box);
+        exec_close_stdin(*box);
     return 0;
 }
 

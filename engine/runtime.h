@@ -25,6 +25,64 @@ int beat_pcall(lua_State *L, int nargs, int nresults);
 void beat_call_ref(lua_State *L, int ref, int nargs);
 const char *beat_exe_path(void);
 
+/* uv.c (besides luaopen_beat__runtime) */
+void beat_track_coroutines(lua_State *L);
+void beat_interrupts_close(void);
+
+/* exec.c and exec_io.c: a child process (the shim running the command)
+ * and the streams beat reads from it. */
+enum { OUT_IGNORE, OUT_CAPTURE, OUT_FILE, OUT_LINES };
+
+typedef struct proc proc;
+
+typedef struct {
+    proc *p;
+    uv_pipe_t pipe;
+    int mode, open, fd, open_errno;
+    size_t max;        /* capture: bytes kept at most */
+    char *head;        /* capture: the first max/2 bytes */
+    size_t head_len;
+    char *tail;        /* capture: ring of the last max/2 bytes */
+    size_t tail_pos, tail_len;
+    size_t total;
+    int fn_ref;        /* lines: the Lua function */
+    char *line;        /* lines: the partial line */
+    size_t line_len, line_cap;
+} stream;
+
+struct proc {
+    pid_t pid;                /* the shim */
+    uv_timer_t reap_timer;    /* retries the reap while the shim is still exiting */
+    int reap_timer_on;
+    uv_pipe_t in, status;
+    stream out, err;
+    lua_State *L;
+    struct proc **box;        /* the userdata's pointer, cleared at completion */
+    int self_ref, on_exit_ref;
+    int in_open, status_open, exited, handles, abandoned;
+    pid_t cmd_pid;            /* the command itself (its process group), from the shim */
+    int64_t exit_status;
+    int term_signal;
+    char report[64];
+    size_t report_len;
+    char *cb_error;           /* first error raised by a lines callback */
+};
+
+/* exec.c: runs on_exit(result) once the shim has exited and every pipe has
+ * reached end of file; does nothing before. */
+void exec_maybe_complete(proc *p);
+
+/* exec_io.c */
+void exec_push_captured(lua_State *L, stream *s);
+void exec_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void exec_on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+void exec_close_stdin(proc *p);
+int exec_queue_write(proc *p, const char *data, size_t n);
+int exec_open_pipe(uv_loop_t *loop, uv_pipe_t *h, void *data, int beat_reads,
+                   int *child, int *inited);
+void exec_read_spec(lua_State *L, int idx, const char *field, stream *s,
+                    int *child, proc *p);
+
 /* shim.c */
 int beat_shim_main(int argc, char **argv);
 
