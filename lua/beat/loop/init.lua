@@ -25,6 +25,7 @@ local task = require "beat.task"
 local journal = require "beat.journal"
 local duration = require "beat.duration"
 local size = require "beat.size"
+local check = require "beat.check"
 local R = require "beat.loop.run"
 require "beat.loop.control"   -- Run's methods for control requests and waiting
 require "beat.loop.tree"      -- Run's methods for snapshots and restores
@@ -91,16 +92,24 @@ end
 ---@field stop_when? fun(state: table): (boolean|string)
 ---@field listeners? (fun(event: string, record: table))[] called with every journal record and phase change (see Run:emit)
 
+-- The options every strategy takes (beat.check kinds); durations and sizes
+-- are parsed after the check, the rules between options below it.
+local LISTENERS = { "table", what = "a list of functions",
+  test = function(t) for _, f in pairs(t) do if type(f) ~= "function" then return false end end return true end }
 local COMMON = {
-  agent = "table", prompt = "string|function", cwd = "string", git = "boolean",
-  max_iterations = "number", max_consecutive_failures = "number", max_no_progress = "number",
-  cooldown = "number|string", max_duration = "number|string", max_cost_usd = "number",
-  agent_timeout = "number|string", continue_context = "boolean", commit_to = "string",
-  quiet = "boolean", feedback = "function", on_iteration = "function", on_keep = "function",
-  on_discard = "function", stop_when = "function", name = "string", runs_dir = "string",
-  max_rate_limit_waits = "number", rate_limit_cooldown = "number|string", listeners = "table",
-  max_file_size = "number|string",
-  cost_per_iteration = "number", protect = "string|table", default_protect = "boolean",
+  agent = { "table", required = true, what = "an agent with a run method (see beat.agent), such as beat.agent.claude{}",
+    test = function(a) return type(a.run) == "function" end },
+  prompt = { "string|function", required = true },
+  cwd = "string", git = "boolean", continue_context = "boolean", commit_to = "string", quiet = "boolean",
+  max_iterations = { "nonnegint", what = "an integer >= 0 (0: no limit)" },
+  max_consecutive_failures = "posint", max_no_progress = "posint", max_rate_limit_waits = "number",
+  cooldown = "number|string", max_duration = "number|string", agent_timeout = "number|string",
+  rate_limit_cooldown = "number|string", max_file_size = "number|string",
+  max_cost_usd = { "nonneg", what = "a finite number >= 0" },
+  cost_per_iteration = { "nonneg", what = "a finite number >= 0" },
+  feedback = "function", on_iteration = "function", on_keep = "function", on_discard = "function",
+  stop_when = "function", name = "string", runs_dir = "string", listeners = LISTENERS,
+  protect = "string|table", default_protect = "boolean",
 }
 
 local DURATIONS = { cooldown = true, max_duration = true, agent_timeout = true,
@@ -157,25 +166,26 @@ M.preflight = start.preflight
 function M.check_command(strategy, name, v, level)
   local fn = ("beat.strategy(%q)"):format(strategy)
   level = (level or 2) + 1
+  local label = "opts." .. name
   if M.callable(v) and name ~= "guard" and not name:match("^guard%[") then return end
   if type(v) == "string" then
-    if not v:match("%S") then error(("%s: option %s must be a command, got an empty string"):format(fn, name), level) end
+    if not v:match("%S") then check.fail(fn, label, "a command", v, level) end
   elseif type(v) == "table" then
     if type(v[1]) ~= "string" or not v[1]:match("%S") then
-      error(("%s: option %s must be a command (argv list with a program first), got an empty list"):format(fn, name), level)
+      check.fail(fn, label, "a command (an argv list with a program first)", v, level)
     end
     for i, a in ipairs(v) do
-      if type(a) ~= "string" then
-        error(("%s: option %s[%d] must be a string, got %s"):format(fn, name, i, type(a)), level)
-      end
+      if type(a) ~= "string" then check.fail(fn, ("%s[%d]"):format(label, i), "a string", a, level) end
     end
   else
-    error(("%s: option %s must be a command (string or argv list), got %s"):format(fn, name, type(v)), level)
+    check.fail(fn, label, "a command (a string or an argv list)", v, level)
   end
 end
 
 --- Validates opts against the common schema plus the strategy's own
---- (`extra`: name → "type|type"), fills defaults, parses durations.
+--- (`extra`: name → a beat.check kind such as "number|string"), fills
+--- defaults, parses durations and sizes. A bad option raises
+--- `beat.strategy("NAME"): opts.X must be <what>, got <value>` (beat.check).
 ---@param strategy string
 ---@param opts table
 ---@param extra table<string, string>
@@ -183,71 +193,37 @@ end
 ---@return table
 function M.options(strategy, opts, extra, defaults)
   local fn = ("beat.strategy(%q)"):format(strategy)
-  if type(opts) ~= "table" then error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3) end
+  if type(opts) ~= "table" then check.fail(fn, "opts", "a table", opts, 3) end
   local o = {}
   for k, v in pairs(defaults or {}) do o[k] = v end
   for k, v in pairs(opts) do o[k] = v end
   for k, v in pairs(session.overrides or {}) do o[k] = convert_override(v) end
-  for k, v in pairs(o) do
-    local want = COMMON[k] or extra[k]
-    if not want then
-      error(("%s: unknown option %q"):format(fn, tostring(k)), 3)
-    end
-    local ok = false
-    for kind in want:gmatch("[^|]+") do
-      if type(v) == kind then ok = true end
-    end
-    if not ok then
-      error(("%s: option %s must be %s, got %s%s"):format(fn, k, want:gsub("|", " or "), type(v),
-        type(v) == "string" and (" %q"):format(v) or ""), 3)
-    end
+  local schema = {}
+  for k, v in pairs(COMMON) do schema[k] = v end
+  for k, v in pairs(extra) do schema[k] = v end
+  check.options(fn, o, schema, { level = 3 })
+  for k in pairs(o) do
     if DURATIONS[k] then
-      local s, why = duration.parse(v)
-      if not s then error(("%s: option %s %s"):format(fn, k, why), 3) end
+      local s, why = duration.parse(o[k])
+      if not s then check.error(fn, ("opts.%s %s"):format(k, why), 3) end
       o[k] = s
     elseif k == "max_file_size" then
-      local n, why = size.parse(v)
-      if not n then error(("%s: option %s %s"):format(fn, k, why), 3) end
+      local n, why = size.parse(o[k])
+      if not n then check.error(fn, ("opts.%s %s"):format(k, why), 3) end
       o[k] = n
     end
   end
-  if o.max_iterations ~= nil and (math.type(o.max_iterations) ~= "integer" or o.max_iterations < 0) then
-    error(("%s: option max_iterations must be an integer >= 0 (0: no limit), got %s"):format(fn, tostring(o.max_iterations)), 3)
-  end
-  for _, k in ipairs { "max_consecutive_failures", "max_no_progress" } do
-    if o[k] ~= nil and (math.type(o[k]) ~= "integer" or o[k] < 1) then
-      error(("%s: option %s must be a positive integer, got %s"):format(fn, k, tostring(o[k])), 3)
-    end
-  end
-  for i, l in ipairs(o.listeners or {}) do
-    if type(l) ~= "function" then
-      error(("%s: option listeners[%d] must be a function, got %s"):format(fn, i, type(l)), 3)
-    end
-  end
-  if o.max_cost_usd ~= nil and not (o.max_cost_usd >= 0 and o.max_cost_usd < math.huge) then
-    error(("%s: option max_cost_usd must be a finite number >= 0, got %s"):format(fn, tostring(o.max_cost_usd)), 3)
-  end
   for _, k in ipairs { "agent_timeout", "max_duration", "eval_timeout", "check_timeout" } do
-    if o[k] ~= nil and not (o[k] > 0) then
-      error(("%s: option %s must be longer than 0, got %s"):format(fn, k, tostring(opts[k] or o[k])), 3)
-    end
-  end
-  if o.cost_per_iteration ~= nil and not (o.cost_per_iteration >= 0 and o.cost_per_iteration < math.huge) then
-    error(("%s: option cost_per_iteration must be a finite number >= 0, got %s"):format(fn, tostring(o.cost_per_iteration)), 3)
+    if o[k] ~= nil and not (o[k] > 0) then check.fail(fn, "opts." .. k, "longer than 0", opts[k] or o[k], 3) end
   end
   local perr = require("beat.protect").check_option(o)
-  if perr then error(("%s: option %s"):format(fn, perr), 3) end
+  if perr then check.error(fn, "opts." .. perr, 3) end
   if o.commit_to ~= nil then
     local why = M.branch_error(o.commit_to)
-    if why then error(("%s: option commit_to %s"):format(fn, why), 3) end
+    if why then check.error(fn, "opts.commit_to " .. why, 3) end
   end
-  if o.agent == nil then error(("%s: option agent is required (e.g. beat.agent.claude{})"):format(fn), 3) end
-  if type(o.agent.run) ~= "function" then
-    error(("%s: option agent must be an agent with a run method (see beat.agent)"):format(fn), 3)
-  end
-  if o.prompt == nil then error(("%s: option prompt is required"):format(fn), 3) end
   local berr = require("beat.budget").check(o)
-  if berr then error(("%s: option max_cost_usd: %s"):format(fn, berr), 3) end
+  if berr then check.error(fn, "opts.max_cost_usd: " .. berr, 3) end
   return o
 end
 
