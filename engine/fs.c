@@ -18,24 +18,6 @@
 #include "fs.h"
 #include "runtime.h"
 
-/* Writes all n bytes (retrying short writes and EINTR); -1 with errno.
- * Also for the other C modules (fs.h). */
-int fs_write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Best effort: makes a rename in path's directory durable. */
 static void fsync_parent(const char *path)
 {

@@ -1,13 +1,31 @@
 /*
- * fs.h — what fs.c offers the other C modules besides beat.fs.
+ * fs.h — what fs.c offers the other C modules besides beat.fs. Header-only:
+ * the git module is a shared object of its own (engine/gitload.c) and
+ * cannot call into the beat executable.
  */
 #ifndef BEAT_FS_H
 #define BEAT_FS_H
 
+#include <errno.h>
 #include <stddef.h>
+#include <unistd.h>
 
 /* Writes all n bytes to fd, retrying short writes and EINTR; -1 with errno
  * set. */
-int fs_write_all(int fd, const void *data, size_t n);
+static inline int fs_write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
 
 #endif

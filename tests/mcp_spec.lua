@@ -7,10 +7,40 @@ local json = require "beat.mcp.json"
 local SLOW = "sh " .. H.root .. "/tests/fixtures/mcp-slow-agent.sh"
 local FIX = "sh " .. H.root .. "/tests/fixtures/loop/fix-on-3.sh"
 local SET = "sh " .. H.root .. "/tests/fixtures/loop/set-value.sh"
+local AGENT = H.root .. "/tests/fixtures/control/agent.sh"
 local VERSIONS = { "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05", "2024-10-07" }
 local LATEST = VERSIONS[1]
 -- Waits for an answer are bounded loosely: the machine is shared and busy.
 local WAIT = 20
+
+-- Each spec gets a private run index (the tools list every run of it), set
+-- for every beat the spec starts.
+local STATE
+before_each(function() STATE = H.tmpdir() end)
+
+local function env(extra)
+  local e = { XDG_STATE_HOME = STATE }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+local function mkfifo(path)
+  assert(beat.exec({ "mkfifo", path }).code == 0)
+end
+
+-- Waits for a file to appear (bounded only against a broken beat).
+local function wait_file(path)
+  local deadline = beat.clock() + 60
+  while not beat.fs.exists(path) do
+    assert(beat.clock() < deadline, "timed out waiting for " .. path)
+    beat.sleep(0.02)
+  end
+end
+
+-- Writes a line to a fifo a fake agent waits on.
+local function release(path)
+  assert(beat.exec({ "sh", "-c", 'echo go > "$1"', "_", path }, { timeout = 60 }).code == 0)
+end
 
 -- pids of live processes whose environment holds marker.
 local function pids_with_env(marker)
@@ -36,7 +66,7 @@ local function start(opts)
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   c.proc = assert(beat.spawn(argv, {
     cwd = opts.cwd or H.tmpdir(), stdin = true, max_output = 64 * 1024 * 1024,
-    env = { BEAT_MCP_SPEC_MARK = c.mark },
+    env = env { BEAT_MCP_SPEC_MARK = c.mark, VALUES = opts.values, SYNC = opts.sync },
     stdout = function(line)
       local m = json.decode(line)
       local first = type(m) == "table" and (json.is_array(m) and m[1] or m) or nil
@@ -95,13 +125,40 @@ function Client:init(version)
   return a.result
 end
 
+-- Processes below pid (its whole tree, pid included while it lives).
+local function tree(pid)
+  local procs = require "beat.runs.proc"
+  local kids = {}
+  for _, st in ipairs(procs.all()) do
+    kids[st.ppid] = kids[st.ppid] or {}
+    table.insert(kids[st.ppid], st.pid)
+  end
+  local out, queue = {}, { procs.stat(pid) and pid or nil }
+  while #queue > 0 do
+    local p = table.remove(queue)
+    out[#out + 1] = p
+    for _, c in ipairs(kids[p] or {}) do queue[#queue + 1] = c end
+  end
+  return out
+end
+
 -- Closes stdin, waits for the exit; checks that stdout held only protocol
--- messages and that no process of the server is left.
-function Client:finish()
+-- messages and that no process of the server is left. `loops` (pids of
+-- detached loops the server started, which carry its environment and
+-- outlive it on purpose): their processes are not the server's.
+function Client:finish(loops)
   self.proc:close_stdin()
   local r = assert(self.proc:wait(WAIT), "the server did not exit after its input closed")
   assert.same({}, self.bad)
-  assert.same({}, pids_with_env(self.mark))
+  local theirs = {}
+  for _, pid in ipairs(loops or {}) do
+    for _, p in ipairs(tree(pid)) do theirs[p] = true end
+  end
+  local left = {}
+  for _, pid in ipairs(pids_with_env(self.mark)) do
+    if not theirs[pid] then left[#left + 1] = pid end
+  end
+  assert.same({}, left)
   return r
 end
 
@@ -112,7 +169,7 @@ local function error_of(a) return a and a.error and a.error.code, a and a.error 
 local function running_loop()
   local dir = H.git_repo { ["a.txt"] = "a\n" }
   local loop = assert(beat.spawn({ H.bin, "loop", "wait", "--until", "false", "-a", SLOW, "--max-iterations", "1" },
-    { cwd = dir, stdout = false, stderr = false, env = { SLOW_SECONDS = "120" } }))
+    { cwd = dir, stdout = false, stderr = false, env = env { SLOW_SECONDS = "120" } }))
   local deadline = beat.clock() + WAIT
   while beat.clock() < deadline do
     local ok, recs, _, id = pcall(H.last_run, dir)
@@ -130,9 +187,9 @@ end
 -- Two finished runs made by `beat loop`: retry (passed) then optimize.
 local function finished_runs()
   local dir = H.git_repo { ["bug.txt"] = "broken\n", ["value.txt"] = "10\n" }
-  local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", FIX, "--max-iterations", "5", "-q" })
+  local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", FIX, "--max-iterations", "5", "-q" }, env())
   assert.equal(0, r.code, r.stderr)
-  r = H.loop(dir, { "lower", "--eval", "cat value.txt", "-a", SET, "--max-iterations", "3", "-q" }, { VALUES = "8 9 5" })
+  r = H.loop(dir, { "lower", "--eval", "cat value.txt", "-a", SET, "--max-iterations", "3", "-q" }, env { VALUES = "8 9 5" })
   assert.equal(0, r.code, r.stderr)
   local runs = require("beat.journal").list(dir .. "/.beat/runs")
   return dir, runs[1].id, runs[2].id
@@ -257,13 +314,16 @@ describe("beat mcp start", function()
       { "LoopStatus", {}, "LoopStatus: missing required argument loopId (a string)" },
       { "ListLoops", { limit = 0 }, "ListLoops: argument limit must be an integer from 1 to 100, got 0" },
       { "ListLoops", { limit = 2.5 }, "ListLoops: argument limit must be an integer from 1 to 100, got 2.5" },
-      { "ListLoops", { status = "done" }, 'ListLoops: argument status must be one of "starting", "running", "paused", "passed", "completed", "failed", "stopped", "cancelled", "interrupted", "crashed", got "done"' },
+      { "ListLoops", { status = "done" }, 'ListLoops: argument status must be one of "starting", "running", "paused", "passed", "failed", "completed", "stopped", "cancelled", "interrupted", "crashed", "missing", got "done"' },
       { "LoopStatus", { loopId = "x", waitMs = "5" }, 'LoopStatus: argument waitMs must be an integer from 0 to 600000, got "5"' },
       { "LoopStatus", { loopId = "" }, "LoopStatus: argument loopId must not be empty" },
       { "LoopDiff", { loopId = "x", colour = 1 }, "LoopDiff: unknown argument colour (expected iteration, loopId, maxBytes, patch, workingDirectory)" },
       { "CreateLoop", { prompt = "x", strategy = "fast", exitCondition = "true" }, 'CreateLoop: argument strategy must be one of "retry", "optimize", got "fast"' },
       { "CreateLoop", { prompt = "x", strategy = "retry", exitCondition = "true", guards = { "ok", 3 } }, "CreateLoop: argument guards[1] must be a string, got 3" },
       { "CreateLoop", { prompt = "x", strategy = "retry", exitCondition = "true", maxIterations = -1 }, "CreateLoop: argument maxIterations must be an integer >= 0, got -1" },
+      { "CreateLoop", { prompt = "x", exitCondition = "true" }, 'CreateLoop: missing required argument strategy (one of "retry", "optimize")' },
+      { "CreateLoop", { prompt = "x", strategy = "retry", exitCondition = "true", pipelineSteps = {} }, "CreateLoop: argument pipelineSteps must have at least 1 item, got 0" },
+      { "PauseLoop", { loopId = "x", force = "yes" }, 'PauseLoop: argument force must be a boolean, got "yes"' },
       { "RunRecipe", { recipe = "r.lua", set = { x = { 1 } } }, "RunRecipe: argument set.x must be a string or a number or a boolean, got an array" },
     }
     for i, case in ipairs(cases) do
@@ -372,11 +432,18 @@ describe("beat mcp start", function()
     assert.equal(4, #report.rows)
     assert.equal("pass", report.rows[4].status)
     assert.matches("iteration%s+snapshot%s+score%s+status", report.text)
-    assert.is_true(c:tool(13, "LoopReport", { loopId = retry_id, format = "svg" }).isError)
+    assert.matches("^run %w+ %(retry%): passed", report.text)          -- beat.report's text
+    local html = c:tool(13, "LoopReport", { loopId = opt_id, format = "html" })
+    local path = ("%s/.beat/runs/%s/report.html"):format(dir, opt_id)
+    assert.equal(path, html.structuredContent.htmlPath)
+    assert.matches("^<!DOCTYPE html>", H.read(path))
+    assert.matches("html: " .. path:gsub("%p", "%%%0") .. "$", html.content[1].text)
 
     err = c:tool(14, "LoopStatus", { loopId = "zzz" })
-    assert.equal(("no loop zzz in %s/.beat/runs (ListLoops shows the loops there)"):format(beat.fs.realpath(dir)), err.content[1].text)
-    assert.matches("^loopId m%w* is ambiguous", c:tool(15, "LoopStatus", { loopId = opt_id:sub(1, 1) }).content[1].text)
+    assert.equal("no loop zzz (ListLoops lists them)", err.content[1].text)
+    assert.matches("^loopId m%w* is ambiguous: ", c:tool(15, "LoopStatus", { loopId = opt_id:sub(1, 1) }).content[1].text)
+    assert.equal("argument loopId must be letters and digits (a run id, a unique prefix of one, or last), got '../x'",
+      c:tool(17, "LoopStatus", { loopId = "../x" }).content[1].text)
     assert.matches("is not a directory$", c:tool(16, "ListLoops", { workingDirectory = "/nonexistent" }).content[1].text)
     assert.equal(0, c:finish().code)
   end)
@@ -391,26 +458,33 @@ describe("beat mcp start", function()
     beat.exec { "kill", "-KILL", tostring(pid) }
     loop:wait()
     s = c:tool(3, "LoopStatus", { loopId = id }).structuredContent.loop
-    assert.equal("crashed", s.status)
+    assert.same({ "crashed", false, "finished" }, { s.status, s.alive, s.phase })
+    -- a crashed loop is closed by the server itself: cancelled, at its best snapshot
+    local cancel = c:tool(4, "CancelLoop", { loopId = id, reason = "gone" }).structuredContent
+    assert.same({ "cancelled", "gone" }, { cancel.status, cancel.reason })
+    local recs = H.last_run(dir)
+    assert.same({ "run_end", "cancelled", "gone" }, { recs[#recs].event, recs[#recs].status, recs[#recs].reason })
     assert.equal(0, c:finish().code)
   end)
 
-  it("does not take a younger process that got a run's pid for the run", function()
+  it("does not take a process that reused a run's pid for the run", function()
     local dir = H.tmpdir()
     local sleeper = assert(beat.spawn({ "sleep", "60" }, { stdout = false }))
     finally(function() sleeper:kill("KILL") sleeper:wait() end)
-    local pid = sleeper.pid   -- a live process started just now
-    for id, age in pairs { aaaa0001 = 3600, aaaa0002 = -60 } do
+    local me = require("beat.runs.proc").identity(sleeper.pid)   -- a live process
+    for id, start_time in pairs { aaaa0001 = me.start_time - 100, aaaa0002 = me.start_time } do
       beat.fs.mkdir_p(dir .. "/.beat/runs/" .. id)
       H.write(dir .. "/.beat/runs/" .. id .. "/journal.jsonl", json.encode {
-        event = "run_start", id = id, strategy = "retry", pid = pid, time = beat.now() - age, cwd = dir,
-        config = { prompt = "p", max_iterations = 2 } } .. "\n")
+        event = "run_start", id = id, strategy = "retry", pid = me.pid, start_time = start_time, boot_id = me.boot_id,
+        time = beat.now(), cwd = dir, config = { prompt = "p", max_iterations = 2 } } .. "\n")
     end
     local c = start { cwd = dir }
     c:init()
-    -- started an hour before the process: the pid is someone else's now
-    assert.equal("crashed", c:tool(1, "LoopStatus", { loopId = "aaaa0001" }).structuredContent.loop.status)
-    assert.equal("running", c:tool(2, "LoopStatus", { loopId = "aaaa0002" }).structuredContent.loop.status)
+    -- recorded as started before the process that has the pid now: not the run's
+    local s = c:tool(1, "LoopStatus", { loopId = "aaaa0001" }).structuredContent.loop
+    assert.same({ "crashed", false, "finished" }, { s.status, s.alive, s.phase })
+    s = c:tool(2, "LoopStatus", { loopId = "aaaa0002" }).structuredContent.loop
+    assert.same({ "running", true }, { s.status, s.alive })
     assert.equal(0, c:finish().code)
   end)
 
@@ -470,7 +544,7 @@ describe("beat mcp start", function()
       assert.same({}, pids_with_env(c.mark))
     end
     -- the loop was not the server's: it still runs
-    assert.equal("running", require("beat.mcp.runs").summary({ id = id, dir = dir .. "/.beat/runs/" .. id }).status)
+    assert.equal("running", require("beat.runs.status").inspect(dir .. "/.beat/runs/" .. id).state)
   end)
 
   it("serves at most --max-concurrent calls at once; the next message waits its turn", function()
@@ -503,18 +577,110 @@ describe("beat mcp start", function()
     assert.equal(0, c:finish().code)
   end)
 
-  it("returns the not-yet-built control tools as tool errors", function()
-    local c = start()
+  it("starts a detached loop with CreateLoop and answers at once; the server exits 0 on stdin close and the loop finishes on its own", function()
+    local sync, dir = H.tmpdir(), H.git_repo { ["value.txt"] = "10\n", ["log.txt"] = "" }
+    mkfifo(sync .. "/go-agent-1")
+    local c = start { cwd = dir, values = "4", sync = sync }
+    local loop_pid
+    finally(function()
+      local procs = require "beat.runs.proc"
+      if loop_pid and procs.alive { pid = loop_pid } then procs.kill(loop_pid, 9) end
+      for _, pid in ipairs(H.pids_with(sync)) do procs.kill(pid, 9) end
+      if not c.proc:done() then c.proc:kill("KILL") c.proc:wait() end
+    end)
+    c:init()
+    local res = c:tool(1, "CreateLoop", { prompt = "lower it", strategy = "optimize", exitCondition = "cat value.txt",
+      agent = AGENT, maxIterations = 1 })
+    assert.is_nil(res.isError, res.content[1].text)
+    local out = res.structuredContent
+    loop_pid = math.tointeger(out.pid)
+    assert.same({ true, "optimize", 1, beat.fs.realpath(dir) }, { out.success, out.strategy, out.maxIterations, out.workingDirectory })
+    assert.equal(("%s/.beat/runs/%s"):format(beat.fs.realpath(dir), out.loopId), out.runDirectory)
+    assert.matches("^loop " .. out.loopId .. " started %(optimize, pid %d+%)", res.content[1].text)
+    wait_file(sync .. "/held-agent-1")
+    local status = require "beat.runs.status"
+    local st = status.inspect(out.runDirectory)
+    assert.same({ "running", "agent", loop_pid }, { st.state, st.phase, st.pid })
+
+    -- a second loop on the work tree is refused, naming the first; nothing is started
+    local busy = c:tool(2, "CreateLoop", { prompt = "more", strategy = "retry", exitCondition = "true", agent = AGENT })
+    assert.is_true(busy.isError)
+    assert.equal(("CreateLoop: the work tree %s is in use by loop %s (pid %d): one loop per work tree. "
+      .. 'LoopStatus {"loopId": "%s"} shows it; CancelLoop {"loopId": "%s"} stops it'):format(beat.fs.realpath(dir),
+      out.loopId, loop_pid, out.loopId, out.loopId), busy.content[1].text)
+    assert.equal(1, #require("beat.journal").list(dir .. "/.beat/runs"))
+
+    -- the server goes; the loop (which carries its environment) stays
+    assert.equal(0, c:finish({ loop_pid }).code)
+    assert.is_true(require("beat.runs.proc").alive { pid = loop_pid })
+    release(sync .. "/go-agent-1")
+    local deadline = beat.clock() + 60
+    repeat
+      assert(beat.clock() < deadline, "the loop did not finish")
+      beat.sleep(0.05)
+      st = status.inspect(out.runDirectory)
+    until not st.alive
+    assert.same({ "completed", "score 4" }, { st.state, st.best_text })
+    assert.equal("4\n", H.read(dir .. "/value.txt"))
+    -- once the loop's process has exited (just after its end record), nothing with the server's environment is left
+    while require("beat.runs.proc").alive { pid = loop_pid } do
+      assert(beat.clock() < deadline, "the loop's process did not exit")
+      beat.sleep(0.02)
+    end
+    assert.same({}, pids_with_env(c.mark))
+  end)
+
+  it("refuses to pause, resume or cancel a loop that has ended, with one line, changing nothing", function()
+    local dir, retry_id = finished_runs()
+    local journal = H.read(("%s/.beat/runs/%s/journal.jsonl"):format(dir, retry_id))
+    local c = start { cwd = dir }
     c:init()
     for i, case in ipairs {
-      { "CreateLoop", { prompt = "x", strategy = "retry", exitCondition = "true" } },
-      { "PauseLoop", { loopId = "x" } }, { "ResumeLoop", { loopId = "x" } },
-      { "CancelLoop", { loopId = "x" } }, { "RunRecipe", { recipe = "x.lua" } },
+      { "PauseLoop", { loopId = retry_id }, "PauseLoop: loop %s has ended (passed): nothing to pause" },
+      { "PauseLoop", { loopId = retry_id, force = true }, "PauseLoop: loop %s has ended (passed): nothing to pause" },
+      { "ResumeLoop", { loopId = retry_id }, "ResumeLoop: loop %s has ended (passed): nothing to resume" },
+      { "CancelLoop", { loopId = retry_id, reason = "x" }, "CancelLoop: loop %s has ended (passed): nothing to cancel" },
+      { "CancelLoop", { loopId = "zzz" }, "CancelLoop: no loop zzz (ListLoops lists them)" },
     } do
       local res = c:tool(i, case[1], case[2])
-      assert.is_true(res.isError)
-      assert.matches("^" .. case[1] .. " requires detached runs %(not built yet%)", res.content[1].text)
+      assert.is_true(res.isError, case[1])
+      assert.equal(case[3]:format(retry_id), res.content[1].text)
     end
+    assert.equal(journal, H.read(("%s/.beat/runs/%s/journal.jsonl"):format(dir, retry_id)))
+    assert.equal(0, c:finish().code)
+  end)
+
+  it("resumes a crashed loop in a process of its own with ResumeLoop, and cancels it with CancelLoop", function()
+    local dir, loop, id, pid = running_loop()
+    local resumed
+    finally(function()
+      local procs = require "beat.runs.proc"
+      if resumed and procs.alive { pid = resumed } then procs.kill(resumed, 9) end
+      stop_loop(loop)
+    end)
+    beat.exec { "kill", "-KILL", tostring(pid) }
+    loop:wait()
+    local c = start { cwd = H.tmpdir() }
+    c:init()
+    local s = c:tool(1, "LoopStatus", { loopId = id }).structuredContent.loop
+    assert.same({ "crashed", true, false }, { s.status, s.resumable, s.alive })
+    local res = c:tool(2, "ResumeLoop", { loopId = id }).structuredContent
+    assert.same({ true, "process" }, { res.success, res.resumedBy })
+    resumed = math.tointeger(res.pid)
+    assert.is_true(resumed ~= pid)
+    local deadline = beat.clock() + 60
+    repeat   -- the agent runs again (a slow one)
+      assert(beat.clock() < deadline, "the loop did not resume")
+      beat.sleep(0.05)
+      s = c:tool(3, "LoopStatus", { loopId = id }).structuredContent.loop
+    until s.status == "running" and s.phase == "agent"
+    assert.equal(resumed, s.pid)
+    local cancel = c:tool(4, "CancelLoop", { loopId = id, reason = "enough" })
+    assert.same({ "cancelled", "enough" }, { cancel.structuredContent.status, cancel.structuredContent.reason })
+    assert.is_false(require("beat.runs.proc").alive { pid = resumed })
+    local recs = H.last_run(dir)
+    assert.same({ "run_end", "cancelled", "enough" }, { recs[#recs].event, recs[#recs].status, recs[#recs].reason })
+    assert.equal(1, #H.events(recs, "resume"))
     assert.equal(0, c:finish().code)
   end)
 end)
@@ -531,28 +697,30 @@ describe("CreateLoop's arguments as a beat loop command line (control.loop_argv)
     return control.loop_argv(checked)
   end
 
+  -- `beat loop ARGS` (flags first: the prompt comes last, after "--")
+  local function loop(dir, a, extra, cwd)
+    table.insert(a, 1, "-q")
+    return H.beat({ "loop", table.unpack(a) }, { cwd = cwd or dir, env = env(extra) })
+  end
+
   it("runs a retry loop and an optimize loop with the options asked for", function()
     local dir = H.git_repo { ["bug.txt"] = "broken\n", ["value.txt"] = "10\n" }
-    local a = assert(argv { prompt = "fix it", strategy = "retry", exitCondition = "grep -q fixed bug.txt",
+    local a = assert(argv { prompt = "-fix it", strategy = "retry", exitCondition = "grep -q fixed bug.txt",
       agent = FIX, maxIterations = 4, maxConsecutiveFailures = 2, cooldownMs = 50, evalTimeout = 5000,
-      freshContext = false, maxDurationMs = 600000, maxCostUsd = 3.5 })
-    table.insert(a, "-q")
-    -- a command agent reports no cost: --max-cost needs what an iteration costs
-    for _, x in ipairs { "--cost-per-iteration", "0.01" } do table.insert(a, x) end
-    local r = H.loop(dir, a)
+      freshContext = false, maxDurationMs = 600000, maxCostUsd = 3.5, costPerIterationUsd = 0.01 })
+    local r = loop(dir, a)
     assert.equal(0, r.code, r.stderr)
     local recs = H.last_run(dir)
     local cfg = recs[1].config
-    assert.same({ "fix it", "grep -q fixed bug.txt", 4, 2, 0.05, 5, true, 600, 3.5 },
+    assert.same({ "-fix it", "grep -q fixed bug.txt", 4, 2, 0.05, 5, true, 600, 3.5, 0.01 },
       { cfg.prompt, cfg.check, cfg.max_iterations, cfg.max_consecutive_failures, cfg.cooldown, cfg.check_timeout,
-        cfg.continue_context, cfg.max_duration, cfg.max_cost_usd })
+        cfg.continue_context, cfg.max_duration, cfg.max_cost_usd, cfg.cost_per_iteration })
     assert.equal("passed", recs[#recs].status)
 
     a = assert(argv { prompt = "raise it", strategy = "optimize", exitCondition = "cat value.txt", agent = SET,
       evalDirection = "maximize", maxIterations = 2, runs = 2, minRelDelta = 0.01, target = 50,
       guards = { "true", "test -f value.txt" }, workingDirectory = dir })
-    table.insert(a, "-q")
-    r = H.beat({ "loop", table.unpack(a) }, { cwd = H.tmpdir(), env = { VALUES = "20 30" } })
+    r = loop(dir, a, { VALUES = "20 30" }, H.tmpdir())
     assert.equal(0, r.code, r.stderr)
     recs = H.last_run(dir)
     cfg = recs[1].config
@@ -560,21 +728,88 @@ describe("CreateLoop's arguments as a beat loop command line (control.loop_argv)
       { cfg.eval, cfg.direction, cfg.max_iterations, cfg.runs, cfg.min_rel_delta, cfg.target, cfg.guard })
     assert.equal("completed", recs[#recs].status)
     assert.is_true(#H.events(recs, "guard") >= 2)   -- both guards ran
+    -- unlimited iterations: another bound ends the run
+    a = assert(argv { prompt = "raise it", strategy = "optimize", exitCondition = "cat value.txt", agent = SET,
+      evalDirection = "maximize", maxIterations = 0, target = 30 })
+    r = loop(dir, a, { VALUES = "25 30 35" })
+    assert.equal(0, r.code, r.stderr)
+    recs = H.last_run(dir)
+    assert.same({ 0, "completed", 2 }, { recs[1].config.max_iterations, recs[#recs].status, recs[#recs].iterations })
   end)
 
-  it("refuses optimize-only arguments with retry, and systemPrompt until beat loop takes it", function()
+  it("hands model, systemPrompt, permissionMode and allowedTools to the agent, and commits to gitBranch", function()
+    local dir, git = H.git_repo { ["bug.txt"] = "broken\n" }
+    local record = H.tmpdir() .. "/record.json"
+    local a = assert(argv { prompt = "fix the bug", strategy = "retry", exitCondition = "test -f fixed.txt",
+      agent = "claude", model = "sonnet", systemPrompt = "be brief", permissionMode = "dontAsk", allowedTools = "Bash",
+      gitBranch = "beat-result", maxIterations = 2, maxCostUsd = 5 })
+    local r = loop(dir, a, { PATH = H.root .. "/tests/fixtures/agents:" .. os.getenv("PATH"), HOME = H.tmpdir(),
+      FAKE_RECORD = record, FAKE_WRITE = "fixed.txt" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local argv_seen = require("cjson").decode(H.read(record)).argv
+    local seen = table.concat(argv_seen, " ")
+    for _, want in ipairs { "--permission-mode dontAsk", "--model sonnet", "--append-system-prompt be brief", "--allowedTools Bash" } do
+      assert.truthy(seen:find(want, 1, true), seen)
+    end
+    assert.matches("^%x+\n$", git("rev-parse", "beat-result"))
+    assert.equal("passed", H.last_run(dir)[#H.last_run(dir)].status)
+  end)
+
+  it("runs pipelineSteps with a judge agent (evalMode agent), without a prompt or an exitCondition", function()
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local a = assert(argv { strategy = "retry", pipelineSteps = { "find the bug", "fix it" }, agent = FIX,
+      evalMode = "agent", evalPrompt = "is the bug fixed?", judgeAgent = "sh " .. H.root .. "/tests/fixtures/loop/judge.sh",
+      maxIterations = 2 })
+    local r = loop(dir, a, { VERDICTS = '{"pass": true, "reason": "fixed"}', JUDGE_STATE = H.tmpdir() .. "/n" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local recs = H.last_run(dir)
+    local cfg = recs[1].config
+    assert.same({ "pipeline", { "find the bug", "fix it" }, "pass", "is the bug fixed?" },
+      { cfg.agent.name, cfg.agent.steps, cfg.check.mode, cfg.check.criteria })
+    assert.equal("passed", recs[#recs].status)
+  end)
+
+  it("refuses arguments that do not go together, naming them", function()
     local base = { prompt = "p", strategy = "retry", exitCondition = "true" }
+    local function with(extra, drop)
+      local args = {}
+      for k, v in pairs(base) do args[k] = v end
+      for k, v in pairs(extra) do args[k] = v end
+      if drop then args[drop] = nil end
+      return args
+    end
     for _, case in ipairs {
       { "guards", { "true" } }, { "runs", 3 }, { "metric", "ms" }, { "target", 1 }, { "minRelDelta", 0.1 },
       { "evalDirection", "maximize" },
     } do
-      local args = {}
-      for k, v in pairs(base) do args[k] = v end
-      args[case[1]] = case[2]
-      assert.same({ nil, ('CreateLoop: argument %s needs strategy "optimize"'):format(case[1]) }, { argv(args) })
+      assert.same({ nil, ('CreateLoop: argument %s needs strategy "optimize"'):format(case[1]) }, { argv(with { [case[1]] = case[2] }) })
     end
-    base.systemPrompt = "be brief"
-    assert.same({ nil, "CreateLoop: argument systemPrompt is not supported by `beat loop` yet" }, { argv(base) })
+    for _, case in ipairs {
+      { with({ evalPrompt = "x" }), 'CreateLoop: argument evalPrompt needs evalMode "agent"' },
+      { with({ judgeAgent = "claude" }), 'CreateLoop: argument judgeAgent needs evalMode "agent"' },
+      { with({ strategy = "optimize", evalMode = "agent", runs = 3 }), 'CreateLoop: argument runs needs evalMode "shell" (a command\'s output to read)' },
+      { with({}, "prompt"), "CreateLoop: missing required argument prompt (a string; it may be left out with pipelineSteps)" },
+      { with({}, "exitCondition"), 'CreateLoop: missing required argument exitCondition (a string: the check or eval command; it may be left out with evalMode "agent")' },
+      { with({ pipelineSteps = { "a" }, freshContext = false }), "CreateLoop: argument freshContext false does not go with pipelineSteps: each step is a fresh agent session" },
+    } do
+      assert.same({ nil, case[2] }, { argv(case[1]) })
+    end
+  end)
+
+  it("says what beat loop refused in the words of the tool", function()
+    for _, case in ipairs {
+      { "loop: --max-cost: the agent (command) reports no cost, so the budget could not be counted: give what an iteration costs (--cost-per-iteration USD; Lua: cost_per_iteration)",
+        "argument maxCostUsd: the agent (command) reports no cost, so the budget could not be counted: give what an iteration costs (costPerIterationUsd USD; Lua: cost_per_iteration)" },
+      { "loop: --git-branch 'a..b' is not a valid branch name", "argument gitBranch: 'a..b' is not a valid branch name" },
+      { "loop: agent command: nope is not installed or not executable (see 'beat agents')",
+        "argument agent: agent command: nope is not installed or not executable (see 'beat agents')" },
+      { "loop: --eval-timeout must be a duration, got 'x'", "argument evalTimeout: must be a duration, got 'x'" },
+      { "work tree is in use by run mx1 (pid 42) (one loop per work tree, /w): see 'beat loop status mx1', or stop it with 'beat loop cancel mx1'",
+        'the work tree /w is in use by loop mx1 (pid 42): one loop per work tree. LoopStatus {"loopId": "mx1"} shows it; CancelLoop {"loopId": "mx1"} stops it' },
+      { "the file my-file--x is odd", "the file my-file--x is odd" },
+    } do
+      assert.equal(case[2], control.loop_message(case[1]))
+    end
   end)
 end)
 
@@ -641,7 +876,7 @@ describe("beat mcp start with the official TypeScript SDK client", function()
       { name = "ListLoops", arguments = { limit = "all" } },
     }
     local r = assert(beat.exec({ NODE, H.root .. "/tests/fixtures/mcp-sdk-client.js", SDK_DIR, H.bin, dir, json.encode(calls) },
-      { timeout = 120 }))
+      { timeout = 120, env = env() }))
     assert.equal(0, r.code, r.stderr)
     local out = json.decode(r.stdout)
     assert.equal(LATEST, out.protocolVersion)

@@ -373,15 +373,8 @@ end
 -- Whether the run in run_dir may still be alive: no end record, and the
 -- process its journal names (pid and start time) still runs.
 local function maybe_alive(run_dir)
-  local data = fs.read(run_dir .. "/journal.jsonl") or ""
-  local decode = require("cjson").decode
-  local ok, first = pcall(decode, data:match("^[^\n]*"))
-  local okl, last = pcall(decode, data:match("([^\n]+)\n?$") or "")
-  if okl and type(last) == "table" and (last.event == "run_end" or last.event == "interrupted") then
-    return false
-  end
-  if not ok or type(first) ~= "table" then return false end
-  return require("beat.mcp.runs").alive(first.pid, tonumber(first.time))
+  if not fs.exists(run_dir .. "/journal.jsonl") then return false end
+  return require("beat.runs.status").inspect(run_dir).alive
 end
 
 --- Cleans up after every run under runs_dir that left worktrees (`wt/`)

@@ -23,8 +23,9 @@ its MCP configuration.
 
 The server prints nothing but protocol messages on stdout (diagnostics go to
 stderr). It exits 0 when its input closes (calls in flight get 10 s to
-answer) or on SIGTERM/SIGINT. Loops are runs on disk, not part of the
-server: stopping it loses nothing.]]
+answer) or on SIGTERM/SIGINT. The loops it starts are detached runs (as
+'beat loop --detach'), not part of the server: they go on when it stops, and
+any beat finds them through the run index.]]
 
 local function parse_size(cli, flag, v)
   local n, unit = tostring(v):match("^(%d+)([KkMmGg]?)[iI]?[bB]?$")

@@ -38,7 +38,7 @@ end
 local LOOP_ID = prop("string", "The loop's id (its run id, e.g. \"mx4swm0d\"); a unique prefix works, and \"last\" names the newest loop.", { minLength = 1 })
 local WORKDIR = prop("string", "Work tree the loop runs (or ran) in: an absolute path, or relative to the server's directory. Default: the directory the server was started in.", { minLength = 1 })
 
-local STATUS = prop("string", "running, paused, starting; or how it ended: passed (retry: the check passed), completed (optimize: done), failed, stopped, cancelled, interrupted (stopped by a signal), crashed (its process died without an end record).", { enum = A(runs.STATUSES) })
+local STATUS = prop("string", "running, paused, starting; or how it ended: passed (retry: the check passed), completed (optimize: done), failed, stopped, cancelled, interrupted (stopped by a signal), crashed (its process died without an end record), missing (its run directory is gone).", { enum = A(runs.STATUSES) })
 
 local LOOP_SUMMARY = {
   id = prop("string", "The loop's id."),
@@ -52,7 +52,8 @@ local LOOP_SUMMARY = {
   workingDirectory = prop("string", "The work tree."),
   bestScore = nullable("number", "optimize: the best score so far."),
   reason = nullable("string", "Why it ended, once it has."),
-  isPipeline = prop("boolean", "Always false: beat has no pipeline loops (Backbeat compatibility)."),
+  isPipeline = prop("boolean", "Whether each iteration runs pipeline steps (pipelineSteps)."),
+  phase = prop("string", "While its process lives: starting, agent, guard, check, eval, cooldown, idle (between iterations) or paused; paused or finished once it has none."),
 }
 
 local DECISION = object({
@@ -66,13 +67,13 @@ local DECISION = object({
 local LOOP_DETAIL = {}
 for k, v in pairs(LOOP_SUMMARY) do LOOP_DETAIL[k] = v end
 for k, v in pairs {
-  phase = prop("string", "While running: baseline, agent, check, eval, deciding or rate-limited (from the last journal record); finished otherwise."),
-  consecutiveFailures = nullable("integer", "Failures in a row, when the journal records it."),
+  consecutiveFailures = nullable("integer", "Failed iterations in a row at the last decision."),
   maxConsecutiveFailures = nullable("integer", "The limit on failures in a row."),
   baselineScore = nullable("number", "optimize: the score of the unchanged work tree."),
-  bestScoreText = nullable("string", "The best score as beat prints it (all metrics), once ended."),
-  baselineScoreText = nullable("string", "The baseline as beat prints it, once ended."),
+  bestScoreText = nullable("string", "The best score as beat prints it (all metrics)."),
+  baselineScoreText = nullable("string", "The baseline as beat prints it."),
   exitCondition = nullable("string", "The check (retry) or eval (optimize) command."),
+  evalMode = prop("string", "shell: the command decides; agent: a judge agent does.", { enum = A { "shell", "agent" } }),
   evalDirection = nullable("string", "optimize: minimize or maximize."),
   cooldownMs = prop("integer", "Pause between iterations, in ms."),
   freshContext = prop("boolean", "Whether each iteration starts the agent afresh."),
@@ -80,8 +81,13 @@ for k, v in pairs {
   completedAt = nullable("string", "When it ended (ISO 8601)."),
   costUsd = prop("number", "The agents' reported cost so far, in USD."),
   elapsedMs = prop("integer", "Time since the loop started (until it ended), in ms."),
-  pid = nullable("integer", "The process running the loop."),
+  pid = nullable("integer", "The process running the loop (or that ran it)."),
+  alive = prop("boolean", "Whether the loop's process is running."),
+  pauseRequested = prop("boolean", "A pause is pending: the loop pauses after the current iteration's decision."),
+  resumable = prop("boolean", "ResumeLoop continues it (paused, interrupted, crashed)."),
+  detached = prop("boolean", "Whether it runs detached (CreateLoop, beat loop --detach)."),
   runDirectory = prop("string", "The run directory: journal.jsonl, results.tsv, iter-N/ logs."),
+  outputPath = nullable("string", "A detached loop's output (output.log)."),
   lastDecisions = prop("array", "The last decisions, oldest first.", { items = DECISION }),
   diffStat = nullable("object", "Best vs base: filesChanged, insertions, deletions (null without git snapshots).", {
     properties = { filesChanged = prop("integer", "Files changed."), insertions = prop("integer", "Lines added."),
@@ -113,19 +119,25 @@ M.tools = {
     title = "Start a loop",
     description = "Start a loop that runs a coding agent on a work tree again and again: retry until a check command passes, or optimize a score printed by an eval command (keeping only improvements). Returns the loopId at once; the loop runs on its own, and survives this server. Every iteration is snapshotted in git; the best result is left in the work tree as an uncommitted diff.",
     inputSchema = object({
-      prompt = prop("string", "The task for the agent, given at every iteration.", { minLength = 1, maxLength = 100000 }),
+      prompt = prop("string", "The task for the agent, given at every iteration. Required unless pipelineSteps are given.", { minLength = 1, maxLength = 100000 }),
       strategy = prop("string", "retry: until exitCondition exits 0. optimize: improve the score exitCondition prints.", { enum = A { "retry", "optimize" } }),
-      exitCondition = prop("string", "Shell command run after each iteration: retry's check (exit 0 = done), or optimize's eval (its output's last number is the score, see metric).", { minLength = 1, maxLength = 4000 }),
-      evalDirection = prop("string", "optimize: whether lower or higher scores are better.", { enum = A { "minimize", "maximize" }, default = "minimize" }),
+      exitCondition = prop("string", "Shell command run after each iteration: retry's check (exit 0 = done), or optimize's eval (its output's last number is the score, see metric). Required unless evalMode is \"agent\" (then the judge sees its output, if given).", { minLength = 1, maxLength = 4000 }),
+      evalMode = prop("string", "shell: exitCondition decides. agent: a second agent, in a fresh session, reviews each iteration (the diff, and exitCondition's output if given) and returns a verdict: pass/fail (retry) or a score 0-100 (optimize).", { enum = A { "shell", "agent" }, default = "shell" }),
+      evalPrompt = prop("string", "evalMode agent: what the judge judges (default: is the task done / how well is it done).", { minLength = 1, maxLength = 100000 }),
+      judgeAgent = prop("string", "evalMode agent: the judge's agent, as agent takes it (default: the same as agent).", { minLength = 1 }),
+      evalDirection = prop("string", "optimize: whether lower or higher scores are better. Default: minimize (maximize with evalMode \"agent\").", { enum = A { "minimize", "maximize" } }),
       evalTimeout = prop("integer", "Timeout of the check or eval command, in ms.", { minimum = 1000, default = 60000 }),
       workingDirectory = WORKDIR,
       maxIterations = prop("integer", "Iteration limit; 0 = unlimited (then a time, cost or failure bound ends it).", { minimum = 0, default = 10 }),
-      maxConsecutiveFailures = prop("integer", "Stop after this many failed iterations in a row; 0 = no limit.", { minimum = 0, default = 3 }),
+      maxConsecutiveFailures = prop("integer", "Stop after this many failed iterations in a row (beat always bounds them: Backbeat's 0 = no limit is not offered).", { minimum = 1, default = 3 }),
       cooldownMs = prop("integer", "Pause between iterations, in ms.", { minimum = 0, default = 0 }),
       freshContext = prop("boolean", "true: each iteration starts the agent afresh; false: continue its previous session.", { default = true }),
+      pipelineSteps = prop("array", "Each iteration runs these prompts in order, each a fresh agent session, then the check or eval once; prompt is then optional context.", { items = prop("string", "A step's prompt.", { minLength = 1, maxLength = 100000 }), minItems = 1, maxItems = 20 }),
       agent = prop("string", "claude, codex, gemini, aider, or any command line (the prompt is appended as its last argument). Default: claude.", { minLength = 1 }),
       model = prop("string", "The agent's model.", { minLength = 1 }),
       systemPrompt = prop("string", "Extra instructions added to the agent's system prompt.", { minLength = 1 }),
+      permissionMode = prop("string", "The agent's permission mode (claude: acceptEdits, the default, bypassPermissions, ...; codex: its --sandbox; gemini: its --approval-mode).", { minLength = 1 }),
+      allowedTools = prop("string", "Tools the agent may use unasked, comma-separated (claude: \"Bash(npm test),Edit\"): let it run the check itself.", { minLength = 1 }),
       gitBranch = prop("string", "Also commit the best result to this branch at the end (the work tree keeps it as an uncommitted diff either way).", { minLength = 1 }),
       priority = prop("string", "Accepted for Backbeat compatibility; no effect (every loop starts at once).", { enum = A { "P0", "P1", "P2" } }),
       guards = prop("array", "optimize: commands that must exit 0 before an iteration's score counts (e.g. the tests).", { items = prop("string", "A shell command.", { minLength = 1 }), maxItems = 20 }),
@@ -133,9 +145,10 @@ M.tools = {
       metric = prop("string", "optimize: take the score from \"NAME: value\" or \"NAME=value\" lines of the eval's output.", { minLength = 1 }),
       minRelDelta = prop("number", "optimize: changes smaller than this fraction are noise (0.01 = 1%).", { minimum = 0 }),
       target = prop("number", "optimize: stop once the score reaches this."),
-      maxCostUsd = prop("number", "Stop once the agents' reported cost reaches this many USD.", { minimum = 0 }),
+      maxCostUsd = prop("number", "Never start an iteration expected (the mean cost so far) to take the agents' cost past this many USD. An agent that reports no cost (a command line) needs costPerIterationUsd.", { minimum = 0 }),
+      costPerIterationUsd = prop("number", "What an iteration costs when the agent reports none (and the estimate before the first one).", { minimum = 0 }),
       maxDurationMs = prop("integer", "Stop after this long, in ms.", { minimum = 1000 }),
-    }, { "prompt", "strategy", "exitCondition" }),
+    }, { "strategy" }),
     outputSchema = output({
       success = prop("boolean", "Whether the loop started."),
       loopId = prop("string", "The new loop's id: pass it to LoopStatus, PauseLoop, CancelLoop, ..."),
@@ -144,6 +157,8 @@ M.tools = {
       maxIterations = prop("integer", "0 = unlimited."),
       workingDirectory = prop("string", "The work tree."),
       runDirectory = prop("string", "Where the loop writes its journal and logs."),
+      outputPath = prop("string", "The loop's output (output.log in the run directory)."),
+      pid = prop("integer", "The loop's process."),
       message = prop("string", "What happened."),
     }, { "success", "loopId", "status" }),
     annotations = { title = "Start a loop", readOnlyHint = false, destructiveHint = false, idempotentHint = false, openWorldHint = true },
@@ -172,18 +187,18 @@ M.tools = {
   {
     name = "ListLoops",
     title = "List loops",
-    description = "The loops of a work tree, newest first, with their status and progress. status filters: \"completed\" also matches passed and stopped loops, \"cancelled\" also interrupted ones.",
+    description = "Every loop beat knows of (the per-user run index: loops of every work tree, started here or anywhere), newest first, with their status and progress; with workingDirectory, that work tree's only. status filters: \"completed\" also matches passed and stopped loops, \"cancelled\" also interrupted ones.",
     inputSchema = object({
       status = prop("string", "Only loops with this status.", { enum = A(runs.STATUSES) }),
       limit = prop("integer", "At most this many loops.", { minimum = 1, maximum = 100, default = 20 }),
-      workingDirectory = WORKDIR,
+      workingDirectory = prop("string", "Only the loops of this work tree (absolute, or relative to the server's directory). Default: every loop.", { minLength = 1 }),
     }),
     outputSchema = output({
       success = prop("boolean", "true"),
       loops = prop("array", "The loops, newest first.", {
         items = { type = "object", properties = LOOP_SUMMARY, required = A(summary_required()) } }),
       count = prop("integer", "How many are listed."),
-      workingDirectory = prop("string", "The work tree whose loops these are."),
+      workingDirectory = prop("string", "With workingDirectory: the work tree whose loops these are."),
     }, { "success", "loops", "count" }),
     annotations = { title = "List loops", readOnlyHint = true, openWorldHint = false },
     handler = "loops.ListLoops",
@@ -202,6 +217,7 @@ M.tools = {
       loopId = prop("string", "The loop."),
       status = STATUS,
       force = prop("boolean", "Whether the current iteration was ended."),
+      pauseRequested = prop("boolean", "The loop pauses (or has paused)."),
       message = prop("string", "What happened."),
     }, { "success", "loopId" }),
     annotations = { title = "Pause a loop", readOnlyHint = false, destructiveHint = false, idempotentHint = true, openWorldHint = false },
@@ -219,6 +235,8 @@ M.tools = {
       success = prop("boolean", "Whether the loop runs again."),
       loopId = prop("string", "The loop."),
       status = STATUS,
+      resumedBy = prop("string", "request: the paused process goes on; process: a new detached process continues it from its journal.", { enum = A { "request", "process" } }),
+      pid = nullable("integer", "The loop's process."),
       message = prop("string", "What happened."),
     }, { "success", "loopId" }),
     annotations = { title = "Resume a loop", readOnlyHint = false, destructiveHint = false, idempotentHint = true, openWorldHint = true },
@@ -261,6 +279,7 @@ M.tools = {
       workingDirectory = prop("string", "Where it runs."),
       loopIds = prop("array", "The loops it started so far.", { items = prop("string", "A loop id.") }),
       logPath = prop("string", "The recipe's output."),
+      pid = prop("integer", "The recipe's process."),
       message = prop("string", "What happened."),
     }, { "success", "recipe" }),
     annotations = { title = "Run a recipe", readOnlyHint = false, destructiveHint = false, idempotentHint = false, openWorldHint = true },
@@ -269,10 +288,10 @@ M.tools = {
   {
     name = "LoopReport",
     title = "Loop report",
-    description = "A loop's report: its results table (one row per iteration: snapshot, score, decision, delta, cost, duration, summary) and outcome as text; with format \"svg\" or \"html\", the path of the chart file in the run directory.",
+    description = "A loop's report: its outcome and a chart of the score per iteration as text, and its results table (one row per iteration: snapshot, score, decision, delta, cost, duration, summary); with format \"svg\" or \"html\", the chart (or a self-contained HTML page) is also written into the run directory and its path returned.",
     inputSchema = object({
       loopId = LOOP_ID,
-      format = prop("string", "text, or svg/html for the path of the chart file.", { enum = A { "text", "svg", "html" }, default = "text" }),
+      format = prop("string", "text; svg or html also write report.svg or report.html into the run directory.", { enum = A { "text", "svg", "html" }, default = "text" }),
       workingDirectory = WORKDIR,
     }, { "loopId" }),
     outputSchema = output({
@@ -281,10 +300,10 @@ M.tools = {
       status = STATUS,
       text = prop("string", "The report as text."),
       rows = prop("array", "The results table, one object per iteration.", { items = { type = "object" } }),
-      svgPath = nullable("string", "The SVG chart, when written."),
-      htmlPath = nullable("string", "The HTML report, when written."),
+      svgPath = nullable("string", "The SVG chart (report.svg in the run directory), once written."),
+      htmlPath = nullable("string", "The HTML report (report.html), once written."),
     }, { "success", "loopId", "text" }),
-    annotations = { title = "Loop report", readOnlyHint = true, openWorldHint = false },
+    annotations = { title = "Loop report", readOnlyHint = false, destructiveHint = false, idempotentHint = true, openWorldHint = false },
     handler = "loops.LoopReport",
   },
   {

@@ -1,26 +1,35 @@
 --- beat.mcp.loops: the handlers of the tools that read loops — LoopStatus,
---- ListLoops, LoopDiff, LoopReport. They read run directories and git
---- snapshots; they never change a run or a work tree.
+--- ListLoops, LoopDiff, LoopReport. They read loops through beat.runs (the
+--- run index, the journals, the processes) and git snapshots; they never
+--- change a loop or a work tree (LoopReport may write its chart into the
+--- run directory).
 local beat = require "beat"
 local fs = require "beat.fs"
 local json = require "beat.mcp.json"
 local runs = require "beat.mcp.runs"
+local brun = require "beat.runs"
 
 local M = {}
 
+-- The work tree named by args.workingDirectory (relative to the server's
+-- directory), default the server's: its root, or nil and why.
 local function work_tree(args, ctx)
   local dir = args.workingDirectory
   if dir and dir:sub(1, 1) ~= "/" then dir = (ctx.cwd or fs.cwd()) .. "/" .. dir end
   return runs.root(dir or ctx.cwd)
 end
+M.work_tree = work_tree
 
--- The run named by args.loopId, its work tree root and repository.
-local function find(args, ctx)
-  local root, err, repo = work_tree(args, ctx)
+-- The status of the loop named by args.loopId (found in the index from
+-- anywhere; "last" is the newest of the work tree), or nil and why.
+local function status(args, ctx, opts)
+  local root, err = work_tree(args, ctx)
   if not root then return nil, err end
-  local run, ferr = runs.find(root, args.loopId)
-  if not run then return nil, ferr end
-  return run, root, repo
+  opts = opts or {}
+  opts.root = root
+  local st, why = brun.status(args.loopId, opts)
+  if not st then return nil, runs.message(why) end
+  return st, root
 end
 
 local function score_text(v)
@@ -33,7 +42,8 @@ local function status_text(s)
   local iter = s.maxIterations > 0 and ("%d/%d"):format(s.currentIteration, s.maxIterations)
     or tostring(s.currentIteration)
   local head = ("loop %s (%s): %s, iteration %s"):format(s.id, s.strategy, s.status, iter)
-  if s.status == "running" then head = head .. ", " .. s.phase end
+  if s.alive and s.phase ~= s.status then head = head .. ", " .. s.phase end
+  if s.pauseRequested then head = head .. " (pausing after this iteration's decision)" end
   lines[1] = head
   local best = s.bestScoreText ~= json.null and s.bestScoreText or score_text(s.bestScore)
   if best then
@@ -54,23 +64,23 @@ local function status_text(s)
       d.score ~= json.null and (" " .. score_text(d.score)) or "",
       d.summary ~= json.null and (" — " .. d.summary) or "")
   end
-  if s.status == "crashed" then
-    lines[#lines + 1] = "its process is gone without an end record; `beat restore " .. s.id .. " best` or `base` restores a snapshot"
+  if s.resumable and not s.alive then
+    lines[#lines + 1] = ("ResumeLoop continues it; `beat restore %s base` undoes it"):format(s.id)
   end
   return table.concat(lines, "\n")
 end
 
--- Waits while the run is running, until it ends (or, with waitFor
+local function live(st) return st.alive and (st.state == "running" or st.state == "starting" or st.state == "paused") end
+
+-- Waits while the loop's process lives, until it ends (or, with waitFor
 -- "iteration", until a new decision), waitMs passes, or the server closes;
 -- sends progress notifications on every change and every second.
-local function wait(run, args, ctx)
-  local journal = run.dir .. "/journal.jsonl"
+local function wait(st, args, ctx)
   local limit = args.waitMs / 1000
   local t0 = beat.clock()
-  local size = (fs.stat(journal) or {}).size
-  local s = runs.summary(run)
-  if s.status ~= "running" and s.status ~= "starting" then return end
-  local decisions = #s.lastDecisions > 0 and s.lastDecisions[#s.lastDecisions].iteration or -1
+  local size = (fs.stat(st.journal) or {}).size
+  if not live(st) then return end
+  local last_decided = #st.decisions > 0 and st.decisions[#st.decisions].iteration or -1
   local last_note = -1
   while true do
     local elapsed = beat.clock() - t0
@@ -78,61 +88,68 @@ local function wait(run, args, ctx)
     if elapsed - last_note >= 1 then
       last_note = elapsed
       ctx:progress(math.floor(elapsed * 1000), args.waitMs,
-        ("loop %s: %s, iteration %d, %s"):format(s.id, s.status, s.currentIteration, s.phase))
+        ("loop %s: %s, iteration %d, %s"):format(st.id, st.state, st.iteration, st.phase or st.state))
     end
     if not ctx:sleep(math.min(0.2, limit - elapsed)) then return end   -- the server is closing
-    local st = fs.stat(journal)
-    if (st and st.size) ~= size or math.floor(beat.clock() - t0) > math.floor(elapsed) then
-      size = st and st.size
-      s = runs.summary(run)
-      if s.status ~= "running" and s.status ~= "starting" then return end
-      local d = #s.lastDecisions > 0 and s.lastDecisions[#s.lastDecisions].iteration or -1
-      if args.waitFor == "iteration" and d ~= decisions then return end
+    local js = fs.stat(st.journal)
+    if (js and js.size) ~= size or math.floor(beat.clock() - t0) > math.floor(elapsed) then
+      size = js and js.size
+      local now = brun.status(st.id, { root = st.root })
+      if not now then return end
+      st = now
+      if not live(st) then return end
+      local d = #st.decisions > 0 and st.decisions[#st.decisions].iteration or -1
+      if args.waitFor == "iteration" and d ~= last_decided then return end
     end
   end
 end
 
 --- LoopStatus{loopId, includeHistory, historyLimit, workingDirectory, waitMs, waitFor}
 function M.LoopStatus(args, ctx)
-  local run, root, repo = find(args, ctx)
-  if not run then return nil, root end
-  if args.waitMs > 0 then wait(run, args, ctx) end
-  local s, iterations, warning = runs.summary(run, {
-    history = args.includeHistory and args.historyLimit or nil, repo = repo, diff = true,
-  })
-  if warning then ctx:log("warning", warning) end
+  local st, err = status(args, ctx)
+  if not st then return nil, err end
+  if args.waitMs > 0 then wait(st, args, ctx) end
+  st = assert(brun.status(st.id, { root = st.root, diff = true }))
+  if st.warning then ctx:log("warning", st.warning) end
+  local s, iterations = runs.summary(st, { history = args.includeHistory and args.historyLimit or nil })
   local out = { success = true, loop = s }
   if iterations then out.iterations = iterations end
   return out, status_text(s)
 end
 
 local LIST_FIELDS = { "id", "strategy", "status", "currentIteration", "maxIterations", "promptPreview",
-  "createdAt", "updatedAt", "workingDirectory", "bestScore", "reason", "isPipeline" }
+  "createdAt", "updatedAt", "workingDirectory", "bestScore", "reason", "isPipeline", "phase" }
 
---- ListLoops{status, limit, workingDirectory}
+--- ListLoops{status, limit, workingDirectory}: every loop of the index
+--- (and of the server's work tree), newest first; with workingDirectory,
+--- that work tree's only.
 function M.ListLoops(args, ctx)
   local root, err = work_tree(args, ctx)
   if not root then return nil, err end
+  local one = args.workingDirectory ~= nil
+  local opts = { root = root, all = not one }
+  if not runs.aliased(args.status) then opts.status, opts.limit = args.status, args.limit end
   local loops = json.array()
   local lines = {}
-  for _, r in ipairs(runs.list(root)) do
-    local ok, s = pcall(runs.summary, r)
-    if not ok then
-      ctx:log("warning", ("cannot read run %s: %s"):format(r.id, tostring(s)))
-    elseif runs.matches(s.status, args.status) then
+  for _, st in ipairs(brun.list(opts)) do
+    if runs.matches(st.state, args.status) then
+      local s = runs.summary(st)
       local item = {}
       for _, k in ipairs(LIST_FIELDS) do item[k] = s[k] end
       loops[#loops + 1] = item
-      lines[#lines + 1] = ("%s  %-9s %-11s iter %-7s %s"):format(s.id, s.strategy, s.status,
-        s.maxIterations > 0 and ("%d/%d"):format(s.currentIteration, s.maxIterations) or tostring(s.currentIteration),
-        s.promptPreview ~= json.null and s.promptPreview or "")
+      local iter = s.maxIterations > 0 and ("%d/%d"):format(s.currentIteration, s.maxIterations) or tostring(s.currentIteration)
+      lines[#lines + 1] = ("%s  %-9s %-11s iter %-7s %s%s"):format(s.id, s.strategy, s.status, iter,
+        one and "" or (s.workingDirectory .. "  "), s.promptPreview ~= json.null and s.promptPreview or "")
       if #loops >= args.limit then break end
     end
   end
-  local head = #loops == 0 and ("no loops%s in %s"):format(args.status and (" with status " .. args.status) or "", root)
-    or ("%d loop%s in %s (newest first):"):format(#loops, #loops == 1 and "" or "s", root)
+  local where = one and (" in " .. root) or ""
+  local head = #loops == 0 and ("no loops%s%s"):format(args.status and (" with status " .. args.status) or "", where)
+    or ("%d loop%s%s (newest first):"):format(#loops, #loops == 1 and "" or "s", where)
   table.insert(lines, 1, head)
-  return { success = true, loops = loops, count = #loops, workingDirectory = root }, table.concat(lines, "\n")
+  local out = { success = true, loops = loops, count = #loops }
+  if one then out.workingDirectory = root end
+  return out, table.concat(lines, "\n")
 end
 
 -- Cuts text at a line boundary at most max bytes long, keeping valid UTF-8.
@@ -144,11 +161,8 @@ local function cut(text, max)
   return json.utf8_clean(s), true
 end
 
---- LoopDiff{loopId, iteration, patch, maxBytes, workingDirectory}
-function M.LoopDiff(args, ctx)
-  local run, root, repo = find(args, ctx)
-  if not run then return nil, root end
-  if not repo then return nil, ("loop %s: %s is not a git work tree, so the loop has no snapshots"):format(run.id, root) end
+-- LoopDiff with the loop's repository open.
+local function diff(run, repo, args)
   local prefix = ("refs/beat/%s/"):format(run.id)
   local refs = {}
   for _, r in ipairs(repo:refs(prefix) or {}) do refs[r.name:sub(#prefix + 1)] = r.id end
@@ -190,6 +204,18 @@ function M.LoopDiff(args, ctx)
   }, table.concat(lines, "\n")
 end
 
+--- LoopDiff{loopId, iteration, patch, maxBytes, workingDirectory}
+function M.LoopDiff(args, ctx)
+  local root, err = work_tree(args, ctx)
+  if not root then return nil, err end
+  local run, why = brun.find(args.loopId, { root = root })
+  if not run then return nil, runs.message(why) end
+  local tree = run.root or root
+  local repo <close> = beat.git.open { dir = tree, watch = false }
+  if not repo then return nil, ("loop %s: %s is not a git work tree, so the loop has no snapshots"):format(run.id, tree) end
+  return diff(run, repo, args)
+end
+
 -- results.tsv as rows and as an aligned table.
 local function results(run)
   local data = fs.read(run.dir .. "/results.tsv") or ""
@@ -227,24 +253,29 @@ local function results(run)
   return rows, table.concat(out, "\n")
 end
 
---- LoopReport{loopId, format, workingDirectory}
+--- LoopReport{loopId, format, workingDirectory}: beat.report's text chart
+--- and the results table; with format svg or html, the chart written into
+--- the run directory (report.svg, report.html) and its path.
 function M.LoopReport(args, ctx)
-  local run, root = find(args, ctx)
-  if not run then return nil, root end
-  local s = runs.summary(run)
-  local rows, tsv = results(run)
-  local svg = run.dir .. "/report.svg"
-  local html = run.dir .. "/report.html"
-  local out = {
-    success = true, loopId = run.id, status = s.status, rows = rows,
-    svgPath = fs.exists(svg) and svg or json.null, htmlPath = fs.exists(html) and html or json.null,
-  }
-  if args.format ~= "text" and out[args.format .. "Path"] == json.null then
-    return nil, ("loop %s has no report.%s in %s"):format(run.id, args.format, run.dir)
+  local st, err = status(args, ctx)
+  if not st then return nil, err end
+  local report = require "beat.report"
+  local model, merr = report.load(st.dir)
+  if not model then return nil, ("loop %s: %s"):format(st.id, tostring(merr)) end
+  local rows, tsv = results(st)
+  local paths = { svg = st.dir .. "/report.svg", html = st.dir .. "/report.html" }
+  if args.format ~= "text" then
+    local ok, werr = fs.write(paths[args.format], report[args.format](model))
+    if not ok then return nil, ("loop %s: cannot write %s: %s"):format(st.id, paths[args.format], tostring(werr)) end
   end
-  out.text = status_text(s) .. "\n\n" .. tsv
+  local out = {
+    success = true, loopId = st.id, status = st.state, rows = rows,
+    svgPath = fs.exists(paths.svg) and paths.svg or json.null,
+    htmlPath = fs.exists(paths.html) and paths.html or json.null,
+  }
+  out.text = report.terminal(model, { width = 80, color = false }):gsub("\n+$", "") .. (tsv ~= "" and ("\n\n" .. tsv) or "")
   local text = out.text
-  if args.format ~= "text" then text = ("%s\n\n%s chart: %s"):format(text, args.format, out[args.format .. "Path"]) end
+  if args.format ~= "text" then text = ("%s\n\n%s: %s"):format(text, args.format, paths[args.format]) end
   return out, text
 end
 

@@ -1,23 +1,19 @@
---- beat.mcp.runs: what the MCP tools know of runs, read from their run
---- directories (`<work tree>/.beat/runs/<id>/journal.jsonl`) — read-only;
---- the journal is the source of truth.
----
---- Until runs are recorded in a per-user index (detached runs), a run is
---- found in the work tree the client names (workingDirectory) or the
---- server's current directory, and a run with no end record is `running`
---- while the process that wrote its run_start record lives, else `crashed`.
---- The summaries use Backbeat's field names (loop.id, currentIteration, …)
---- plus beat's own.
+--- beat.mcp.runs: loops as the MCP tools show them. A loop is a run of
+--- beat.runs (found through the per-user index from any directory; its
+--- state — running, paused, crashed, ... — from the journal and its process);
+--- this module turns its status table into Backbeat's field names
+--- (loop.id, currentIteration, ...) plus beat's own, adding what only the
+--- run_start record says (the prompt, the check or eval, the options) and,
+--- for LoopStatus' history, each iteration's agent and command records.
 local beat = require "beat"
-local journal = require "beat.journal"
 local fs = require "beat.fs"
 local json = require "beat.mcp.json"
+local runs = require "beat.runs"
 
 local M = {}
 
---- Every status a run can show.
-M.STATUSES = { "starting", "running", "paused", "passed", "completed", "failed", "stopped",
-  "cancelled", "interrupted", "crashed" }
+--- Every status a loop can show: beat.runs' states.
+M.STATUSES = { table.unpack(runs.STATES) }
 
 -- ListLoops' status filter: Backbeat's names match beat's equivalents too.
 local FILTER = {
@@ -28,7 +24,7 @@ local FILTER = {
 --- ISO 8601 UTC time with milliseconds, or nil.
 ---@param t? number seconds since the epoch
 function M.iso(t)
-  if type(t) ~= "number" then return nil end
+  if type(t) ~= "number" or t ~= t or t == math.huge or t == -math.huge then return nil end
   local s = math.floor(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", s) .. (".%03dZ"):format(math.floor((t - s) * 1000))
 end
@@ -42,88 +38,63 @@ local function preview(s, n)
   return s
 end
 
--- The boot time, for telling a live process from a reused pid.
-local function boot_time()
-  local data = fs.read("/proc/stat") or ""
-  return tonumber(data:match("\nbtime (%d+)"))
-end
-
---- Whether the process that wrote a run_start record at `since` is alive:
---- pid exists, is not a zombie, and started no later than the record (a
---- younger process is another one that got the same pid).
----@param pid any
----@param since? number
-function M.alive(pid, since)
-  pid = math.tointeger(pid)
-  if not pid or pid <= 0 then return false end
-  local stat = fs.read(("/proc/%d/stat"):format(pid))
-  if not stat then return false end
-  local rest = stat:match("^.*%) (.*)$")
-  if not rest then return false end
-  local fields = {}
-  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
-  if fields[1] == "Z" or fields[1] == "X" then return false end
-  -- rest starts at field 3 (state); starttime is field 22, in clock ticks
-  local ticks, btime = tonumber(fields[20]), boot_time()
-  if ticks and btime and since then
-    local started = btime + ticks / 100   -- USER_HZ is 100 on Linux
-    if started > since + 2 then return false end
-  end
-  return true
-end
-
---- The work tree root holding runs, for a directory (default: the current
---- one): the git work tree's top, or dir itself outside git.
+--- The work tree root for a directory (default: the current one): the git
+--- work tree's top, or dir itself outside git; nil and why when it is not
+--- a directory.
 ---@param dir? string
 ---@return string|nil root
 ---@return string? err
----@return table? repo
 function M.root(dir)
   dir = dir or fs.cwd()
   if not fs.is_dir(dir) then return nil, ("workingDirectory %s is not a directory"):format(dir) end
   local repo = beat.git.open { dir = dir, watch = false }
-  if repo then return (repo:path()), nil, repo end
+  if repo then
+    local root = repo:path()
+    repo:close()
+    return root
+  end
   return fs.realpath(dir) or dir
 end
 
---- Runs of a work tree, newest first: {id, dir}.
----@param root string
-function M.list(root)
-  local runs = journal.list(root .. "/.beat/runs")
-  local out = {}
-  for i = #runs, 1, -1 do out[#out + 1] = runs[i] end
-  return out
+--- A message of beat.runs (written for `beat loop ...` users) in the words
+--- of the tools: loops and loopIds, the tools to call instead of commands.
+---@param msg string
+---@return string
+function M.message(msg)
+  msg = tostring(msg)
+  msg = msg:gsub("^run id must be", "argument loopId must be")
+  msg = msg:gsub("^run id '([^']*)'", "loopId %1")
+  msg = msg:gsub("^no run '([^']*)'", "no loop %1")
+  msg = msg:gsub("^no runs in the work tree", "no loops in the work tree")
+  msg = msg:gsub("^no runs yet", "no loops yet")
+  msg = msg:gsub("^run ", "loop ")
+  msg = msg:gsub("%(see 'beat loop list %-%-all'%)", "(ListLoops lists them)")
+  msg = msg:gsub("'beat loop status ([%w_%-]+)'", 'LoopStatus {"loopId": "%1"}')
+  msg = msg:gsub("'beat loop cancel ([%w_%-]+)'", 'CancelLoop {"loopId": "%1"}')
+  msg = msg:gsub("'beat loop resume ([%w_%-]+)'", 'ResumeLoop {"loopId": "%1"}')
+  return msg
 end
 
---- The run whose id is `id` or starts with it ("last" for the newest).
----@param root string
----@param id string
----@return table|nil run {id, dir}
----@return string? err
-function M.find(root, id)
-  local runs = M.list(root)
-  if #runs == 0 then return nil, ("no runs in %s/.beat/runs"):format(root) end
-  if id == "last" or id == "latest" then return runs[1] end
-  local found
-  for _, r in ipairs(runs) do
-    if r.id == id then return r end
-    if r.id:sub(1, #id) == id then
-      if found then return nil, ("loopId %s is ambiguous: %s, %s, ..."):format(id, found.id, r.id) end
-      found = r
-    end
-  end
-  if not found then
-    return nil, ("no loop %s in %s/.beat/runs (ListLoops shows the loops there)"):format(id, root)
-  end
-  return found
+-- The run_start record: the first line of the journal (nil before the
+-- run's process wrote it). Only that line is read.
+local function start_record(dir)
+  local f = io.open(dir .. "/journal.jsonl", "rb")
+  if not f then return nil end
+  local line = f:read("l")
+  f:close()
+  if not line then return nil end
+  local ok, rec = pcall(json.decode, line)
+  if ok and type(rec) == "table" and rec.event == "run_start" then return rec end
+  return nil
 end
 
 local function command_text(v)
   if type(v) == "string" then return v end
   if type(v) == "table" then
+    if v.mode ~= nil then return type(v.command) == "string" and v.command or nil end   -- a judge
     local parts = {}
     for i, a in ipairs(v) do parts[i] = tostring(a) end
-    return table.concat(parts, " ")
+    return #parts > 0 and table.concat(parts, " ") or nil
   end
   return nil
 end
@@ -133,183 +104,156 @@ local function number_or_nil(v)
   return nil
 end
 
--- Where a running loop is, from its last record.
-local function phase_of(last, strategy)
-  local e = last.event
-  if e == "phase" then return last.phase end
-  if e == "run_start" then return "baseline" end
-  if e == "agent" then return strategy == "retry" and "check" or "eval" end
-  if e == "check" or e == "eval" or e == "guard" then return "deciding" end
-  if e == "decision" then return "agent" end
-  if e == "rate_limited" then return "rate-limited" end
-  return e or "starting"
+local function ms(seconds)
+  return number_or_nil(seconds) and math.floor(seconds * 1000 + 0.5) or nil
 end
 
---- Reads a run's journal into its summary (Backbeat's `loop` fields plus
---- beat's). opts.history (integer): also the last N iterations; opts.diff:
---- the diff stat of best vs base (needs opts.repo).
----@param run {id: string, dir: string}
----@param opts? {history?: integer, repo?: table, diff?: boolean, decisions?: integer}
----@return table summary
----@return table? iterations
----@return string? warning
-function M.summary(run, opts)
-  opts = opts or {}
-  local j = assert(journal.open(run.dir))
-  local recs, warning = j:records()
-  local start = recs[1] and recs[1].event == "run_start" and recs[1] or {}
-  local last = recs[#recs] or {}
-  local cfg = type(start.config) == "table" and start.config or {}
-  local strategy = start.strategy or "?"
+local function or_null(v)
+  if v == nil then return json.null end
+  return v
+end
 
-  local ended = (last.event == "run_end" or last.event == "interrupted") and last or nil
-  local status
-  if #recs == 0 then
-    status = "starting"
-  elseif ended then
-    status = last.event == "interrupted" and "interrupted" or tostring(last.status or "completed")
-  elseif M.alive(start.pid, start.time) then
-    status = "running"
-  else
-    status = "crashed"
+-- Where the loop is: beat.runs' phase while its process lives.
+local function phase_of(st)
+  if st.alive then
+    if st.state == "starting" then return "starting" end
+    return st.phase or "starting"
   end
+  if st.state == "paused" then return "paused" end
+  return "finished"
+end
 
-  local decisions, by_iter = {}, {}
-  local current, cost = 0, 0
+-- Each iteration's records, from the whole journal (LoopStatus' history).
+local function iterations(dir, limit)
+  local recs = (require("beat.journal").open(dir) or { records = function() return {} end }):records()
   local round_of = require("beat.loop").round_of   -- a parallel run's candidate "3.2" is in round 3
+  local by_iter = {}
   for _, r in ipairs(recs) do
     local n = round_of(r.iteration)
-    if n and n > current then current = n end
     if n then
-      by_iter[n] = by_iter[n] or { iteration = n }
-      local it = by_iter[n]
+      local key = tostring(r.iteration)
+      by_iter[key] = by_iter[key] or { iteration = n,
+        candidate = math.tointeger(tonumber(key:match("^%d+%.(%d+)$"))) }
+      local it = by_iter[key]
       if r.event == "agent" then
-        cost = cost + (number_or_nil(r.cost_usd) or 0)
         it.agent = r
       elseif r.event == "check" or r.event == "eval" then
         it.command = r
       elseif r.event == "decision" then
         it.decision = r
-        decisions[#decisions + 1] = r
       end
     end
   end
-  if ended and number_or_nil(ended.cost_usd) then cost = ended.cost_usd end
-
-  local best, baseline
-  for _, d in ipairs(decisions) do
-    if d.status == "baseline" then baseline = number_or_nil(d.score) end
-    if d.status == "baseline" or d.status == "keep" or d.status == "pass" then
-      best = number_or_nil(d.score) or best
-    end
-  end
-
-  local started = number_or_nil(start.time)
-  local elapsed
-  if ended and number_or_nil(ended.elapsed) then
-    elapsed = ended.elapsed
-  elseif started then
-    elapsed = (status == "running" and beat.now() or (number_or_nil(last.time) or started)) - started
-  end
-
-  -- after a decision, the next iteration's agent is at work (its record
-  -- comes when it is done)
-  if status == "running" and last.event == "decision" then current = current + 1 end
-
-  local last_decision = decisions[#decisions]
-  local max_iter = math.tointeger(cfg.max_iterations) or 0
-  local s = {
-    id = run.id,
-    strategy = strategy,
-    status = status,
-    phase = status == "running" and phase_of(last, strategy) or "finished",
-    currentIteration = current,
-    maxIterations = max_iter,
-    consecutiveFailures = last_decision and math.tointeger(last_decision.consecutive_failures) or json.null,
-    maxConsecutiveFailures = math.tointeger(cfg.max_consecutive_failures) or json.null,
-    bestScore = best or json.null,
-    baselineScore = baseline or json.null,
-    bestScoreText = ended and type(ended.best_score) == "string" and ended.best_score or json.null,
-    baselineScoreText = ended and type(ended.baseline_score) == "string" and ended.baseline_score or json.null,
-    exitCondition = command_text(cfg.check) or command_text(cfg.eval) or json.null,
-    evalDirection = strategy == "optimize" and (cfg.direction or "minimize") or json.null,
-    cooldownMs = math.floor((number_or_nil(cfg.cooldown) or 0) * 1000 + 0.5),
-    freshContext = not cfg.continue_context,
-    promptPreview = preview(cfg.prompt, 80) or json.null,
-    workingDirectory = start.cwd or fs.dirname(fs.dirname(fs.dirname(run.dir))),
-    gitBranch = type(cfg.commit_to) == "string" and cfg.commit_to or json.null,
-    createdAt = M.iso(started) or json.null,
-    updatedAt = M.iso(number_or_nil(last.time)) or json.null,
-    completedAt = ended and M.iso(number_or_nil(ended.time)) or json.null,
-    reason = ended and type(ended.reason) == "string" and ended.reason or json.null,
-    costUsd = cost,
-    elapsedMs = elapsed and math.floor(elapsed * 1000 + 0.5) or 0,
-    pid = math.tointeger(start.pid) or json.null,
-    runDirectory = run.dir,
-    isPipeline = false,
-  }
-
-  local keep = math.tointeger(opts.decisions) or 5
-  s.lastDecisions = json.array()
-  for i = math.max(1, #decisions - keep + 1), #decisions do
-    local d = decisions[i]
-    s.lastDecisions[#s.lastDecisions + 1] = {
-      iteration = round_of(d.iteration) or 0, status = tostring(d.status or "?"),
-      candidate = math.tointeger(tonumber(type(d.iteration) == "string" and d.iteration:match("^%d+%.(%d+)$"))),
-      score = number_or_nil(d.score) or json.null, summary = type(d.summary) == "string" and d.summary or json.null,
+  local ns = {}
+  for key in pairs(by_iter) do ns[#ns + 1] = key end
+  table.sort(ns, function(a, b)
+    local x, y = by_iter[a], by_iter[b]
+    if x.iteration ~= y.iteration then return x.iteration < y.iteration end
+    return (x.candidate or 0) < (y.candidate or 0)
+  end)
+  local out = json.array()
+  for i = math.max(1, #ns - limit + 1), #ns do
+    local it = by_iter[ns[i]]
+    local d, a, c = it.decision or {}, it.agent or {}, it.command or {}
+    local t_start = number_or_nil(a.time) and number_or_nil(a.duration) and (a.time - a.duration)
+      or number_or_nil(a.time) or number_or_nil(c.time)
+    out[#out + 1] = {
+      iterationNumber = it.iteration, candidate = it.candidate,
+      status = it.decision and tostring(d.status) or "running",
+      score = or_null(number_or_nil(d.score)),
+      scoreText = or_null(type(d.score_text) == "string" and d.score_text or nil),
+      exitCode = or_null(math.tointeger(c.code)),
+      errorMessage = or_null(type(a.error) == "string" and a.error or (type(c.error) == "string" and c.error) or nil),
+      summary = or_null(type(d.summary) == "string" and d.summary or nil),
+      snapshot = or_null(type(d.snapshot) == "string" and d.snapshot or nil),
+      costUsd = or_null(number_or_nil(a.cost_usd)),
+      durationMs = or_null(ms(d.duration_s)),
+      startedAt = or_null(M.iso(t_start)),
+      completedAt = or_null(it.decision and M.iso(number_or_nil(d.time)) or nil),
     }
   end
-
-  s.diffStat = json.null
-  if opts.diff and opts.repo then
-    local prefix = ("refs/beat/%s/"):format(run.id)
-    local refs = {}
-    for _, r in ipairs(opts.repo:refs(prefix) or {}) do refs[r.name:sub(#prefix + 1)] = r.id end
-    if refs.base then
-      local d = opts.repo:diff { from = refs.base, to = refs.best or refs.base, patch = false }
-      if d then
-        s.diffStat = { filesChanged = d.files_changed, insertions = d.insertions, deletions = d.deletions }
-      end
-    end
-  end
-
-  local iterations
-  if opts.history then
-    iterations = json.array()
-    local ns = {}
-    for n in pairs(by_iter) do ns[#ns + 1] = n end
-    table.sort(ns)
-    for i = math.max(1, #ns - opts.history + 1), #ns do
-      local it = by_iter[ns[i]]
-      local d, a, c = it.decision or {}, it.agent or {}, it.command or {}
-      local t_start = number_or_nil(a.time) and number_or_nil(a.duration) and (a.time - a.duration)
-        or number_or_nil(a.time) or number_or_nil(c.time)
-      iterations[#iterations + 1] = {
-        iterationNumber = it.iteration,
-        status = it.decision and tostring(d.status) or "running",
-        score = number_or_nil(d.score) or json.null,
-        scoreText = type(d.score_text) == "string" and d.score_text or json.null,
-        exitCode = math.tointeger(c.code) or json.null,
-        errorMessage = type(a.error) == "string" and a.error or (type(c.error) == "string" and c.error) or json.null,
-        summary = type(d.summary) == "string" and d.summary or json.null,
-        snapshot = type(d.snapshot) == "string" and d.snapshot or json.null,
-        costUsd = number_or_nil(a.cost_usd) or json.null,
-        durationMs = number_or_nil(d.duration_s) and math.floor(d.duration_s * 1000 + 0.5) or json.null,
-        startedAt = M.iso(t_start) or json.null,
-        completedAt = it.decision and M.iso(number_or_nil(d.time)) or json.null,
-      }
-    end
-  end
-  return s, iterations, warning
+  return out
 end
 
---- Whether a summary's status passes ListLoops' filter.
+--- A loop as the tools show it, from its beat.runs status table (see
+--- beat.RunStatus): Backbeat's `loop` fields plus beat's.
+--- opts.history (integer): also the last N iterations, read from the
+--- journal.
+---@param st beat.RunStatus
+---@param opts? {history?: integer}
+---@return table summary
+---@return table? iterations
+function M.summary(st, opts)
+  opts = opts or {}
+  local start = start_record(st.dir) or {}
+  local cfg = type(start.config) == "table" and start.config or {}
+  local strategy = st.strategy or start.strategy or "?"
+  local judge = type(cfg.check) == "table" and cfg.check.mode ~= nil or type(cfg.eval) == "table" and cfg.eval.mode ~= nil
+  local jstat = fs.stat(st.journal)
+  local s = {
+    id = st.id,
+    strategy = strategy,
+    status = st.state,
+    phase = phase_of(st),
+    currentIteration = st.iteration or 0,
+    maxIterations = st.max_iterations or math.tointeger(cfg.max_iterations) or 0,
+    consecutiveFailures = or_null(st.consecutive_failures),
+    maxConsecutiveFailures = or_null(math.tointeger(cfg.max_consecutive_failures)),
+    bestScore = or_null(st.best_score),
+    baselineScore = or_null(st.baseline_score),
+    bestScoreText = or_null(type(st.best_text) == "string" and st.best_text or nil),
+    baselineScoreText = or_null(type(st.baseline_text) == "string" and st.baseline_text or nil),
+    exitCondition = or_null(command_text(cfg.check) or command_text(cfg.eval)),
+    evalMode = judge and "agent" or "shell",
+    evalDirection = or_null(strategy == "optimize" and (cfg.direction or "minimize") or nil),
+    cooldownMs = ms(cfg.cooldown) or 0,
+    freshContext = not cfg.continue_context,
+    promptPreview = or_null(preview(cfg.prompt, 80)),
+    workingDirectory = st.root or start.cwd or fs.dirname(fs.dirname(fs.dirname(st.dir))),
+    gitBranch = or_null(type(cfg.commit_to) == "string" and cfg.commit_to or nil),
+    createdAt = or_null(M.iso(st.started)),
+    updatedAt = or_null(M.iso(jstat and jstat.mtime or nil)),
+    completedAt = or_null(M.iso(st.ended)),
+    reason = or_null(type(st.reason) == "string" and st.reason or nil),
+    costUsd = st.cost_usd or 0,
+    elapsedMs = ms(st.elapsed) or 0,
+    pid = or_null(st.pid),
+    alive = st.alive == true,
+    pauseRequested = st.pause_requested == true,
+    resumable = st.resumable == true,
+    detached = st.detached == true,
+    runDirectory = st.dir,
+    outputPath = or_null(st.output),
+    isPipeline = type(cfg.agent) == "table" and cfg.agent.name == "pipeline",
+  }
+  s.lastDecisions = json.array()
+  for i = math.max(1, #st.decisions - 4), #st.decisions do
+    local d = st.decisions[i]
+    s.lastDecisions[#s.lastDecisions + 1] = {
+      iteration = d.iteration or 0, candidate = d.candidate, status = tostring(d.status or "?"),
+      score = or_null(number_or_nil(d.score)), summary = or_null(type(d.summary) == "string" and d.summary or nil),
+    }
+  end
+  s.diffStat = st.diff and { filesChanged = st.diff.files_changed, insertions = st.diff.insertions,
+    deletions = st.diff.deletions } or json.null
+  local iters
+  if opts.history then iters = iterations(st.dir, opts.history) end
+  return s, iters
+end
+
+--- Whether a status passes ListLoops' filter.
 ---@param status string
 ---@param filter? string
 function M.matches(status, filter)
   if filter == nil then return true end
   if FILTER[filter] then return FILTER[filter][status] == true end
   return status == filter
+end
+
+--- Whether the filter is one of Backbeat's names that match several states.
+---@param filter? string
+function M.aliased(filter)
+  return filter ~= nil and FILTER[filter] ~= nil
 end
 
 return M

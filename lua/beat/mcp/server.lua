@@ -37,8 +37,8 @@ for i, l in ipairs(M.LEVELS) do SEVERITY[l] = i end
 
 M.INSTRUCTIONS = [[
 beat runs coding agents in loops on a git work tree: retry until a check passes, or optimize a score, keeping only what improves, with every iteration snapshotted in git.
-ListLoops lists the loops of a work tree; LoopStatus shows one (waitMs waits for it to end); LoopDiff shows what it changed; LoopReport its results table. CreateLoop starts a loop that runs on its own (PauseLoop, ResumeLoop, CancelLoop steer it).
-Tools take workingDirectory (default: the directory the server started in). A loop's best result is left in the work tree as an uncommitted diff; `beat restore <loopId> base` undoes a loop.]]
+CreateLoop starts a loop that runs on its own, as a process of its own: it goes on when this server or its client goes away, and any beat finds it again. PauseLoop, ResumeLoop and CancelLoop steer it; ListLoops lists every loop (workingDirectory: one work tree's); LoopStatus shows one (waitMs waits for it to end); LoopDiff shows what it changed; LoopReport charts its scores.
+workingDirectory defaults to the directory the server started in. One loop per work tree at a time. A loop's best result is left in the work tree as an uncommitted diff; `beat restore <loopId> base` undoes a loop.]]
 
 ---@class beat.mcp.Server
 local Server = {}

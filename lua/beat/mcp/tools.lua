@@ -54,17 +54,6 @@ function Registry:add(def)
   self.by_name[def.name] = def
 end
 
---- Replaces the handler of a registered tool (how control.lua's handlers
---- are swapped in).
----@param name string
----@param handler function
-function Registry:set_handler(name, handler)
-  local def = self.by_name[name]
-  if not def then error(("registry:set_handler: no tool %q"):format(tostring(name)), 2) end
-  if type(handler) ~= "function" then error("registry:set_handler: handler must be a function", 2) end
-  def.handler = handler
-end
-
 ---@param name string
 function Registry:get(name)
   return self.by_name[name]

@@ -35,6 +35,7 @@ M.FINAL = { passed = true, failed = true, completed = true, stopped = true, canc
 ---@field summary? string
 ---@field cost_usd? number
 ---@field duration_s? number
+---@field consecutive_failures? integer failed iterations in a row after this decision
 ---@field time number
 
 ---@class beat.RunStatus
@@ -58,6 +59,9 @@ M.FINAL = { passed = true, failed = true, completed = true, stopped = true, canc
 ---@field pause_requested boolean a pause is pending (the run pauses after this iteration's decision)
 ---@field best_text? string
 ---@field baseline_text? string
+---@field best_score? number the best score as a number (optimize, a single-number objective)
+---@field baseline_score? number the baseline's score as a number (likewise)
+---@field consecutive_failures? integer failed iterations in a row at the last decision
 ---@field cost_usd number
 ---@field elapsed number seconds of run time (pauses excluded)
 ---@field started? number seconds since the epoch
@@ -69,10 +73,25 @@ M.FINAL = { passed = true, failed = true, completed = true, stopped = true, canc
 ---@field diff? {files_changed: integer, insertions: integer, deletions: integer, files: table[]} best vs base (with opts.diff)
 ---@field warning? string e.g. a torn journal line
 
+local function finite(v)
+  if type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge then return v end
+  return nil
+end
+
+-- Round R and candidate K of an iteration id: n, or "R.K" for a parallel candidate.
+local function round_candidate(id)
+  if type(id) == "string" then
+    local r, k = id:match("^(%d+)%.(%d+)$")
+    if r then return math.tointeger(tonumber(r)), math.tointeger(tonumber(k)) end
+  end
+  return math.tointeger(tonumber(id)), nil
+end
+
 local function decision(d)
-  return { iteration = math.tointeger(d.iteration), status = d.status, score = type(d.score) == "number" and d.score or nil,
+  local round, candidate = round_candidate(d.iteration)
+  return { iteration = round, candidate = candidate, status = d.status, score = type(d.score) == "number" and d.score or nil,
     score_text = d.score_text, best_text = d.best_text, summary = d.summary, cost_usd = d.cost_usd,
-    duration_s = d.duration_s, time = d.time }
+    duration_s = d.duration_s, consecutive_failures = math.tointeger(d.consecutive_failures), time = d.time }
 end
 
 --- The status of the run in `dir` (a run directory); `entry` is its index
@@ -116,6 +135,10 @@ function M.inspect(dir, entry, opts)
   s.pid = owner and owner.pid
   local d = r.last_decision or {}
   s.best_text, s.baseline_text = d.best_score, d.baseline_score
+  s.consecutive_failures = math.tointeger(d.consecutive_failures)
+  local state = type(d.state) == "table" and d.state or {}
+  s.best_score = finite(state.best)
+  s.baseline_score = finite(state.baseline)
   if r.ended then
     local e = r.ended
     s.state, s.reason, s.ended = e.status or "failed", e.reason, e.time
