@@ -53,7 +53,7 @@ end
 
 return function(opts)
   local o = beat.loop.options("optimize", opts, OPTIONS, DEFAULTS)
-  if o.eval == nil then error('beat.strategy("optimize"): option eval is required (the command that scores)', 2) end
+  if o.eval == nil then error('beat.strategy("optimize"): opts.eval is required (the command that scores)', 2) end
   if o.objective and o.direction then
     error('beat.strategy("optimize"): give either objective or direction, not both', 2)
   end

@@ -77,27 +77,27 @@ return function(opts)
   local o = beat.loop.options("parallel", type(opts) == "table" and given or opts, OPTIONS, DEFAULTS)
   local n = o.candidates
   if math.type(n) ~= "integer" or n < 1 or n > MAX_CANDIDATES then
-    fail("option candidates must be an integer from 1 to %d, got %s", MAX_CANDIDATES, tostring(n))
+    fail("opts.candidates must be an integer from 1 to %d, got %s", MAX_CANDIDATES, tostring(n))
   end
   if type(o.prompts) == "table" then
-    if #o.prompts ~= n then fail("option prompts must list %d prompts (one per candidate), got %d", n, #o.prompts) end
+    if #o.prompts ~= n then fail("opts.prompts must list %d prompts (one per candidate), got %d", n, #o.prompts) end
     for i, p in ipairs(o.prompts) do
-      if type(p) ~= "string" or not p:match("%S") then fail("option prompts[%d] must be a non-empty string", i) end
+      if type(p) ~= "string" or not p:match("%S") then fail("opts.prompts[%d] must be a non-empty string", i) end
     end
   end
   for _, k in ipairs { "max_agents", "max_evals" } do
     if o[k] ~= nil and (math.type(o[k]) ~= "integer" or o[k] < 1) then
-      fail("option %s must be a positive integer, got %s", k, tostring(o[k]))
+      fail("opts.%s must be a positive integer, got %s", k, tostring(o[k]))
     end
   end
   for _, k in ipairs { "executor", "agent_executor", "eval_executor" } do
     if o[k] ~= nil and not beat.executor.is_executor(o[k]) then
-      fail("option %s must be an executor (beat.executor.here(), beat.slurm{...})", k)
+      fail("opts.%s must be an executor (beat.executor.here(), beat.slurm{...})", k)
     end
   end
   if o.git == false then fail("needs git: each candidate runs in a worktree of the repository (git = false)") end
-  if o.continue_context then fail("option continue_context does not apply: the candidates are separate sessions") end
-  if o.eval == nil then fail("option eval is required (the command that scores)") end
+  if o.continue_context then fail("opts.continue_context does not apply: the candidates are separate sessions") end
+  if o.eval == nil then fail("opts.eval is required (the command that scores)") end
   if o.objective and o.direction then fail("give either objective or direction, not both") end
   local objective = o.objective or beat.objective {
     metric = o.metric or "score", direction = o.direction or "minimize", min_delta = o.min_delta,

@@ -39,7 +39,7 @@ end
 
 return function(opts)
   local o = beat.loop.options("retry", opts, OPTIONS, DEFAULTS)
-  if o.check == nil then error('beat.strategy("retry"): option check is required (the command that must pass)', 2) end
+  if o.check == nil then error('beat.strategy("retry"): opts.check is required (the command that must pass)', 2) end
   beat.loop.check_command("retry", "check", o.check)
 
   return beat.loop.run("retry", o, function(run)

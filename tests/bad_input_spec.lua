@@ -108,13 +108,17 @@ describe("bad input", function()
   it("recipes get the same checks as errors before anything is written", function()
     local dir, git = H.git_repo { ["value.txt"] = "100\n" }
     local cases = {
-      { 'strategy = "optimize", eval = ""', "option eval must be a command, got an empty string" },
-      { 'strategy = "optimize", eval = {}', "option eval must be a command" },
-      { 'strategy = "optimize", eval = "cat value.txt", guard = {"true", " "}', "option guard%[2%] must be a command" },
-      { 'strategy = "retry", check = ""', "option check must be a command" },
-      { 'strategy = "retry", check = "true", agent_timeout = 0', "option agent_timeout must be longer than 0" },
-      { 'strategy = "retry", check = "true", max_cost_usd = -1', "option max_cost_usd must be a finite number >= 0" },
-      { 'strategy = "retry", check = "true", commit_to = "a..b"', "option commit_to must be a valid git branch name" },
+      { 'strategy = "optimize", eval = ""', 'opts.eval must be a command, got ""' },
+      { 'strategy = "optimize", eval = {}', 'opts.eval must be a command %(an argv list with a program first%), got {}' },
+      { 'strategy = "optimize", eval = "cat value.txt", guard = {"true", " "}', 'opts.guard%[2%] must be a command, got " "' },
+      { 'strategy = "retry", check = ""', 'opts.check must be a command, got ""' },
+      { 'strategy = "retry", check = "true", agent_timeout = 0', "opts.agent_timeout must be longer than 0, got 0" },
+      { 'strategy = "retry", check = "true", max_cost_usd = -1', "opts.max_cost_usd must be a finite number >= 0, got %-1" },
+      { 'strategy = "retry", check = "true", commit_to = "a..b"', "opts.commit_to must be a valid git branch name" },
+      { 'strategy = "retry", check = "true", max_iterations = 1.5', "opts.max_iterations must be an integer >= 0 %(0: no limit%), got 1.5" },
+      { 'strategy = "retry", check = "true", max_no_progress = 0', "opts.max_no_progress must be a positive integer, got 0" },
+      { 'strategy = "retry", check = "true", listeners = {1}', "opts.listeners must be a list of functions, got {1}" },
+      { 'strategy = "retry", check = "true", bogus = 1', "unknown option opts.bogus" },
     }
     for _, c in ipairs(cases) do
       local recipe = H.recipe(H.tmpdir(), ([[

@@ -177,6 +177,6 @@ describe("beat.judge", function()
     assert.has_error(function() judge {} end, "beat.judge: opts.agent must be an agent (beat.agent.claude{}, ...), got nil")
     assert.has_error(function() judge { agent = beat.agent.command { argv = { "x" } }, mode = "grade" } end)
     assert.has_error(function() judge { agent = beat.agent.command { argv = { "x" } }, command = "" } end,
-      "beat.judge: opts.command must be a command, got an empty string")
+      'beat.judge: opts.command must be a command, got ""')
   end)
 end)

@@ -248,11 +248,11 @@ describe("parallel candidates", function()
       return tostring(e)
     end
     local P = 'beat.strategy("parallel"): '
-    assert.matches(P .. "option candidates must be an integer from 1 to 256, got 0", err { candidates = 0 }, 1, true)
-    assert.matches(P .. "option prompts must list 3 prompts (one per candidate), got 2",
+    assert.matches(P .. "opts.candidates must be an integer from 1 to 256, got 0", err { candidates = 0 }, 1, true)
+    assert.matches(P .. "opts.prompts must list 3 prompts (one per candidate), got 2",
       err { candidates = 3, prompts = { "a", "b" } }, 1, true)
-    assert.matches(P .. "option max_evals must be a positive integer, got 0", err { max_evals = 0 }, 1, true)
-    assert.matches(P .. "option eval_executor must be an executor", err { eval_executor = {} }, 1, true)
+    assert.matches(P .. "opts.max_evals must be a positive integer, got 0", err { max_evals = 0 }, 1, true)
+    assert.matches(P .. "opts.eval_executor must be an executor", err { eval_executor = {} }, 1, true)
     assert.matches(P .. "needs git", err { git = false }, 1, true)
     assert.matches(P .. "a pareto objective is not supported",
       err { objective = beat.objective { pareto = true, metrics = { a = "minimize", b = "minimize" } } }, 1, true)

@@ -99,7 +99,7 @@ describe("protected paths", function()
     ]]):format(dir))
     r = H.beat { "run", recipe }
     assert.equal(1, r.code)
-    assert.matches("option protect needs git", r.stderr)
+    assert.matches("opts.protect needs git", r.stderr)
   end)
 end)
 

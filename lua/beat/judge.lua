@@ -352,7 +352,7 @@ function M.new(opts)
   end
   if opts.command ~= nil then
     local ok, err = pcall(require("beat.loop").check_command, "judge", "command", opts.command, 1)
-    if not ok then check.error("beat.judge", (tostring(err):gsub("^.-option command ", "opts.command "))) end
+    if not ok then check.error("beat.judge", (tostring(err):gsub("^.-opts%.command ", "opts.command "))) end
     if require("beat.loop").callable(opts.command) then
       check.fail("beat.judge", "opts.command", "a command (string or argv list)", opts.command)
     end

@@ -232,7 +232,7 @@ function handlers.resume(cli, args)
   local id = one_id(cli, "loop resume", rest)
   if o.detach and o.foreground then cli.usage_error("loop resume: give --detach or --foreground, not both") end
   local control = require "beat.runs.control"
-  if o.detached_run then require("beat.loop").detached = true end
+  if o.detached_run then require("beat.loop").session { detached = true } end
   -- a run continues the way it was started (detached or in a terminal) unless told
   local detach = o.detach or nil
   if o.foreground or o.detached_run then detach = false end

@@ -242,15 +242,15 @@ SIGTERM. Child processes never outlive beat.]],
         return M.EXIT_OK
       end)
     end
-    local loop = require "beat.loop"
-    if next(overrides) then loop.overrides = overrides end
     if view.mode or view.quiet then require("beat.ui").configure(view) end
-    if file ~= "-" then
-      loop.origin = { kind = "recipe", file = fs.realpath(file), args = { table.unpack(script_args, 1) },
-        set = next(overrides) and overrides or nil, dir = fs.cwd() }
-    end
-    loop.detached = detached_run
-    if run_id then loop.pending = { id = run_id } end
+    -- what `beat run` hands to the runs the recipe starts
+    require("beat.loop").session {
+      overrides = next(overrides) and overrides or nil,
+      origin = file ~= "-" and { kind = "recipe", file = fs.realpath(file), args = { table.unpack(script_args, 1) },
+        set = next(overrides) and overrides or nil, dir = fs.cwd() } or nil,
+      detached = detached_run,
+      pending = run_id and { id = run_id } or nil,
+    }
     _G.arg = script_args
     local dir = file:match("^(.*)/[^/]*$") or "."
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path

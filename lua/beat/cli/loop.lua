@@ -325,7 +325,7 @@ end
 --- Runs a dead run again in this process, from its journal's run_start
 --- (`st` from beat.runs.status, `start` the run_start record): `beat loop`
 --- arguments parsed again, or the recipe run again with its arguments;
---- the strategy's run continues the dead one (beat.loop.pending). Returns
+--- the strategy's run continues the dead one (beat.loop.session's pending). Returns
 --- the exit status. Called inside a task by beat.runs.control.resume.
 ---@param st beat.RunStatus
 ---@param start table
@@ -338,8 +338,7 @@ function M.resume_here(st, start)
   if origin.dir and not beat.fs.chdir(origin.dir) then
     cli.usage_error("run %s was started in %s, which is gone: it cannot be resumed", st.id, origin.dir)
   end
-  loop.origin = origin
-  loop.pending = { resume = st.id, strategy = start.strategy, dir = st.dir }
+  loop.session { origin = origin, pending = { resume = st.id, strategy = start.strategy, dir = st.dir } }
   local code
   if origin.kind == "loop" then
     local p = M.parse(cli, origin.args or {})
@@ -348,15 +347,15 @@ function M.resume_here(st, start)
   else
     local chunk, err = loadfile(origin.file)
     if not chunk then cli.usage_error("run %s: cannot load its recipe: %s", st.id, tostring(err)) end
-    loop.overrides = origin.set or {}
+    loop.session { overrides = origin.set or {} }
     local args = origin.args or {}
     _G.arg = { [0] = origin.file, table.unpack(args) }
     local dir = origin.file:match("^(.*)/[^/]*$") or "."
     package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
     code = chunk(table.unpack(args))
   end
-  if loop.pending then
-    loop.pending = nil
+  if loop.session().pending then
+    loop.session { pending = false }
     io.stderr:write(("beat: the recipe of run %s did not start a %s loop in %s: nothing was resumed\n")
       :format(st.id, tostring(start.strategy), tostring(st.root)))
     return 1
@@ -399,9 +398,8 @@ function M.register(cli)
         if p.run_id then require("beat.cli.control").close_reserved(p.run_id, 2) end
         error(strategy, 0)
       end
-      loop.origin = { kind = "loop", args = origin_args(args), dir = beat.fs.cwd() }
-      loop.detached = p.detached_run == true
-      if p.run_id then loop.pending = { id = p.run_id } end
+      loop.session { origin = { kind = "loop", args = origin_args(args), dir = beat.fs.cwd() },
+        detached = p.detached_run == true, pending = p.run_id and { id = p.run_id } or false }
       if p.no_git then io.stderr:write("beat: --no-git: no snapshots; changes cannot be undone\n") end
       require("beat.ui").configure { mode = p.json and "json" or p.plain and "plain" or "auto",
         quiet = p.quiet or false }
