@@ -49,12 +49,8 @@ end
 
 local function signum(fn, sig)
   if sig == nil then return SIG.SIGTERM end
-  if math.type(sig) == "integer" then return sig end
-  if type(sig) == "string" then
-    local name = sig:upper()
-    if not name:match("^SIG") then name = "SIG" .. name end
-    if SIG[name] then return SIG[name] end
-  end
+  local n = require("beat.signals").number(sig)
+  if n then return n end
   error(("%s: unknown signal %s"):format(fn, tostring(sig)), 3)
 end
 

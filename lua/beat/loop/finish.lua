@@ -48,6 +48,10 @@ function M.finish(run, status, reason)
     notes[#notes + 1] = ("%s were saved %s: beat restore %s %s"):format(what, #g == 1 and
       ("as snapshot " .. g[1]) or ("%d times, as snapshots %s"):format(#g, names(g)), run.id, g[#g])
   end
+  if run.conflicts and #run.conflicts > 0 then
+    notes[#notes + 1] = ("files you changed while beat restored the work tree were left as you changed them: %s")
+      :format(table.concat(run.conflicts, ", ", 1, math.min(#run.conflicts, 10)))
+  end
   for _, n in ipairs(require("beat.budget").notes(run)) do notes[#notes + 1] = n end
   local jok, jerr = pcall(run.journal.check, run.journal, true)
   if not jok then notes[#notes + 1] = tostring(jerr) end

@@ -121,6 +121,16 @@ function Run:restore(snap, what)
     self.at, self.since = nil, {}   -- unknown now: the next restore keeps whatever is there
     error("restore failed: " .. tostring(err), 0)
   end
+  if res.conflicts and #res.conflicts > 0 then
+    -- changed while the restore ran: left as they are (they are in no
+    -- snapshot), so the work tree is not exactly snap
+    self.conflicts = self.conflicts or {}
+    for _, path in ipairs(res.conflicts) do self.conflicts[#self.conflicts + 1] = path end
+    self:write("note", { iteration = self.iteration, conflicts = res.conflicts,
+      note = ("left as you changed them during a restore: %s"):format(table.concat(res.conflicts, ", ")) })
+    self.at, self.since = nil, {}
+    return name
+  end
   self.at, self.since = snap, {}
   return name
 end
