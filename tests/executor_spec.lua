@@ -139,10 +139,11 @@ describe("beat.slurm on a real cluster #slurm", function()
   teardown(function()
     if c then
       c:stop()
-      -- stopped by pid: no daemon or step of this cluster is left
-      assert.same({}, H.wait_gone(c.conf, 5))
-      assert.same({}, H.wait_gone(c.dir .. "/munge", 5))
-      assert.same({}, H.wait_gone("slurmstepd", 5))
+      -- stopped by pid: no daemon or step of this cluster is left (the
+      -- bound is loose: slurmd ends its steps on its own time on a loaded machine)
+      assert.same({}, H.wait_gone(c.conf, 15))
+      assert.same({}, H.wait_gone(c.dir .. "/munge", 15))
+      assert.same({}, H.wait_gone("slurmstepd", 15))
     end
   end)
 
