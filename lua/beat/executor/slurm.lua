@@ -147,16 +147,12 @@ for k, f in pairs(client.methods) do Slurm[k] = f end
 --------------------------------------------------------------------------------
 -- The executor's methods
 
---- Starts cmd as a Slurm job and returns at once (see Proc). Bad options
---- raise; a command that cannot be submitted (no srun, no such cwd) returns
---- nil, "beat.slurm: why".
----@param cmd string|string[]
----@param opts? beat.ExecutorOpts
----@return beat.SlurmProc|nil, string?
-function Slurm:spawn(cmd, opts)
-  task.current("beat.slurm:spawn")
-  local eopts, naming = executor.check_opts("beat.slurm:spawn", opts)
-  local p, err = srun.prepare(self, "beat.slurm:spawn", cmd, eopts, naming)
+-- Checks the options (raising at the caller of spawn/exec: `depth` frames
+-- between it and launch) and submits the job: the started Proc, or nil and why.
+local function launch(self, fname, cmd, opts, depth)
+  task.current(fname)
+  local eopts, naming = executor.check_opts(fname, opts, depth)
+  local p, err = srun.prepare(self, fname, cmd, eopts, naming, 3 + depth)
   if not p then return nil, err end
   p.started = clock()
   local ok, lerr = p:_launch()
@@ -165,6 +161,16 @@ function Slurm:spawn(cmd, opts)
     return nil, lerr
   end
   return p
+end
+
+--- Starts cmd as a Slurm job and returns at once (see Proc). Bad options
+--- raise; a command that cannot be submitted (no srun, no such cwd) returns
+--- nil, "beat.slurm: why".
+---@param cmd string|string[]
+---@param opts? beat.ExecutorOpts
+---@return beat.SlurmProc|nil, string?
+function Slurm:spawn(cmd, opts)
+  return launch(self, "beat.slurm:spawn", cmd, opts, 1)   -- a tail call: no frame of its own
 end
 
 --- Runs cmd as a Slurm job and waits for it: the result of beat.exec, plus
@@ -176,16 +182,8 @@ end
 ---@param opts? beat.ExecutorOpts
 ---@return table|nil, string?
 function Slurm:exec(cmd, opts)
-  task.current("beat.slurm:exec")
-  local eopts, naming = executor.check_opts("beat.slurm:exec", opts)
-  local p, err = srun.prepare(self, "beat.slurm:exec", cmd, eopts, naming)
+  local p, err = launch(self, "beat.slurm:exec", cmd, opts, 2)
   if not p then return nil, err end
-  p.started = clock()
-  local ok, lerr = p:_launch()
-  if not ok then
-    close_files(p)
-    return nil, lerr
-  end
   return p:wait()
 end
 

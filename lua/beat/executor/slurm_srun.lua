@@ -37,8 +37,8 @@ end
 
 -- The srun command line and options for one command (ex: the executor; fn:
 -- the calling method's name, for errors, which are raised at its caller).
-function M.prepare(ex, fn, cmd, eopts, naming)
-  local function fail(fmt, ...) error(fn .. ": " .. format(fmt, ...), 4) end
+function M.prepare(ex, fn, cmd, eopts, naming, level)
+  local function fail(fmt, ...) error(fn .. ": " .. format(fmt, ...), level or 4) end
   local argv
   if type(cmd) == "string" then
     if cmd == "" then fail("cmd must not be empty") end
