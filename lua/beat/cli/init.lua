@@ -293,8 +293,8 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.control", "beat.cli.clean", "beat.cli.agents",
-  "beat.cli.report", "beat.cli.mcp" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.show", "beat.cli.restore", "beat.cli.control",
+  "beat.cli.clean", "beat.cli.agents", "beat.cli.report", "beat.cli.mcp" }
 for _, name in ipairs(extra) do
   local ok, mod = pcall(require, name)
   if ok and type(mod) == "table" and mod.register then
