@@ -293,15 +293,10 @@ M.command("help", {
 })
 
 -- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.control", "beat.cli.clean", "beat.cli.agents",
-  "beat.cli.report", "beat.cli.mcp" }
+local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.show", "beat.cli.restore", "beat.cli.control",
+  "beat.cli.clean", "beat.cli.agents", "beat.cli.report", "beat.cli.mcp" }
 for _, name in ipairs(extra) do
-  local ok, mod = pcall(require, name)
-  if ok and type(mod) == "table" and mod.register then
-    mod.register(M)
-  elseif not ok and not tostring(mod):find("module '" .. name .. "' not found", 1, true) then
-    error(mod, 0)
-  end
+  require(name).register(M)
 end
 
 --- Entry point: arg is the process's argument table (arg[0] is beat).
