@@ -5,49 +5,16 @@
 local beat = require "beat"
 local H = require "tests.helpers"
 
-local N = tonumber(os.getenv("BEAT_TORTURE_N")) or 10
-local SEED = tonumber(os.getenv("BEAT_TORTURE_SEED"))
 local ESCAPE = H.root .. "/tests/fixtures/loop/escape.sh"
 local HUGE = H.root .. "/tests/fixtures/loop/huge-file.sh"
 local SLOW = H.root .. "/tests/fixtures/loop/slow-edit.sh"
 
-local function trials(name, trial)
-  local ok, failures, seeds = 0, {}, {}
-  for t = 1, SEED and 1 or N do seeds[t] = SEED or (os.time() * 1000 + t) % 2147483647 end
-  for _, seed in ipairs(seeds) do
-    math.randomseed(seed)
-    local pass, err = pcall(trial, seed)
-    if pass then ok = ok + 1 else failures[#failures + 1] = ("seed %d: %s"):format(seed, tostring(err)) end
-  end
-  io.stdout:write(("\n%s: %d/%d ok\n"):format(name, ok, #seeds))
-  for _, f in ipairs(failures) do print("  " .. f:gsub("\n", "\n    ")) end
-  assert.equal(#seeds, ok, name .. " failed:\n" .. table.concat(failures, "\n"))
-end
+local T = require "tests.torture.trials"
+local trials, files = T.trials, T.files
 
--- every file of the work tree except .git and .beat, path → bytes
-local function files(dir)
-  local out = {}
-  local r = assert(beat.exec({ "find", ".", "-path", "./.git", "-prune", "-o", "-path", "./.beat",
-    "-prune", "-o", "-type", "f", "-print" }, { cwd = dir }))
-  for path in r.stdout:gmatch("[^\n]+") do out[path:sub(3)] = H.read(dir .. "/" .. path) end
-  return out
-end
-
-local function random_bytes(n)
-  local t = {}
-  for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-  return table.concat(t)
-end
-
--- A user's work in progress: committed files, uncommitted edits, untracked files.
-local function user_repo(extra)
-  local spec = { ["src/a.txt"] = "a\n", ["src/b.bin"] = random_bytes(64), ["notes.txt"] = "notes\n",
-                 ["keep.txt"] = "keep\n", ["bug.txt"] = "bug\n" }
-  for k, v in pairs(extra or {}) do spec[k] = v end
-  local dir = H.git_repo(spec)
-  H.write(dir .. "/src/a.txt", "uncommitted " .. random_bytes(32))
-  H.write(dir .. "/untracked.bin", random_bytes(math.random(1, 4096)))
-  return dir
+-- A user's work in progress, with the files the fake agents touch.
+local function user_repo()
+  return T.user_repo { ["keep.txt"] = "keep\n", ["bug.txt"] = "bug\n" }
 end
 
 local function same_files(want, got, what)

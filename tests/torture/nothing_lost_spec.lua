@@ -6,28 +6,13 @@
 local beat = require "beat"
 local H = require "tests.helpers"
 
-local N = tonumber(os.getenv("BEAT_TORTURE_N")) or 10
-local SEED = tonumber(os.getenv("BEAT_TORTURE_SEED"))
+local T = require "tests.torture.trials"
+local trials, files, random_bytes, user_repo = T.trials, T.files, T.random_bytes, T.user_repo
 local FIX = H.root .. "/tests/fixtures/loop/fix-on-3.sh"
 local SET = H.root .. "/tests/fixtures/loop/set-value.sh"
 local HANDOVER = H.root .. "/tests/fixtures/loop/handover.sh"
 local WRECK = H.root .. "/tests/fixtures/loop/wreck.sh"
 local TAMPER = H.root .. "/tests/fixtures/loop/tamper.sh"
-
--- Runs trial(seed) N times (or once with BEAT_TORTURE_SEED); prints the tally.
-local function trials(name, trial)
-  local ok, failures = 0, {}
-  local seeds = {}
-  for t = 1, SEED and 1 or N do seeds[t] = SEED or (os.time() * 1000 + t) % 2147483647 end
-  for _, seed in ipairs(seeds) do
-    math.randomseed(seed)
-    local pass, err = pcall(trial, seed)
-    if pass then ok = ok + 1 else failures[#failures + 1] = ("seed %d: %s"):format(seed, tostring(err)) end
-  end
-  io.stdout:write(("\n%s: %d/%d ok\n"):format(name, ok, #seeds))
-  for _, f in ipairs(failures) do print("  " .. f:gsub("\n", "\n    ")) end
-  assert.equal(#seeds, ok, name .. " failed:\n" .. table.concat(failures, "\n"))
-end
 
 local function git_in(dir)
   return function(...)
@@ -35,31 +20,6 @@ local function git_in(dir)
     assert(r.code == 0, r.stderr)
     return r.stdout
   end
-end
-
--- every file of the work tree except .git and .beat, path → bytes
-local function files(dir)
-  local out = {}
-  local r = assert(beat.exec({ "find", ".", "-path", "./.git", "-prune", "-o", "-path", "./.beat",
-    "-prune", "-o", "-type", "f", "-print" }, { cwd = dir }))
-  for path in r.stdout:gmatch("[^\n]+") do out[path:sub(3)] = H.read(dir .. "/" .. path) end
-  return out
-end
-
-local function random_bytes(n)
-  local t = {}
-  for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-  return table.concat(t)
-end
-
--- A user's work in progress: committed files, uncommitted edits, untracked files.
-local function user_repo(extra)
-  local spec = { ["src/a.txt"] = "a\n", ["src/b.bin"] = random_bytes(64), ["notes.txt"] = "notes\n" }
-  for k, v in pairs(extra or {}) do spec[k] = v end
-  local dir = H.git_repo(spec)
-  H.write(dir .. "/src/a.txt", "uncommitted " .. random_bytes(32))
-  H.write(dir .. "/untracked.bin", random_bytes(math.random(1, 4096)))
-  return dir
 end
 
 local function run_beat(dir, args, env, handovers, on_handover)

@@ -7,31 +7,9 @@ local beat = require "beat"
 local H = require "tests.helpers"
 local json = require "cjson"
 
-local N = tonumber(os.getenv("BEAT_TORTURE_N")) or 10
-local SEED = tonumber(os.getenv("BEAT_TORTURE_SEED"))
+local T = require "tests.torture.trials"
+local trials, files = T.trials, T.files
 local AGENT = H.root .. "/tests/fixtures/control/agent.sh"
-
-local function trials(name, trial)
-  local ok, failures = 0, {}
-  local seeds = {}
-  for t = 1, SEED and 1 or N do seeds[t] = SEED or (os.time() * 1000 + t) % 2147483647 end
-  for _, seed in ipairs(seeds) do
-    math.randomseed(seed)
-    local pass, err = pcall(trial, seed)
-    if pass then ok = ok + 1 else failures[#failures + 1] = ("seed %d: %s"):format(seed, tostring(err)) end
-  end
-  io.stdout:write(("\n%s: %d/%d ok\n"):format(name, ok, #seeds))
-  for _, f in ipairs(failures) do print("  " .. f:gsub("\n", "\n    ")) end
-  assert.equal(#seeds, ok, name .. " failed:\n" .. table.concat(failures, "\n"))
-end
-
-local function files(dir)
-  local out = {}
-  local r = assert(beat.exec({ "find", ".", "-path", "./.git", "-prune", "-o", "-path", "./.beat",
-    "-prune", "-o", "-type", "f", "-print" }, { cwd = dir }))
-  for path in r.stdout:gmatch("[^\n]+") do out[path:sub(3)] = H.read(dir .. "/" .. path) end
-  return out
-end
 
 local function user_repo()
   local dir = H.git_repo { ["value.txt"] = "100\n", ["src/a.txt"] = "a\n", ["log.txt"] = "" }
