@@ -92,7 +92,12 @@ describe("beat.exec", function()
     ok, err = pcall(beat.exec, { "true" }, { bogus = 1 })
     assert.matches("unknown option opts.bogus", err)
     ok, err = pcall(beat.exec, {})
-    assert.matches("cmd must not be an empty list", err)
+    assert.matches("beat.exec: cmd must be a non%-empty argv list, got {}", err)
+    -- the message blames the line that called beat.exec, not beat's own code
+    ok, err = pcall(function() return beat.exec({ "true" }, { timeout = "abc" }), nil end)
+    assert.matches("exec_spec.lua:%d+: beat.exec: opts.timeout", err)
+    ok, err = pcall(function() return beat.spawn({ "true" }, { cwd = 1 }), nil end)
+    assert.matches("exec_spec.lua:%d+: beat.spawn: opts.cwd", err)
   end)
 
   it("keeps binary and non-UTF-8 output byte for byte", function()

@@ -9,6 +9,7 @@ local runtime = require "beat._runtime"
 local fsc = require "beat._fs"
 local task = require "beat.task"
 local duration = require "beat.duration"
+local check = require "beat.check"
 
 local M = {}
 
@@ -38,13 +39,19 @@ local DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 ---@field timed_out boolean
 ---@field truncated boolean some captured output was dropped (head and tail kept)
 
-local known_opts = {
-  cwd = true, env = true, clear_env = true, stdin = true, timeout = true, grace = true,
-  stdout = true, stderr = true, max_output = true,
+local OUTPUT = { "boolean|string|function", what = "true, false, a file path or a function" }
+local OPTS = {
+  cwd = "string", env = "table", clear_env = "boolean", stdin = "string|boolean",
+  timeout = "duration", grace = "duration", stdout = OUTPUT, stderr = OUTPUT,
+  max_output = { "integer", range = ("[2, %d]"):format(MAX_OUTPUT_LIMIT),
+                 what = ("an integer from 2 to %d (1 GiB)"):format(MAX_OUTPUT_LIMIT) },
 }
 
-local function fail(fn, fmt, ...)
-  error(("%s: " .. fmt):format(fn, ...), 4)
+-- A rule the schema cannot say (the command, the environment's names), in
+-- the one message shape. `level` is error()'s, from the function calling
+-- fail; every check blames the line that called beat.exec or beat.spawn.
+local function fail(fn, label, what, got, level)
+  check.fail(fn, label, what, got, level + 1)
 end
 
 local function signum(fn, sig)
@@ -54,12 +61,11 @@ local function signum(fn, sig)
   error(("%s: unknown signal %s"):format(fn, tostring(sig)), 3)
 end
 
-local function output_spec(fn, name, v, max)
+local function output_spec(v, max)
   if v == nil or v == true then return { mode = "capture", max = max } end
   if v == false then return nil end
   if type(v) == "string" then return { mode = "file", path = v } end
-  if type(v) == "function" then return { mode = "lines", fn = v, max = max } end
-  fail(fn, "opts.%s must be true, false, a file path or a function, got %s", name, type(v))
+  return { mode = "lines", fn = v, max = max }
 end
 
 local started_env -- read once: what beat was started with does not change
@@ -84,22 +90,19 @@ function M.environ()
   return vars
 end
 
-local function build_env(fn, opts)
+local function build_env(fn, opts, level)
   if opts.env == nil and not opts.clear_env then return nil, os.getenv("PATH") end
-  if opts.env ~= nil and type(opts.env) ~= "table" then
-    fail(fn, "opts.env must be a table of strings, got %s", type(opts.env))
-  end
   local vars = opts.clear_env and {} or M.environ()
   for k, v in pairs(opts.env or {}) do
     if type(k) ~= "string" or k == "" or k:find("=", 1, true) then
-      fail(fn, "opts.env keys must be variable names, got %q", tostring(k))
+      fail(fn, "opts.env keys", "variable names", k, level)
     end
     if v == false then
       vars[k] = nil
     elseif type(v) == "string" or type(v) == "number" then
       vars[k] = tostring(v)
     else
-      fail(fn, "opts.env.%s must be a string, a number or false, got %s", k, type(v))
+      fail(fn, "opts.env." .. k, "a string, a number or false", v, level)
     end
   end
   local list = {}
@@ -154,65 +157,47 @@ Proc.__index = Proc
 ---@type table<any, fun(proc: beat.Proc)>
 M.observers = {}
 
-local function prepare(fn, cmd, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then fail(fn, "opts must be a table, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not known_opts[k] then fail(fn, "unknown option opts.%s", tostring(k)) end
-  end
+-- Checks and normalises a command and its options; `level` blames the
+-- user's line (error()'s level as seen from prepare).
+local function prepare(fn, cmd, opts, level)
+  opts = check.options(fn, opts, OPTS, { level = level })
   local argv, label
   if type(cmd) == "string" then
-    if cmd == "" then fail(fn, "cmd must not be empty") end
+    if cmd == "" then fail(fn, "cmd", "a command, not empty", cmd, level) end
     argv, label = { "/bin/sh", "-c", cmd }, cmd
   elseif type(cmd) == "table" then
-    if #cmd == 0 then fail(fn, "cmd must not be an empty list") end
+    if #cmd == 0 then fail(fn, "cmd", "a non-empty argv list", cmd, level) end
     argv = {}
     for i = 1, #cmd do
       local a = cmd[i]
       if type(a) == "number" then a = tostring(a) end
-      if type(a) ~= "string" then fail(fn, "cmd[%d] must be a string, got %s", i, type(a)) end
-      if a:find("\0", 1, true) then fail(fn, "cmd[%d] contains a NUL byte", i) end
+      if type(a) ~= "string" or a:find("\0", 1, true) then
+        fail(fn, ("cmd[%d]"):format(i), "a string without NUL bytes", a, level)
+      end
       argv[i] = a
     end
     label = argv[1]
   else
-    fail(fn, "cmd must be an argv table or a shell string, got %s", type(cmd))
+    fail(fn, "cmd", "an argv table or a shell string", cmd, level)
   end
   if #label > 80 then label = label:sub(1, 77) .. "..." end
-  local timeout, grace
-  if opts.timeout ~= nil then
-    local why
-    timeout, why = duration.parse(opts.timeout)
-    if not timeout then fail(fn, "opts.timeout %s", why) end
-  end
-  do
-    local why
-    grace, why = duration.parse(opts.grace == nil and DEFAULT_GRACE or opts.grace)
-    if not grace then fail(fn, "opts.grace %s", why) end
-  end
+  local timeout = opts.timeout ~= nil and duration.parse(opts.timeout) or nil
+  local grace = duration.parse(opts.grace == nil and DEFAULT_GRACE or opts.grace)
   local max = opts.max_output == nil and DEFAULT_MAX_OUTPUT or opts.max_output
-  if math.type(max) ~= "integer" or max < 2 or max > MAX_OUTPUT_LIMIT then
-    fail(fn, "opts.max_output must be an integer from 2 to %d (1 GiB), got %s", MAX_OUTPUT_LIMIT, tostring(max))
-  end
-  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
-    fail(fn, "opts.cwd must be a string, got %s", type(opts.cwd))
-  end
-  local stdin = opts.stdin
-  if stdin ~= nil and stdin ~= false and stdin ~= true and type(stdin) ~= "string" then
-    fail(fn, "opts.stdin must be a string or true, got %s", type(stdin))
-  end
-  local env, path = build_env(fn, opts)
+  local env, path = build_env(fn, opts, level + 1)
   return {
     argv = argv, label = label, timeout = timeout, grace = grace, env = env, path = path,
-    cwd = opts.cwd, stdin = stdin,
-    stdout = output_spec(fn, "stdout", opts.stdout, max),
-    stderr = output_spec(fn, "stderr", opts.stderr, max),
+    cwd = opts.cwd, stdin = opts.stdin,
+    stdout = output_spec(opts.stdout, max),
+    stderr = output_spec(opts.stderr, max),
   }
 end
 
-local function start(fn, cmd, opts)
+-- `frames`: the functions between start and the user's line (0 when the
+-- API function tail-calls start, 1 when it calls it and then waits).
+local function start(fn, cmd, opts, frames)
   local t = task.current(fn)
-  local p = prepare(fn, cmd, opts)
+  local p = prepare(fn, cmd, opts, 3 + frames)
   if p.cwd then
     local st = fsc.stat(p.cwd)
     if not st or not (st.type == "directory" or (st.type == "link" and fsc.realpath(p.cwd))) then
@@ -357,7 +342,7 @@ end
 ---@param opts? beat.ExecOpts
 ---@return beat.ExecResult|nil result, string? err "exec: <cmd>: <why>" when it cannot start
 function M.exec(cmd, opts)
-  local proc, err = start("beat.exec", cmd, opts)
+  local proc, err = start("beat.exec", cmd, opts, 1)
   if not proc then return nil, err end
   return proc:wait()
 end
@@ -367,7 +352,7 @@ end
 ---@param opts? beat.ExecOpts
 ---@return beat.Proc|nil proc, string? err
 function M.spawn(cmd, opts)
-  return start("beat.spawn", cmd, opts)
+  return start("beat.spawn", cmd, opts, 0)
 end
 
 return M
