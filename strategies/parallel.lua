@@ -137,6 +137,13 @@ return function(opts)
       return score(r, { cwd = at.cwd or run.cwd, label = "eval" })
     end
 
+    if run.resumed then
+      -- what the dead run left (worktrees, Slurm jobs) is gone and the work
+      -- tree holds the best snapshot; continuing a round is not built yet
+      return "failed", ("a parallel run is not continued after a crash: its candidates' worktrees and jobs were removed, and the work tree holds the best result so far (beat restore %s best)")
+        :format(run.id)
+    end
+
     -- baseline
     local baseline, why = evaluate(0)
     run:restore()   -- what the eval wrote is not the agent's work

@@ -214,6 +214,13 @@ describe("parallel candidates", function()
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.is_false(beat.fs.exists(run_dir))
     only_users_tree(dir)
+
+    -- beat loop resume removes what the dead run left, and says it does not continue a round
+    run_dir, id = killed_run()
+    r = H.beat({ "loop", "resume", id }, { cwd = dir })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.matches("not continued after a crash", r.stdout .. r.stderr)
+    only_users_tree(dir, run_dir)
   end)
 
   it("reject bad options in one line, before anything is written", function()

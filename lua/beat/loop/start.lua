@@ -359,6 +359,9 @@ function M.open_resumed(run, place, id, session)
   end
   local killed = require("beat.runs.proc").end_sessions(r.processes)
   local stale = run.repo and remove_stale_locks(run.repo, run.id) or {}
+  -- a parallel run's candidate worktrees and Slurm jobs go too
+  local cleaned = run.repo and require("beat.parallel").cleanup(id,
+    { cwd = run.cwd, runs_dir = place.runs_dir, repo = run.repo }) or nil
   local rows = {}
   for _, d in ipairs(r.decisions) do rows[#rows + 1] = R.tsv_row(d) end
   local torn = j:repair(rows)
@@ -367,7 +370,7 @@ function M.open_resumed(run, place, id, session)
   run.base = r.start.base
   run.best = d and d.best or run.base
   run.last = d and d.snapshot or nil
-  run.iteration = d and math.tointeger(d.iteration) or 0
+  run.iteration = d and R.round_of(d.iteration) or 0
   run.consecutive_failures = d and math.tointeger(d.consecutive_failures) or 0
   run.cost_usd = r.cost_usd
   run.started = beat.clock() - r.elapsed
@@ -389,7 +392,7 @@ function M.open_resumed(run, place, id, session)
   local ident = me()
   run:write("resume", { pid = ident.pid, start_time = ident.start_time, boot_id = ident.boot_id,
     after_iteration = d and run.iteration or nil, elapsed = r.elapsed, cost_usd = r.cost_usd,
-    killed = killed, torn = torn, stale_locks = #stale > 0 and stale or nil, origin = session.origin, detached = session.detached or nil,
+    killed = killed, torn = torn, cleaned = cleaned, stale_locks = #stale > 0 and stale or nil, origin = session.origin, detached = session.detached or nil,
     from = r.ended and r.ended.status or "crashed", closing = run.closing })
   index_run(run, session)
   say(run, "beat run %s: %s in %s, %s%s", run.id, run.strategy, run.cwd,
