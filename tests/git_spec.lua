@@ -1091,6 +1091,15 @@ describe("beat.git", function()
     for _, r in ipairs(repo:refs("refs/beat/run-1/")) do names[#names + 1] = r.name end
     assert.same({ "refs/beat/run-1/base", "refs/beat/run-1/iter-1" }, names)
     assert.equal(id, repo:refs("refs/beat/run-1/base")[1].id)
+    assert.equal(id, repo:ref("run-1/base"))          -- one ref, looked up alone
+    assert.equal(id, repo:ref("refs/beat/run-1/base"))
+    assert.is_nil(repo:ref("run-1/nothing"))
+    assert.is_true(repo:delete_ref("run-2/base"))
+    assert.is_nil(repo:ref("run-2/base"))
+    assert.is_true(repo:delete_ref("run-2/base"))      -- gone already: nothing to do
+    assert.has_error(function() repo:ref("refs/heads/main") end)
+    assert.has_error(function() repo:delete_ref("refs/heads/main") end)
+    assert(repo:snapshot { ref = "run-2/base" })
     assert.equal(2, repo:delete_refs("run-1/"))
     assert.same({}, repo:refs("refs/beat/run-1/"))
     assert.equal(1, #repo:refs())

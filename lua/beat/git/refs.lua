@@ -128,6 +128,25 @@ function Repo:worktree_of(rev)
   return path and unescape_line(path) or false
 end
 
+--- The commit one ref under refs/beat/ points at, or nil when there is no
+--- such ref: a single lookup, whatever the number of refs (repo:refs lists).
+---@param name string "refs/beat/<x>" or "<x>"
+---@return string|nil id
+function Repo:ref(name)
+  check.value("repo:ref", "name", name, O.NAME)
+  return self._c:get_ref(O.beat_ref("repo:ref", name, "name"))
+end
+
+--- Removes one ref under refs/beat/ (nothing when it is not there).
+---@param name string "refs/beat/<x>" or "<x>"
+---@return true|nil ok, string? err
+function Repo:delete_ref(name)
+  check.value("repo:delete_ref", "name", name, O.NAME)
+  local ref = O.beat_ref("repo:delete_ref", name, "name")
+  if not self._c:get_ref(ref) then return true end
+  return self._c:delete_ref(ref)
+end
+
 --- Delete the refs under refs/beat/ whose names start with a prefix.
 ---@param opts string|{prefix: string} "refs/beat/<x>" or "<x>"
 ---@return integer|nil deleted how many were deleted

@@ -96,8 +96,7 @@ function Run:restore(snap, what)
   snap = snap or self.best
   local tmp = ("refs/beat/%s/restoring"):format(self.id)
   local res, err = self.repo:restore { commit = snap, backup = tmp }
-  local refs = self.repo:refs(tmp) or {}
-  local backup = refs[1] and refs[1].name == tmp and refs[1].id
+  local backup = self.repo:ref(tmp)   -- one lookup: listing refs grows with every past run
   local name
   if backup then
     -- nothing is new when the work tree held the last snapshot — or, when
@@ -115,7 +114,7 @@ function Run:restore(snap, what)
       self:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
         during = self.since, note = what })
     end
-    self.repo:delete_refs(tmp)
+    self.repo:delete_ref(tmp)
   end
   if not res then
     self.at, self.since = nil, {}   -- unknown now: the next restore keeps whatever is there
