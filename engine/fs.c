@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -66,14 +67,42 @@ static int fs_write(lua_State *L)
     return luaL_fileresult(L, 1, NULL);
 }
 
-/* fs.append(path, data, durable): appends in one write(2) to an O_APPEND
- * file; with durable, fsync before returning (the journal's guarantee). */
+/* A file's state as one string: device, inode, size and mtime. A writer
+ * cannot change the content without changing the size or the mtime, as
+ * long as the mtime was set to a time no write can give it (mark). */
+static int push_stamp(lua_State *L, const struct stat *st)
+{
+    lua_pushfstring(L, "%I:%I:%I:%I.%I", (lua_Integer)st->st_dev, (lua_Integer)st->st_ino,
+                    (lua_Integer)st->st_size, (lua_Integer)st->st_mtim.tv_sec,
+                    (lua_Integer)st->st_mtim.tv_nsec);
+    lua_pushinteger(L, (lua_Integer)st->st_size);
+    return 2;
+}
+
+/* The mtime a mark sets: a whole second, one second ago. Every write after
+ * it sets the mtime to its own time, later than that, on file systems that
+ * keep nanoseconds and on those that keep whole seconds alike. */
+static void mark_time(struct timespec ts[2])
+{
+    clock_gettime(CLOCK_REALTIME, &ts[1]);
+    ts[1].tv_sec -= 1;
+    ts[1].tv_nsec = 0;
+    ts[0].tv_sec = 0;
+    ts[0].tv_nsec = UTIME_OMIT;
+}
+
+/* fs.append(path, data, durable, mark): appends in one write(2) to an
+ * O_APPEND file; with durable, fsync before returning (the journal's
+ * guarantee). With mark, sets the mark mtime (see fs.stamp) and returns
+ * the file's stamp and size after the write. */
 static int fs_append(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
     int durable = lua_toboolean(L, 3);
+    int mark = lua_toboolean(L, 4);
+    struct stat st;
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return luaL_fileresult(L, 0, path);
@@ -83,8 +112,40 @@ static int fs_append(lua_State *L)
         errno = e;
         return luaL_fileresult(L, 0, path);
     }
+    if (mark) {
+        struct timespec ts[2];
+        mark_time(ts);
+        if (futimens(fd, ts) != 0 || fstat(fd, &st) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return luaL_fileresult(L, 0, path);
+        }
+        close(fd);
+        return push_stamp(L, &st);
+    }
     close(fd);
     return luaL_fileresult(L, 1, NULL);
+}
+
+/* fs.stamp(path, mark) -> stamp, size | nil, err: the state of a file as a
+ * string that changes whenever the file is replaced or written (device,
+ * inode, size, mtime; lstat). With mark, the mtime is first set to a time
+ * no later write can give the file (a whole second, one second ago), so a
+ * write of the same size in the same clock tick changes the stamp too. */
+static int fs_stamp(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (lua_toboolean(L, 2)) {
+        struct timespec ts[2];
+        mark_time(ts);
+        if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0)
+            return luaL_fileresult(L, 0, path);
+    }
+    if (lstat(path, &st) != 0)
+        return luaL_fileresult(L, 0, path);
+    return push_stamp(L, &st);
 }
 
 /* fs.mkdir_p(path): creates path and its missing parents. */
@@ -356,6 +417,7 @@ static const luaL_Reg funcs[] = {
     {"list", fs_list},
     {"write", fs_write},
     {"append", fs_append},
+    {"stamp", fs_stamp},
     {"mkdir", fs_mkdir},
     {"mkdir_p", fs_mkdir_p},
     {"stat", fs_stat},

@@ -153,6 +153,7 @@ describe("an agent that tampers with .beat/", function()
     { "delete", "the run directory was deleted" },
     { "file", "a file in its place was moved to .*%.beat%.tampered%-%d+" },
     { "edit", "journal%.jsonl was changed" },
+    { "overwrite", "journal%.jsonl was changed" },
   } do
     it(("does not stop the run (%s): the journal is written back whole and the summary says so"):format(c[1]), function()
       local dir = H.git_repo { ["bug.txt"] = "broken\n" }

@@ -20,11 +20,25 @@ end
 ---@return true|nil ok, string? err
 M.write = core.write
 
---- Appends data; with durable=true it is on disk when this returns.
+--- Appends data; with durable=true it is on disk when this returns. With
+--- mark=true, the file's mtime is set as fs.stamp(path, true) sets it and
+--- its stamp and size after the write are returned.
 ---@param path string
 ---@param data string
 ---@param durable? boolean
+---@param mark? boolean
+---@return true|string|nil ok_or_stamp, string|integer|nil err_or_size
 M.append = core.append
+
+--- A file's state as a string (device, inode, size, mtime) and its size:
+--- any write or replacement changes it. With mark=true the mtime is first
+--- set to a whole second one second ago, a time no later write can give
+--- the file, so that even a write of the same size within the same clock
+--- tick changes the stamp. nil, err when the file is not there.
+---@param path string
+---@param mark? boolean
+---@return string|nil stamp, integer|string size_or_err
+M.stamp = core.stamp
 
 --- Creates one directory; fails with errno.EEXIST if it exists (nil, err, errno).
 M.mkdir = core.mkdir

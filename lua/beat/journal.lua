@@ -198,14 +198,17 @@ function M.open(dir)
 end
 
 -- The run's own copy of what it wrote to journal.jsonl and results.tsv
--- (file → {lines..., size, absent}), taken from the files at first use, so
--- they can be written back when something deletes or changes them.
+-- (file → {pieces..., size, absent, stamp}), taken from the files at first
+-- use, so they can be written back when something deletes or changes them;
+-- `stamp` is the file's fs.stamp after beat's last write to it (marked: a
+-- write by anything else changes it, whatever its size or timing).
 local function copy(self)
   if self.copy then return self.copy end
   self.copy, self.tampered = {}, {}
   for _, which in ipairs { "path", "tsv" } do
     local data = fs.read(self[which])
-    self.copy[which] = { data, size = data and #data or 0, absent = data == nil }
+    self.copy[which] = { data, size = data and #data or 0, absent = data == nil,
+                         stamp = data and fs.stamp(self[which], true) or nil }
   end
   return self.copy
 end
@@ -237,15 +240,16 @@ local function make_dir(dir)
 end
 
 --- Checks that the run directory, journal.jsonl and results.tsv still hold
---- what this journal wrote (their size; with `full`, every byte). Whatever
---- was deleted or changed — an agent ran `rm -rf .beat`, a command edited the
---- journal — is written back from the run's own copy, a `tampered` record
---- says what was found, and the finding is added to `journal.tampered`.
---- Raises when the files cannot be written back.
----@param full? boolean compare the content too, not only the size
+--- what this journal wrote: each file's stamp (device, inode, size, mtime —
+--- see fs.stamp) is what beat's own last write left, so no file is read.
+--- Whatever was deleted or changed — an agent ran `rm -rf .beat`, a command
+--- edited the journal — is written back from the run's own copy, a
+--- `tampered` record says what was found, and the finding is added to
+--- `journal.tampered`. Raises when the files cannot be written back.
 ---@return string[]|nil found what was wrong, nil when nothing
-function Journal:check(full)
+function Journal:check()
   local c = copy(self)
+  if fs.stamp(self.path) == c.path.stamp and fs.stamp(self.tsv) == c.tsv.stamp then return nil end
   local found = {}
   local dir_gone = not fs.is_dir(self.dir)
   if dir_gone then
@@ -261,14 +265,15 @@ function Journal:check(full)
     local bad
     if not st then
       bad = not m.absent and (dir_gone and "" or name .. " was deleted")
-    elseif st.type ~= "file" or st.size ~= m.size
-        or (full and fs.read(self[which]) ~= table.concat(m)) then
+    elseif fs.stamp(self[which]) ~= m.stamp then
       bad = name .. " was changed"
     end
     if bad then
       if bad ~= "" then found[#found + 1] = bad end
       local ok, err = fs.write(self[which], table.concat(m))
+      if ok then ok, err = fs.stamp(self[which], true) end
       if not ok then error(("cannot write back %s: %s"):format(self[which], tostring(err)), 0) end
+      m.stamp = ok
     end
   end
   if #found == 0 then return nil end
@@ -280,12 +285,16 @@ function Journal:check(full)
 end
 
 -- Appends data to one of the run's files (which: "path" or "tsv") and to
--- the run's copy of it; on disk when this returns.
+-- the run's copy of it; on disk when this returns. The stamp after the
+-- write is the copy's when the file grew by exactly data (else something
+-- else wrote meanwhile, and the next check writes the copy back).
 function Journal:_append(which, data, durable)
   local m = copy(self)[which]
-  local ok, err = fs.append(self[which], data, durable ~= false)
-  if not ok then error(("cannot write %s: %s"):format(self[which], tostring(err)), 0) end
-  m[#m + 1], m.size, m.absent = data, m.size + #data, false
+  local stamp, size = fs.append(self[which], data, durable ~= false, true)
+  if not stamp then error(("cannot write %s: %s"):format(self[which], tostring(size)), 0) end
+  m[#m + 1], m.absent = data, false
+  m.stamp = size == m.size + #data and stamp or nil
+  m.size = m.size + #data
 end
 
 -- Records of an iteration's progress, appended without an fsync of their

@@ -275,7 +275,7 @@ function Judge:evaluate(ctx)
     local shown = type(self.command) == "table" and table.concat(self.command, " ") or self.command
     local r, err = beat.exec(self.command, { cwd = ctx.cwd or run.cwd,
       timeout = run:limit(self.command_timeout or ctx.timeout), max_output = 256 * 1024 })
-    run.journal:check(true)
+    run.journal:check()
     if not r then
       cmd_text = ("The command `%s` could not start: %s"):format(shown, tostring(err))
       out[#out + 1] = ("$ %s\n# could not start: %s"):format(shown, tostring(err))
@@ -299,7 +299,7 @@ function Judge:evaluate(ctx)
       env = { BEAT_RUN_ID = run.id, BEAT_ITERATION = tostring(n), BEAT_JUDGE = "1" },
       continue_context = false,
     })
-    run.journal:check(true)
+    run.journal:check()
     require("beat.redact").file(transcript)
     if not ok then
       if require("beat.task").is_cancelled(res) then error(res, 0) end

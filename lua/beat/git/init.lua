@@ -143,6 +143,25 @@ end
 ---@field full? boolean scan the whole work tree instead of trusting the watch
 ---@field max_file_size? integer leave out files larger than this many bytes (default: the repo's, 1 GiB)
 
+-- Commits a tree the watch gave (with its info: the files left out) as a
+-- snapshot, and points ref at it when given.
+local function commit_tree(self, tree, info, parents, message, ref)
+  local name, email = refs.signature(self)
+  -- trailers: the work tree it was taken in, the files left out
+  local lines = { ("Beat-Worktree: %s"):format(refs.escape_line((self:path()))) }
+  for _, f in ipairs(info.skipped) do
+    lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format(refs.escape_line(f.path), f.size)
+  end
+  message = refs.with_newline(message or "beat snapshot") .. "\n" .. table.concat(lines, "\n") .. "\n"
+  local id, err = self._c:commit(tree, parents, message, name, email)
+  if not id then return nil, err end
+  if ref then
+    local ok, rerr = self._c:set_ref(ref, id, "beat: snapshot")
+    if not ok then return nil, "snapshot: " .. rerr end
+  end
+  return id, info
+end
+
 local SNAPSHOT = {
   ref = "string", message = "string", full = "boolean", max_file_size = O.SIZE,
   parent = { "string|table|false", what = "a revision, a list of revisions or false" },
@@ -174,33 +193,22 @@ function Repo:snapshot(opts)
   end
   local tree, info = self:tree { full = opts.full, max_file_size = opts.max_file_size }
   if not tree then return nil, info end
-  local name, email = refs.signature(self)
-  -- trailers: the work tree it was taken in, the files left out
-  local lines = { ("Beat-Worktree: %s"):format(refs.escape_line((self:path()))) }
-  for _, f in ipairs(info.skipped) do
-    lines[#lines + 1] = ("Beat-Too-Large: %s (%d bytes)"):format(refs.escape_line(f.path), f.size)
-  end
-  local message = refs.with_newline(opts.message or "beat snapshot") .. "\n" .. table.concat(lines, "\n") .. "\n"
-  local id, err = self._c:commit(tree, parents, message, name, email)
-  if not id then return nil, err end
-  if ref then
-    local ok, rerr = self._c:set_ref(ref, id, "beat: snapshot")
-    if not ok then return nil, "snapshot: " .. rerr end
-  end
-  return id, info
+  return commit_tree(self, tree, info, parents, opts.message, ref)
 end
 
 ---@class beat.git.RestoreOptions
 ---@field commit string the snapshot (commit id, ref or any revision) to bring back
 ---@field backup? string first snapshot the work tree to this ref (under refs/beat/)
+---@field kept_in? string with backup: a snapshot that may hold the work tree already; when the work tree equals it, no backup is taken (it would hold nothing new)
 
 ---@class beat.git.RestoreResult
 ---@field written integer files written (or whose exec bit changed)
 ---@field removed integer files removed
 ---@field kept beat.git.Skipped[] files too large to snapshot, left as they are (no snapshot could give them back)
 ---@field conflicts string[] paths changed after the restore looked at them (after the backup read them), left as they are: the work tree differs from the snapshot there (empty when none)
+---@field backup? string the backup's commit id, when one was taken
 
-local RESTORE = { commit = O.NAME, backup = "string" }
+local RESTORE = { commit = O.NAME, backup = "string", kept_in = "string" }
 
 --- Make the work tree equal to a snapshot for every path that is not ignored:
 --- changed files rewritten with the snapshot's bytes (no checkout filter),
@@ -208,37 +216,43 @@ local RESTORE = { commit = O.NAME, backup = "string" }
 --- the removals removed. Ignored paths, excluded paths (`.beat/`), files too
 --- large to snapshot, HEAD, the index and branches are not touched.
 ---
---- With `backup`, the work tree is snapshotted first and the restore goes
---- from exactly what that snapshot holds: a file is rewritten or removed only
---- while it still holds the backup's bytes (checked as it is replaced, not
---- by its stat data), so a file changed after the backup read it — an
---- editor saving, a process still writing — is left as it is and listed in
---- `conflicts`. So a restore never destroys a byte that is not in a snapshot.
+--- With `backup`, the work tree is snapshotted first (unless it equals the
+--- target, or the snapshot `kept_in`: then every byte it holds is in a
+--- snapshot already) and the restore goes from exactly what it holds: a
+--- file is rewritten or removed only while it still holds those bytes
+--- (checked as it is replaced, not by its stat data), so a file changed
+--- after the restore read it — an editor saving, a process still writing —
+--- is left as it is and listed in `conflicts`. So a restore never destroys a
+--- byte that is not in a snapshot. When the restore fails after the backup
+--- was taken, the third result is the backup's commit id.
 ---@param opts string|beat.git.RestoreOptions the snapshot, or options
 ---@return beat.git.RestoreResult|nil result
 ---@return string? err
+---@return string? backup
 function Repo:restore(opts)
   local fname = "repo:restore"
   opts = check.options(fname, O.table(fname, opts, "commit"), RESTORE)
   local backup = opts.backup and O.beat_ref(fname, opts.backup, "opts.backup")
   local r, rerr = refs.resolve(self, "restore", opts.commit)
   if not r then return nil, rerr end
-  local current, info
-  if backup then
-    local id
-    id, info = self:snapshot { ref = backup, message = "beat: work tree before restore" }
-    if not id then return nil, info end
-    current = info.tree
-  else
-    current, info = self._c:tree(false)
-    if not current then return nil, info end
-  end
-  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped, conflicts = {} } end
+  local current, info = self:tree()
+  if not current then return nil, info end
   local keep = {}
   for i, f in ipairs(info.skipped) do keep[i] = f.path end
+  if current == r.tree then return { written = 0, removed = 0, kept = info.skipped, conflicts = {} } end
+  local id
+  if backup then
+    local known = opts.kept_in and refs.resolve(self, "restore", opts.kept_in)
+    if not (known and known.tree == current) then
+      local err
+      local head = self._c:head()
+      id, err = commit_tree(self, current, info, { head }, "beat: work tree before restore", backup)
+      if not id then return nil, err end
+    end
+  end
   local written, removed, conflicts = self._c:restore_tree(current, r.tree, keep)
-  if not written then return nil, removed end
-  return { written = written, removed = removed, kept = info.skipped, conflicts = conflicts }
+  if not written then return nil, removed, id end
+  return { written = written, removed = removed, kept = info.skipped, conflicts = conflicts, backup = id }
 end
 
 ---@class beat.git.DiffOptions

@@ -209,7 +209,7 @@ function Run:propose(n, prompt, extra)
     if ex then req.executor = require("beat.executor").bind(ex, { run_id = self.id, iteration = tostring(n) }) end
     for k, v in pairs(extra or {}) do req[k] = v end
     local ok, res = pcall(self.opts.agent.run, self.opts.agent, req)
-    self.journal:check(true)   -- the agent may have deleted or changed .beat/
+    self.journal:check()   -- the agent may have deleted or changed .beat/
     require("beat.redact").file(req.transcript) -- the agent's output may echo a secret
     if not ok then
       if task.is_cancelled(res) then error(res, 0) end
@@ -272,7 +272,7 @@ function Run:command(n, name, cmd, timeout, at)
   else
     r, err = beat.exec(cmd, eopts)
   end
-  self.journal:check(true)   -- a command may have deleted or changed .beat/ too
+  self.journal:check()   -- a command may have deleted or changed .beat/ too
   if not r then
     r = { code = 127, signal = 0, stdout = "", stderr = err, error = err, duration = 0,
           timed_out = false }
@@ -323,7 +323,7 @@ function Run:measure(n, cmd, opts)
     end
   end
   local m, why = beat.measure(cmd, o)
-  self.journal:check(true)
+  self.journal:check()
   self:write("eval", { iteration = n, runs = o.runs, ok = m ~= nil, error = why,
     values = m and m.values, value = m and m.value, stddev = m and m.stddev, infra_error = infra })
   return m, why, infra

@@ -94,27 +94,21 @@ end
 function Run:restore(snap, what)
   if not self.repo then return nil end
   snap = snap or self.best
-  local tmp = ("refs/beat/%s/restoring"):format(self.id)
-  local res, err = self.repo:restore { commit = snap, backup = tmp }
-  local backup = self.repo:ref(tmp)   -- one lookup: listing refs grows with every past run
-  local name
+  -- the backup is kept only when the work tree holds something no snapshot
+  -- has: not when it equals the target, nor the last snapshot (self.at)
+  local name = ("pre-restore-%d"):format(#self.pre_restores + 1)
+  local res, err, failed_backup = self.repo:restore { commit = snap,
+    backup = ("refs/beat/%s/%s"):format(self.id, name), kept_in = self.at }
+  local backup = res and res.backup or failed_backup
   if backup then
-    -- nothing is new when the work tree held the last snapshot — or, when
-    -- that is unknown (a resumed run), already held the target itself
-    local d = self.repo:diff { from = self.at or snap, to = backup, patch = false }
-    local same = d ~= nil and d.files_changed == 0
-    if not same then
-      name = ("pre-restore-%d"):format(#self.pre_restores + 1)
-      local ok, serr = self.repo:set_ref { ref = ("refs/beat/%s/%s"):format(self.id, name), commit = backup }
-      if not ok then error("cannot keep the work tree's snapshot before a restore: " .. tostring(serr), 0) end
-      local during, count = what_ran(self.since, self.iteration)
-      what = what or during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
-        or "files changed since the last snapshot (by the agent or by you)"
-      self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
-      self:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
-        during = self.since, note = what })
-    end
-    self.repo:delete_ref(tmp)
+    local during, count = what_ran(self.since, self.iteration)
+    what = what or during and ("files changed while %s ran (by %s or by you)"):format(during, count > 1 and "them" or "it")
+      or "files changed since the last snapshot (by the agent or by you)"
+    self.pre_restores[#self.pre_restores + 1] = { name = name, snapshot = backup, what = what }
+    self:write("pre_restore", { name = name, snapshot = backup, iteration = self.iteration,
+      during = self.since, note = what })
+  else
+    name = nil
   end
   if not res then
     self.at, self.since = nil, {}   -- unknown now: the next restore keeps whatever is there
