@@ -1067,6 +1067,39 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("diffs only the paths that differ, as git does: deep edits, modes, links, a file that became a directory", function()
+    dir = new_repo()
+    for i = 1, 30 do write(("%s/big/d%02d/f.txt"):format(dir, i), ("file %d\n"):format(i)) end
+    write(dir .. "/run.sh", "echo hi\n", tonumber("644", 8))
+    write(dir .. "/gone/a.txt", "a\nb\n")
+    local repo = open(dir)
+    local a = assert(repo:snapshot {})
+    write(dir .. "/big/d17/f.txt", "file 17\nmore\n")                 -- deep in an unchanged neighbourhood
+    sh("chmod +x run.sh", dir)                                         -- the mode alone
+    sh("rm -r gone && ln -s README.md link", dir)                      -- a directory gone, a link new
+    sh("rm docs/guide.md && mkdir -p docs/guide.md && echo x > docs/guide.md/inner", dir) -- file -> directory
+    write(dir .. "/new/deep/er/n.txt", "n\n")                          -- a new directory tree
+    local b = assert(repo:snapshot {})
+    local d = assert(repo:diff { from = a, to = b })
+    -- git's own view of the same two commits is the referee
+    local numstat = G(dir, { "diff", "--numstat", "--no-renames", a, b })
+    local want, got = {}, {}
+    for adds, dels, path in numstat:gmatch("(%S+)\t(%S+)\t([^\n]+)") do   -- a mode change: 0 0
+      want[#want + 1] = ("%s %s %s"):format(path, adds, dels)
+    end
+    for _, f in ipairs(d.files) do
+      got[#got + 1] = ("%s %s %s"):format(f.path, f.binary and "-" or f.insertions, f.binary and "-" or f.deletions)
+    end
+    table.sort(want)
+    table.sort(got)
+    assert.same(want, got)
+    assert.equal(#want, d.files_changed)
+    assert.truthy(d.patch:find("diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755", 1, true))
+    assert.equal(0, assert(repo:diff { from = b, to = b }).files_changed)
+    assert.equal("", assert(repo:diff { from = b, to = b }).patch)
+    repo:close()
+  end)
+
   it("says whether the work tree changed since a snapshot", function()
     dir = new_repo()
     local repo = open(dir)

@@ -3,6 +3,7 @@
  * thin Lua-facing wrappers of libgit2 (registered by bind.c).  Failures of
  * the world return nil, "what: why"; bad arguments raise.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "git.h"
@@ -247,6 +248,110 @@ static const char *status_word(git_delta_t s)
     }
 }
 
+/* The paths where trees a and b differ, into *out (a growing list of
+ * malloc'd strings): a file or link whose entry differs, or a directory on
+ * one side only (its whole content differs). Subtrees with the same id are
+ * skipped without being read, so the walk follows what changed, not the
+ * size of the tree. Either tree may be NULL (empty). -1 on a libgit2 error. */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} pathlist;
+
+static int pathlist_add(pathlist *l, const char *prefix, const char *name)
+{
+    size_t lp = strlen(prefix), ln = strlen(name);
+    char *s;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    s = malloc(lp + ln + 1);
+    if (s == NULL)
+        return -1;
+    memcpy(s, prefix, lp);
+    memcpy(s + lp, name, ln + 1);
+    l->v[l->n++] = s;
+    return 0;
+}
+
+static void pathlist_free(pathlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+/* git's tree order: names compared as if directories ended with '/' */
+static int entry_cmp(const git_tree_entry *a, const git_tree_entry *b)
+{
+    const char *na = git_tree_entry_name(a), *nb = git_tree_entry_name(b);
+    size_t la = strlen(na), lb = strlen(nb), n = la < lb ? la : lb;
+    int c = memcmp(na, nb, n);
+    unsigned char ca, cb;
+    if (c != 0)
+        return c;
+    ca = la > n ? (unsigned char)na[n] : git_tree_entry_type(a) == GIT_OBJECT_TREE ? '/' : 0;
+    cb = lb > n ? (unsigned char)nb[n] : git_tree_entry_type(b) == GIT_OBJECT_TREE ? '/' : 0;
+    return (int)ca - (int)cb;
+}
+
+static int changed_paths(git_repository *repo, const git_tree *a, const git_tree *b,
+                         const char *prefix, pathlist *out)
+{
+    size_t na = a ? git_tree_entrycount(a) : 0, nb = b ? git_tree_entrycount(b) : 0;
+    size_t i = 0, j = 0;
+    while (i < na || j < nb) {
+        const git_tree_entry *ea = i < na ? git_tree_entry_byindex(a, i) : NULL;
+        const git_tree_entry *eb = j < nb ? git_tree_entry_byindex(b, j) : NULL;
+        int c = !ea ? 1 : !eb ? -1 : entry_cmp(ea, eb);
+        if (c < 0) {
+            if (pathlist_add(out, prefix, git_tree_entry_name(ea)) < 0)
+                return -1;
+            i++;
+        } else if (c > 0) {
+            if (pathlist_add(out, prefix, git_tree_entry_name(eb)) < 0)
+                return -1;
+            j++;
+        } else {
+            int same = git_oid_equal(git_tree_entry_id(ea), git_tree_entry_id(eb))
+                && git_tree_entry_filemode(ea) == git_tree_entry_filemode(eb);
+            if (!same && git_tree_entry_type(ea) == GIT_OBJECT_TREE
+                    && git_tree_entry_type(eb) == GIT_OBJECT_TREE) {
+                git_tree *sa = NULL, *sb = NULL;
+                size_t lp = strlen(prefix), ln = strlen(git_tree_entry_name(ea));
+                char *sub = malloc(lp + ln + 2);
+                int rc = sub ? 0 : -1;
+                if (sub) {
+                    memcpy(sub, prefix, lp);
+                    memcpy(sub + lp, git_tree_entry_name(ea), ln);
+                    sub[lp + ln] = '/';
+                    sub[lp + ln + 1] = '\0';
+                    rc = git_tree_lookup(&sa, repo, git_tree_entry_id(ea));
+                    if (rc == 0)
+                        rc = git_tree_lookup(&sb, repo, git_tree_entry_id(eb));
+                    if (rc == 0)
+                        rc = changed_paths(repo, sa, sb, sub, out);
+                }
+                git_tree_free(sa);
+                git_tree_free(sb);
+                free(sub);
+                if (rc < 0)
+                    return -1;
+            } else if (!same && pathlist_add(out, prefix, git_tree_entry_name(ea)) < 0) {
+                return -1;
+            }
+            i++;
+            j++;
+        }
+    }
+    return 0;
+}
+
 /* repo:diff_trees(a, b, patch) -> {files_changed, insertions, deletions,
  * files = {{path, status, insertions, deletions, binary}}, patch} */
 int repo_diff_trees(lua_State *L)
@@ -257,6 +362,7 @@ int repo_diff_trees(lua_State *L)
     git_diff *diff = NULL;
     git_diff_stats *stats = NULL;
     git_diff_options o;
+    pathlist paths = {0};
     int want_patch, rc;
 
     check_oid(L, 2, &a);
@@ -269,6 +375,32 @@ int repo_diff_trees(lua_State *L)
     o.max_size = DIFF_MAX;
     if (git_tree_lookup(&ta, r->repo, &a) < 0 || git_tree_lookup(&tb, r->repo, &b) < 0) {
         rc = push_gitfail(L, "diff");
+        goto done;
+    }
+    /* libgit2 reads every subtree of both sides, even equal ones: the
+     * paths that differ are found first, and the diff limited to them */
+    if (changed_paths(r->repo, ta, tb, "", &paths) < 0) {
+        rc = push_gitfail(L, "diff");
+        goto done;
+    }
+    o.flags |= GIT_DIFF_DISABLE_PATHSPEC_MATCH;
+    o.pathspec.strings = paths.v;
+    o.pathspec.count = paths.n;
+    if (paths.n == 0) {   /* nothing differs (an empty pathspec would mean all) */
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "files_changed");
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "insertions");
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "deletions");
+        lua_newtable(L);
+        lua_setfield(L, -2, "files");
+        if (want_patch) {
+            lua_pushliteral(L, "");
+            lua_setfield(L, -2, "patch");
+        }
+        rc = 1;
         goto done;
     }
     if (git_diff_tree_to_tree(&diff, r->repo, ta, tb, &o) < 0 ||
@@ -324,6 +456,7 @@ done:
     git_diff_free(diff);
     git_tree_free(ta);
     git_tree_free(tb);
+    pathlist_free(&paths);
     return rc;
 }
 
