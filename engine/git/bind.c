@@ -374,6 +374,10 @@ static const luaL_Reg funcs[] = {
 int luaopen_beat__git(lua_State *L)
 {
     git_libgit2_init();  /* refcounted by libgit2; never shut down */
+    /* trees and commits read stay cached up to 256 kB, not libgit2's 256 MB:
+     * a long run reads a few of each per iteration, and its memory must not
+     * grow with them */
+    git_libgit2_opts(GIT_OPT_SET_CACHE_MAX_SIZE, (ssize_t)256 * 1024);
     luaL_newmetatable(L, REPO_MT);
     luaL_setfuncs(L, repo_mt, 0);
     luaL_newlib(L, repo_meth);

@@ -198,8 +198,10 @@ function M.open(dir)
 end
 
 -- The run's own copy of what it wrote to journal.jsonl and results.tsv
--- (file → {pieces..., size, absent, stamp}), taken from the files at first
--- use, so they can be written back when something deletes or changes them;
+-- (file → {file, size, absent, stamp}), taken from the files at first use,
+-- so they can be written back when something deletes or changes them. The
+-- copy is an unnamed temp file (io.tmpfile), not memory: a run's memory does
+-- not grow with its journal, and nothing outside beat can reach the copy.
 -- `stamp` is the file's fs.stamp after beat's last write to it (marked: a
 -- write by anything else changes it, whatever its size or timing).
 local function copy(self)
@@ -207,10 +209,21 @@ local function copy(self)
   self.copy, self.tampered = {}, {}
   for _, which in ipairs { "path", "tsv" } do
     local data = fs.read(self[which])
-    self.copy[which] = { data, size = data and #data or 0, absent = data == nil,
+    local f, err = io.tmpfile()
+    if not f then error(("cannot keep a copy of %s: %s"):format(self[which], tostring(err)), 0) end
+    if data then f:write(data) end
+    self.copy[which] = { file = f, size = data and #data or 0, absent = data == nil,
                          stamp = data and fs.stamp(self[which], true) or nil }
   end
   return self.copy
+end
+
+-- The whole copy of one file, as beat wrote it.
+local function copied(m)
+  m.file:seek("set")
+  local data = m.file:read("a")
+  m.file:seek("end")
+  return data
 end
 
 -- Makes room for the run directory when something that is not a directory
@@ -270,7 +283,7 @@ function Journal:check()
     end
     if bad then
       if bad ~= "" then found[#found + 1] = bad end
-      local ok, err = fs.write(self[which], table.concat(m))
+      local ok, err = fs.write(self[which], copied(m))
       if ok then ok, err = fs.stamp(self[which], true) end
       if not ok then error(("cannot write back %s: %s"):format(self[which], tostring(err)), 0) end
       m.stamp = ok
@@ -292,7 +305,9 @@ function Journal:_append(which, data, durable)
   local m = copy(self)[which]
   local stamp, size = fs.append(self[which], data, durable ~= false, true)
   if not stamp then error(("cannot write %s: %s"):format(self[which], tostring(size)), 0) end
-  m[#m + 1], m.absent = data, false
+  local ok, werr = m.file:write(data)
+  if not ok then error(("cannot keep a copy of %s: %s"):format(self[which], tostring(werr)), 0) end
+  m.absent = false
   m.stamp = size == m.size + #data and stamp or nil
   m.size = m.size + #data
 end
