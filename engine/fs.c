@@ -38,18 +38,20 @@ static void fsync_parent(const char *path)
     }
 }
 
-/* fs.write(path, data): the file holds either its old or its new content,
- * never a mix, and the new content is on disk when this returns. */
+/* fs.write(path, data, durable): the file holds either its old or its new
+ * content, never a mix, and (unless durable is false) the new content is on
+ * disk when this returns. */
 static int fs_write(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
+    int durable = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     const char *tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return luaL_fileresult(L, 0, tmp);
-    if (fs_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+    if (fs_write_all(fd, data, n) != 0 || (durable && fsync(fd) != 0)) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -63,7 +65,8 @@ static int fs_write(lua_State *L)
         errno = e;
         return luaL_fileresult(L, 0, path);
     }
-    fsync_parent(path);
+    if (durable)
+        fsync_parent(path);
     return luaL_fileresult(L, 1, NULL);
 }
 

@@ -16,6 +16,35 @@ describe("beat.fs", function()
     assert.matches("missing/f.txt", err)
   end)
 
+  it("writes atomically without fsync when asked, and no temp file stays", function()
+    local dir = H.tmpdir()
+    local path = dir .. "/f.txt"
+    assert.is_true(beat.fs.write(path, "one\n", false))
+    assert.is_true(beat.fs.write(path, "two\n", false))
+    assert.equal("two\n", beat.fs.read(path))
+    assert.same({ "f.txt" }, beat.fs.list(dir))
+  end)
+
+  it("stamps a file so that any write changes the stamp, even one of the same size right after a mark", function()
+    local dir = H.tmpdir()
+    local path = dir .. "/j.jsonl"
+    local s0, size0 = beat.fs.append(path, "0123456789\n", false, true)
+    assert.equal(11, size0)
+    assert.equal(s0, beat.fs.stamp(path))
+    local st = beat.fs.stat(path)
+    assert.equal(0, st.mtime % 1)                                 -- the mark: a whole second,
+    assert.is_true(st.mtime <= os.time() - 1)                     -- in the past
+    -- the same size, the same inode, at once: only the mtime tells
+    local f = assert(io.open(path, "r+b"))
+    f:write("X")
+    f:close()
+    assert.equal(11, beat.fs.stat(path).size)
+    assert.not_equal(s0, beat.fs.stamp(path))
+    local s1 = beat.fs.stamp(path, true)
+    assert.equal(s1, beat.fs.stamp(path))
+    assert.is_nil(beat.fs.stamp(dir .. "/missing"))
+  end)
+
   it("makes directories, tells them apart, lists and removes trees", function()
     local dir = H.tmpdir()
     assert.is_true(beat.fs.mkdir_p(dir .. "/a/b/c"))

@@ -14,9 +14,12 @@ function M.read(path)
   return data
 end
 
---- Replaces a file atomically (temp file, fsync, rename, fsync of the directory).
+--- Replaces a file atomically (temp file, fsync, rename, fsync of the
+--- directory). With durable = false, without the fsyncs: still all old or
+--- all new, but a machine crash may lose the new content.
 ---@param path string
 ---@param data string
+---@param durable? boolean
 ---@return true|nil ok, string? err
 M.write = core.write
 

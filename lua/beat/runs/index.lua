@@ -7,7 +7,8 @@
 --- truth; the entry holds what is needed to find it and to know whether its
 --- process still lives: the id, the work tree, the run directory, and the
 --- process identity (pid, start time, boot id) of the beat that runs it.
---- Each entry is one small JSON file replaced atomically; creating an
+--- Each entry is one small JSON file replaced atomically (not fsync'd: a
+--- machine crash may lose the newest change of an entry); creating an
 --- entry's directory reserves the id for every work tree at once.
 local fs = require "beat.fs"
 local json = require "cjson"
@@ -82,7 +83,8 @@ function M.put(entry)
   for k, v in pairs(entry) do old[k] = v end
   local ok, err = fs.mkdir_p(entry_dir(entry.id))
   if not ok then return nil, err end
-  return fs.write(entry_path(entry.id), json.encode(old) .. "\n")
+  -- not fsync'd: an entry points at a run, the run's journal is the record
+  return fs.write(entry_path(entry.id), json.encode(old) .. "\n", false)
 end
 
 --- Every entry, oldest first (ids sort by time).
