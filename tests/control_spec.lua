@@ -514,6 +514,11 @@ describe("a run stopped and continued", function()
     assert.equal(0, beat.exec({ "kill", "-KILL", tostring(pid) }).code)
     wait_status(s, id, function(x) return x.state == "crashed" end)
     assert.same({}, H.wait_gone(s.sync .. "/go-agent-3", 10))   -- its shims ended what they ran
+    -- `last` gets its ref when a run ends: a dead run's last is its newest iteration
+    assert.equal("", assert(beat.exec({ "git", "for-each-ref", ("refs/beat/%s/last"):format(id) }, { cwd = repo })).stdout)
+    r = run_beat(s, { "show", id, "--diff", "last" }, { cwd = repo })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("\n%-90\n%+95\n", r.stdout)
     H.write(repo .. "/value.txt", "half an edit\n")   -- as a dead agent may leave it
     -- and as git leaves a ref it was updating when the process was killed
     H.write(("%s/.git/refs/beat/%s/best.lock"):format(repo, id), "")
@@ -523,6 +528,8 @@ describe("a run stopped and continued", function()
     local st = status(s, id)
     assert.equal("cancelled", st.state)
     assert.equal("not worth it", st.reason)
+    assert.equal(0, assert(beat.exec({ "git", "rev-parse", "-q", "--verify", ("refs/beat/%s/last"):format(id) },
+      { cwd = repo })).code)   -- ended now: `last` has its ref
     assert.equal("90\n", H.read(repo .. "/value.txt"))
     -- the half edit was kept: nothing is lost
     local records = H.last_run(repo)

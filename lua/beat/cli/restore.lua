@@ -60,9 +60,9 @@ a snapshot taken in another work tree is refused (exit 2) unless
       if not repo then cli.usage_error("restore: %s", err) end
       local r = runs.find_run(cli, root, rest[1], repo)
       local prefix = ("refs/beat/%s/"):format(r.id)
-      local target, backups = nil, 0
-      for _, x in ipairs(repo:refs(prefix) or {}) do
-        if x.name == prefix .. which then target = x.id end
+      local refs, backups = repo:refs(prefix) or {}, 0
+      local target = require("beat.runs.snapshot").find(refs, r.id, which)
+      for _, x in ipairs(refs) do
         local n = tonumber(x.name:match("/before%-restore%-(%d+)$"))
         if n and n > backups then backups = n end
       end

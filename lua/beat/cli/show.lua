@@ -83,10 +83,7 @@ end
 -- The snapshot ref of a run: refs/beat/<id>/<which>, its commit or nil.
 local function snapshot(repo, id, which)
   if not repo then return nil end
-  for _, x in ipairs(repo:refs(("refs/beat/%s/"):format(id)) or {}) do
-    if x.name == ("refs/beat/%s/%s"):format(id, which) then return x.id end
-  end
-  return nil
+  return require("beat.runs.snapshot").find(repo:refs(("refs/beat/%s/"):format(id)) or {}, id, which)
 end
 
 local DIFF_COLOR = { { "^diff %-%-git", "1" }, { "^index ", "1" }, { "^%-%-%- ", "1" }, { "^%+%+%+ ", "1" },

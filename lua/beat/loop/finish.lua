@@ -17,6 +17,11 @@ function M.finish(run, status, reason)
   local o = run.opts
   local notes = {}
   local target = status == "failed" and run.restore_on_failure or run.best
+  if run.repo and run.last then
+    -- one ref write per run, not per iteration (a dead run's last is its newest iter-N)
+    local ok, err = run.repo:set_ref { ref = ("refs/beat/%s/last"):format(run.id), commit = run.last }
+    if not ok then notes[#notes + 1] = "could not record the last snapshot: " .. tostring(err) end
+  end
   if run.repo and target then
     local ok, err = pcall(run.restore, run, target)
     if not ok then

@@ -32,17 +32,15 @@ end
 --- strategy rejects the iteration. When the agent changed a protected file
 --- (beat.protect), the second result says which and the third is
 --- "tampered": the strategy rejects the iteration with that status. The
---- snapshot is also the run's `last` (`beat restore RUN last`).
+--- snapshot is also the run's `last` (`beat restore RUN last`; its ref is
+--- written when the run ends, see beat.runs.snapshot).
 ---@return string|nil snapshot, string? rejected, string? status
 function Run:snapshot(n)
   if not self.repo then return nil end
   local id, info = self.repo:snapshot { ref = ("refs/beat/%s/iter-%d"):format(self.id, n),
     message = ("beat: run %s iteration %d"):format(self.id, n), parent = self.best }
   if not id then error("snapshot failed: " .. tostring(info), 0) end
-  self.at, self.since = id, {}
-  local ok, lerr = self.repo:set_ref { ref = ("refs/beat/%s/last"):format(self.id), commit = id }
-  if not ok then error("cannot record the last snapshot: " .. tostring(lerr), 0) end
-  self.last = id
+  self.at, self.since, self.last = id, {}, id   -- `last` gets its ref when the run ends
   if #info.skipped > 0 then return id, set_aside(self, n, info.skipped) end
   local tampered = require("beat.protect").check(self, n, id)
   if tampered then return id, tampered, "tampered" end
