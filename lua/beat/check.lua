@@ -259,6 +259,20 @@ function M.value(where, label, v, kind, level)
   return v
 end
 
+-- A schema's keys in the order they are checked (so the first bad one is
+-- always the same), sorted once per schema.
+local sorted_keys = setmetatable({}, { __mode = "k" })
+local function keys_of(schema)
+  local keys = sorted_keys[schema]
+  if not keys then
+    keys = {}
+    for k in pairs(schema) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    sorted_keys[schema] = keys
+  end
+  return keys
+end
+
 ---@class beat.check.How
 ---@field level? integer as error()'s, from the function calling check (default 2)
 ---@field prefix? string how the table is named in messages (default "opts")
@@ -285,11 +299,14 @@ function M.options(where, opts, schema, how)
       M.error(where, "unknown option " .. label_of(prefix, unknown), level)
     end
   end
-  local keys = {}
-  for k in pairs(schema) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  for _, k in ipairs(keys) do
-    M.value(where, label_of(prefix, k), opts[k], schema[k], level)
+  for _, k in ipairs(keys_of(schema)) do
+    local c, v = compile(schema[k]), opts[k]
+    -- as M.value, with the label made only for a message
+    if v == nil then
+      if c.required then M.fail(where, label_of(prefix, k), c.what, v, level) end
+    elseif not c.test(v) then
+      M.fail(where, label_of(prefix, k), c.what, v, level)
+    end
   end
   return opts
 end

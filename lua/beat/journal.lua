@@ -41,8 +41,8 @@ end
 M.utf8_clean = utf8_clean
 
 local function is_agent(v)
-  local ok, agent = pcall(require, "beat.agent")
-  return ok and getmetatable(v) == agent.Agent and type(v.describe) == "function"
+  local agent = package.loaded["beat.agent"]   -- no agent without beat.agent loaded
+  return agent ~= nil and getmetatable(v) == agent.Agent and type(v.describe) == "function"
 end
 
 local function is_string_list(v)

@@ -36,15 +36,9 @@ local SUFFIXES = { "password", "passwd", "token", "secret", "apikey" }
 -- Names that hold one of these words but no secret.
 local NOT_SECRET = { PWD = true, OLDPWD = true, pwd = true, key = true, KEY = true }
 
---- Whether a variable, option or field name says its value is a secret:
---- one of its segments (split at `_ - . /`, spaces and camelCase humps) is
---- key, token, secret, password, passwd, pass, pwd, passphrase, credential(s),
---- creds, auth, authorization, or ends with password, token, secret or apikey.
---- `tokens`, `author`, `max_tokens`, `keyboard` and a bare `key` are not.
----@param name string
----@return boolean
-function M.is_secret_name(name)
-  if type(name) ~= "string" or NOT_SECRET[name] then return false end
+-- Whether a name says its value is a secret (see M.is_secret_name).
+local function name_is_secret(name)
+  if NOT_SECRET[name] then return false end
   local spaced = name:gsub("(%l)(%u)", "%1 %2")
   for seg in spaced:gmatch("[%w]+") do
     seg = seg:lower()
@@ -56,10 +50,34 @@ function M.is_secret_name(name)
   return false
 end
 
+-- Names are few (fields, variables, options) and asked about again and
+-- again: the answers are kept, up to a bound.
+local secret_name_cache, cache_size = {}, 0
+
+--- Whether a variable, option or field name says its value is a secret:
+--- one of its segments (split at `_ - . /`, spaces and camelCase humps) is
+--- key, token, secret, password, passwd, pass, pwd, passphrase, credential(s),
+--- creds, auth, authorization, or ends with password, token, secret or apikey.
+--- `tokens`, `author`, `max_tokens`, `keyboard` and a bare `key` are not.
+---@param name string
+---@return boolean
+function M.is_secret_name(name)
+  if type(name) ~= "string" then return false end
+  local v = secret_name_cache[name]
+  if v == nil then
+    if cache_size > 4096 then secret_name_cache, cache_size = {}, 0 end
+    v = name_is_secret(name)
+    secret_name_cache[name] = v
+    cache_size = cache_size + 1
+  end
+  return v
+end
+
 --------------------------------------------------------------------------------
 -- Known secret values
 
 local values, values_list = {}, nil   -- set of values, and the same sorted longest first
+local text_cache, text_count, text_bytes = {}, 0, 0  -- text → redacted text (see M.text); emptied by M.add
 local env_loaded = false
 
 local function json_escaped(v)
@@ -76,7 +94,7 @@ function M.add(value)
   local esc = json_escaped(value)
   values[esc] = true
   values[(esc:gsub("/", "\\/"))] = true
-  values_list = nil
+  values_list, text_cache, text_count, text_bytes = nil, {}, 0, 0
 end
 
 local function load_env()
@@ -137,18 +155,6 @@ for c = 0, 255 do
   if string.char(c):find("[%w_%-%.]") then NAME_BYTE[c] = true end
 end
 
-local secret_name_cache, cache_size = {}, 0
-local function secret_name(name)
-  local v = secret_name_cache[name]
-  if v == nil then
-    if cache_size > 4096 then secret_name_cache, cache_size = {}, 0 end
-    v = M.is_secret_name(name)
-    secret_name_cache[name] = v
-    cache_size = cache_size + 1
-  end
-  return v
-end
-
 local function after_word(s, a)
   return a > 1 and s:find("^[%w]", a - 1) ~= nil
 end
@@ -195,12 +201,12 @@ local function find_named(s, lower, spans)
       if #dashes > 0 and #dashes <= 2 and not after_word(s, first) then
         local opt = name:sub(#dashes + 1)
         local p1, p2 = select(3, s:find("^[= ]+[\"']?()[^%s\"']+()", last + 1))
-        if p1 and p2 - p1 >= MIN_OPTION and s:byte(p1) ~= 45 and secret_name(opt) then
+        if p1 and p2 - p1 >= MIN_OPTION and s:byte(p1) ~= 45 and M.is_secret_name(opt) then
           spans[#spans + 1] = { p1, p2 - 1 }
         end
       elseif #dashes == 0 then
         local p1, p2 = select(3, s:find("^[\"']?%s*[=:]%s*[\"']?()[^%s\"',;}%]]+()", last + 1))
-        if p1 and p2 - p1 >= MIN_VALUE and secret_name(name) then
+        if p1 and p2 - p1 >= MIN_VALUE and M.is_secret_name(name) then
           local v = s:sub(p1, p2 - 1)
           if not v:find("^[%u%d_]+$") and not v:find("^[%d.]+$") then
             spans[#spans + 1] = { p1, p2 - 1 }
@@ -273,14 +279,28 @@ end
 --------------------------------------------------------------------------------
 -- The API
 
+-- No text shorter than this holds a secret (a known value: 8 bytes or
+-- more; the shortest option, `-pass=XXXX`: 10).
+local SHORTEST = 8
+-- The same texts come back again and again (snapshot ids, commands, a
+-- check's output in the log, the next prompt and the decision's state):
+-- results are kept for up to TEXT_CACHE texts of TEXT_BYTES in all.
+local TEXT_CACHE, TEXT_BYTES = 512, 1024 * 1024
+
 --- s with every secret replaced by "[redacted]".
 ---@param s string
 ---@return string
 function M.text(s)
-  if type(s) ~= "string" or s == "" then return s end
+  if type(s) ~= "string" or #s < SHORTEST then return s end
+  local done = text_cache[s]
+  if done then return done end
   local spans = find_spans(s)
-  if #spans == 0 then return s end
-  return (apply(s, spans, #s))
+  if #spans > 0 then done = apply(s, spans, #s) else done = s end
+  if #s <= TEXT_BYTES then
+    if text_count >= TEXT_CACHE or text_bytes + #s > TEXT_BYTES then text_cache, text_count, text_bytes = {}, 0, 0 end
+    text_cache[s], text_count, text_bytes = done, text_count + 1, text_bytes + #s
+  end
+  return done
 end
 
 --- A copy of an argument list with secrets redacted: in each element (as

@@ -18,19 +18,25 @@ M.default_keep_env = {
   "CLAUDE_CODE_SKIP_FOUNDRY_AUTH", "CLAUDE_CODE_OAUTH_TOKEN",
 }
 
--- The names of the variables beat itself was started with.
-local function inherited_names()
-  local names = {}
-  for k in pairs(require("beat.exec").environ()) do names[#names + 1] = k end
-  table.sort(names)
-  return names
-end
-
 --- Whether a variable marks a nested Claude Code session (and so is scrubbed).
 ---@param name string
 ---@return boolean
 function M.is_nested_marker(name)
   return name == "CLAUDECODE" or name:sub(1, 12) == "CLAUDE_CODE_"
+end
+
+-- The nested-session variables beat itself was started with (found once:
+-- that environment does not change).
+local inherited_markers
+local function nested_markers()
+  if not inherited_markers then
+    inherited_markers = {}
+    for k in pairs(require("beat.exec").environ()) do
+      if M.is_nested_marker(k) then inherited_markers[#inherited_markers + 1] = k end
+    end
+    table.sort(inherited_markers)
+  end
+  return inherited_markers
 end
 
 --- The `env` table to give beat.exec for an agent run: the adapter's env, the
@@ -43,9 +49,7 @@ end
 ---@return table<string, string|false>
 function M.child_env(layers, keep, iteration)
   local env = {}
-  for _, name in ipairs(inherited_names()) do
-    if M.is_nested_marker(name) then env[name] = false end
-  end
+  for _, name in ipairs(nested_markers()) do env[name] = false end
   for _, name in ipairs(keep or {}) do env[name] = nil end
   for i = 1, layers.n or #layers do
     for k, v in pairs(layers[i] or {}) do

@@ -41,6 +41,10 @@ function M.boot_id()
   return boot_id
 end
 
+-- After the command name: fields 3-6 (state, ppid, pgrp, session), then
+-- 7-21 skipped, then 22 (start time).
+local STAT_FIELDS = "^(%S+) (%S+) (%S+) (%S+)" .. (" %S+"):rep(15) .. " (%S+)"
+
 --- /proc/PID/stat, parsed; nil when there is no such process.
 ---@param pid integer
 ---@return beat.ProcStat|nil
@@ -50,11 +54,10 @@ function M.stat(pid)
   -- the command name may hold spaces and parentheses: split after the last ')'
   local comm, rest = data:match("^%d+ %((.*)%) (.*)$")
   if not rest then return nil end
-  local f = {}
-  for w in rest:gmatch("%S+") do f[#f + 1] = w end
-  -- rest starts at field 3 (state): field k is f[k - 2]
-  return { pid = math.tointeger(pid), comm = comm, state = f[1], ppid = tonumber(f[2]),
-           pgrp = tonumber(f[3]), session = tonumber(f[4]), start_time = tonumber(f[20]) }
+  local state, ppid, pgrp, session, start_time = rest:match(STAT_FIELDS)
+  if not state then return nil end
+  return { pid = math.tointeger(pid), comm = comm, state = state, ppid = tonumber(ppid),
+           pgrp = tonumber(pgrp), session = tonumber(session), start_time = tonumber(start_time) }
 end
 
 --- The identity of a live process (default: this one), or nil.
