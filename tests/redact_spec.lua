@@ -56,7 +56,9 @@ describe("beat.redact", function()
       redact.argv { "tool", "--password", "hunter2", "--token=abcdef", "--name", "x" })
   end)
 
-  it("redacts values added at run time, also as JSON text", function()
+  it("redacts values added at run time, also as JSON text, in texts it has seen before", function()
+    local seen = "x plain-secret-value/with\"quote y"
+    assert.equal(seen, redact.text(seen))          -- nothing secret yet (and the answer is kept)
     redact.add("plain-secret-value/with\"quote")
     assert.equal("x [redacted] y", redact.text("x plain-secret-value/with\"quote y"))
     assert.equal('{"v":"[redacted]"}', redact.text('{"v":"plain-secret-value\\/with\\"quote"}'))
