@@ -75,7 +75,7 @@ describe("beat.journal", function()
 end)
 
 describe("a loop's journal", function()
-  it("costs one fsync per iteration: progress records go to disk with the decision", function()
+  it("costs one fsync per iteration (progress records go to disk with the decision) and two per run", function()
     if not require("beat.exec").which("strace") then
       pending("strace is not installed")
       return
@@ -99,6 +99,8 @@ describe("a loop's journal", function()
     end
     local five, dir = fsyncs(5)
     assert.equal(3, five - two, ("%d fsyncs for 2 iterations, %d for 5"):format(two, five))
+    -- and once per run, only run_start and run_end: 2 + the check before any change + 2 iterations
+    assert.equal(5, two, ("%d fsyncs for a run of 2 iterations"):format(two))
     local recs = H.last_run(dir)
     local events = {}
     for _, rec in ipairs(recs) do
