@@ -414,7 +414,9 @@ function Server:stop()
   self.closing, self.stopping = true, true
   for _, entry in pairs(self.inflight) do
     entry.cancelled = true
-    entry.task:cancel()
+    -- a signal delivered inside a call's own code (busy Lua) cancels that
+    -- call where it runs: it raises there, at its next wait, not here
+    pcall(entry.task.cancel, entry.task)
   end
   self:_wake_sleepers()
   self:_slot_freed()
@@ -513,7 +515,7 @@ function M.serve(opts)
       require("beat._runtime").exit(0)   -- asked twice: leave now
     end
     server:log("info", "stopping on a signal")
-    server:stop()
+    server:stop()   -- never raises: the input is closed below whatever it meets
     input:close()
     return true
   end)
