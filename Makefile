@@ -135,9 +135,9 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/beat
 	@tmp=$$(mktemp -d /tmp/beat-tests-XXXXXX); \
-	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS),noasan $(SPECS)"; \
+	echo "ASAN_OPTIONS=... BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS) $(SPECS)"; \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS),noasan $(SPECS); \
+		BEAT_BIN=$(abspath build-asan/beat) TMPDIR=$$tmp XDG_STATE_HOME=$$tmp/state build-asan/beat run $(BUSTED) $(TAGS) $(SPECS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(BUILD)/beat

@@ -66,7 +66,7 @@ local function start(opts)
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   c.proc = assert(beat.spawn(argv, {
     cwd = opts.cwd or H.tmpdir(), stdin = true, max_output = 64 * 1024 * 1024,
-    env = env { BEAT_MCP_SPEC_MARK = c.mark, VALUES = opts.values, SYNC = opts.sync },
+    env = env { BEAT_MCP_SPEC_MARK = c.mark, VALUES = opts.values, SYNC = opts.sync, ASAN_OPTIONS = opts.asan },
     stdout = function(line)
       local m = json.decode(line)
       local first = type(m) == "table" and (json.is_array(m) and m[1] or m) or nil
@@ -527,14 +527,15 @@ describe("beat mcp start", function()
     assert.equal("running", c:answer(1, 0).result.structuredContent.loop.status)
   end)
 
-  -- #noasan: under the whole ASan suite on this 2-core machine the SIGINT half sometimes ends
-  -- with the server killed at the 20 s bound (exit 137); alone it passes in 0.4 s. Not yet
-  -- understood (see the session note); the normal build runs it every time.
-  it("exits 0 on SIGTERM and on SIGINT while a call waits, answering nothing more and leaving no process #noasan", function()
+  it("exits 0 on SIGTERM and on SIGINT while a call waits, answering nothing more and leaving no process", function()
     local dir, loop, id = running_loop()
     finally(function() stop_loop(loop) end)
     for _, sig in ipairs { "TERM", "INT" } do
-      local c = start { cwd = dir }
+      -- under ASan, without LeakSanitizer's check at exit: on a loaded machine, after a
+      -- signal, it sometimes never finishes (the server then outlived the test's bounds; with
+      -- detect_leaks=0 it exits at once every time); memory errors are still caught
+      local asan = os.getenv("ASAN_OPTIONS") and "detect_leaks=0:abort_on_error=1" or nil
+      local c = start { cwd = dir, asan = asan }
       c:init()
       c:request(1, "tools/call", { name = "LoopStatus", arguments = { loopId = id, waitMs = 600000 },
         _meta = { progressToken = 1 } })
