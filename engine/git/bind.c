@@ -373,7 +373,7 @@ static const luaL_Reg funcs[] = {
 /* beat._git: open, init, libgit2_version; the repository class. */
 int luaopen_beat__git(lua_State *L)
 {
-    git_libgit2_init();  /* refcounted by libgit2; never shut down */
+    init_libgit2();  /* git_libgit2_init without the CA bundle (init.c) */
     luaL_newmetatable(L, REPO_MT);
     luaL_setfuncs(L, repo_mt, 0);
     luaL_newlib(L, repo_meth);
