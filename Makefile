@@ -32,7 +32,7 @@ SPECS    ?= tests
 # make test leaves out the torture family (tests/torture, tag #torture): make torture
 TAGS     ?= --exclude-tags=torture
 
-.PHONY: all deps test torture asan bench demo install clean
+.PHONY: all deps test torture asan bench demo install clean FORCE
 
 all: $(BUILD)/beat
 
@@ -63,11 +63,22 @@ $(BUILD)/%.o: engine/%.c | $(BUILD) deps
 $(BUILD)/embedded.o: $(BUILD)/embedded.c
 	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
 
-$(BUILD)/embedded.c: $(BUILD)/embed $(LUA_SRC)
+# Every Lua file under lua/ and strategies/, compiled to bytecode (with its
+# debug information) by tools/embed.c, which links the Lua library beat
+# links; a syntax error fails the build. embedded.list holds the file list,
+# rewritten only when it changes, so adding or removing a file rebuilds too.
+$(BUILD)/embedded.c: $(BUILD)/embed $(LUA_SRC) $(BUILD)/embedded.list
 	$(BUILD)/embed $(LUA_SRC) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/embed: tools/embed.c | $(BUILD)
-	$(CC) -O1 -o $@ $<
+$(BUILD)/embedded.list: FORCE | $(BUILD)
+	@echo "$(LUA_SRC)" | cmp -s - $@ || echo "$(LUA_SRC)" > $@
+
+FORCE:
+
+# Never sanitized (make asan): it runs at build time only.
+$(BUILD)/embed: tools/embed.c | $(BUILD) deps
+	$(CC) -O1 -std=c11 $(WARN) $(shell pkg-config --cflags lua5.4 2>/dev/null) -o $@ $< \
+		$(shell pkg-config --libs lua5.4 2>/dev/null)
 
 # The shim every command starts through (engine/shim.c + proctree.c) as a
 # helper of its own that links only a libc, statically: musl's (musl-tools)

@@ -1,6 +1,6 @@
 /*
  * runtime.c: the one Lua state: its allocator and panic, beat's module
- * searcher over the embedded Lua sources, the preloaded C modules, and
+ * searcher over the embedded Lua (bytecode), the preloaded C modules, and
  * protected calls with a traceback (beat_pcall, beat_call_ref). The loop
  * primitives Lua sees as beat._runtime are in uv.c.
  *
@@ -89,8 +89,23 @@ static const beat_embedded *find_embedded(const char *name)
     return NULL;
 }
 
-/* Searcher for beat's own Lua: from the embedded table, or from the source
- * tree named by BEAT_LUA_PATH (development without a rebuild). */
+/* "Lua 5.4.4" out of a lua_ident ("$LuaVersion: Lua 5.4.4  Copyright ..."). */
+static const char *lua_release(lua_State *L, const char *ident)
+{
+    const char *p = strstr(ident, "Lua ");
+    size_t n;
+    if (p == NULL)
+        return lua_pushstring(L, ident);
+    n = strspn(p + 4, "0123456789.");
+    return lua_pushlstring(L, p, 4 + n);
+}
+
+/* Searcher for beat's own Lua: the bytecode embedded at build time, or the
+ * source in the tree named by BEAT_LUA_PATH (development without a
+ * rebuild). Lua does not verify bytecode, so the embedded chunks load only
+ * into the Lua library release that compiled them; another one (the
+ * library upgraded under the binary) is an error naming both, as beat
+ * cannot run without its Lua. */
 static int searcher(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
@@ -107,8 +122,12 @@ static int searcher(lua_State *L)
         lua_pushstring(L, file);
         return 2;
     }
+    if (strcmp(beat_embedded_lua, lua_ident) != 0)
+        return luaL_error(L, "the embedded Lua was compiled by %s, but beat runs with %s: "
+                          "rebuild beat (or set BEAT_LUA_PATH to its source tree)",
+                          lua_release(L, beat_embedded_lua), lua_release(L, lua_ident));
     lua_pushfstring(L, "@[beat]/%s", e->path);
-    if (luaL_loadbuffer(L, e->source, e->size, lua_tostring(L, -1)) != LUA_OK)
+    if (luaL_loadbufferx(L, (const char *)e->chunk, e->size, lua_tostring(L, -1), "b") != LUA_OK)
         return lua_error(L);
     lua_pushfstring(L, "[beat]/%s", e->path);
     return 2;

@@ -373,7 +373,7 @@ static const luaL_Reg funcs[] = {
 /* beat._git: open, init, libgit2_version; the repository class. */
 int luaopen_beat__git(lua_State *L)
 {
-    git_libgit2_init();  /* refcounted by libgit2; never shut down */
+    init_libgit2();  /* git_libgit2_init without the CA bundle (init.c) */
     /* trees and commits read stay cached up to 256 kB, not libgit2's 256 MB:
      * a long run reads a few of each per iteration, and its memory must not
      * grow with them */

@@ -12,6 +12,7 @@
  *   refs.c      commits, refs, revisions, diffs (Lua-facing)
  *   bind.c      the Lua bindings: the luaL_Reg tables, open, tree, restore,
  *               worktrees
+ *   init.c      libgit2's initialisation, without the system's CA bundle
  *
  * The guarantees this module keeps, whatever the caller does:
  *  - Computing a work-tree tree writes objects into the object database and
@@ -226,6 +227,9 @@ int repo_diff_trees(lua_State *L);
 int repo_descendant(lua_State *L);
 int repo_checked_out(lua_State *L);
 int repo_reset_index(lua_State *L);
+
+/* init.c */
+int init_libgit2(void);
 
 /* bind.c: what every Lua-facing function shares */
 brepo *check_repo(lua_State *L);

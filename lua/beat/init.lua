@@ -2,15 +2,12 @@
 --- stays cheap: beat.git, beat.agent, beat.score, beat.journal, ...
 local runtime = require "beat._runtime"
 local task = require "beat.task"
-local exec = require "beat.exec"
 local duration = require "beat.duration"
 
 local M = {}
 
 M.version = "0.1.0"
 
-M.exec = exec.exec
-M.spawn = exec.spawn
 M.go = task.go
 M.all = task.all
 M.cancelled = task.cancelled
@@ -79,8 +76,12 @@ function M.strategy(name)
   return strategy
 end
 
--- Functions of submodules exposed directly on beat.
+-- Functions of submodules exposed directly on beat. beat.exec and
+-- beat.spawn too: beat.exec (with beat.check) loads on their first use,
+-- so `beat version` does without it.
 local shortcuts = {
+  exec = function() return require("beat.exec").exec end,
+  spawn = function() return require("beat.exec").spawn end,
   measure = function() return require("beat.measure").measure end,
   objective = function() return require("beat.objective").new end,
   json = function() return require("cjson") end,

@@ -39,7 +39,6 @@ end
 
 function M.register(cli)
   cli.command("agents", {
-    summary = "list agent adapters; check whether their CLIs can run headless here",
     usage = "beat agents [--json] | " .. CHECK_USAGE,
     help = [[
 beat agents [--json]

@@ -67,7 +67,6 @@ end
 
 function M.register(cli)
   cli.command("clean", {
-    summary = "remove finished runs and their snapshots",
     usage = USAGE,
     help = HELP,
     run = function(args)

@@ -342,7 +342,6 @@ end
 
 function M.register(cli)
   cli.command("logs", {
-    summary = "print a detached run's output (-f: follow it)",
     usage = "beat logs RUN [-f]",
     help = [[
 Prints the output of a run started with --detach (.beat/runs/RUN/output.log);

@@ -5,7 +5,6 @@
 --- Exit status: 0 success, 1 failure (an error, a failed run), 2 usage error,
 --- 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 local runtime = require "beat._runtime"
-local task = require "beat.task"
 
 local M = {}
 
@@ -47,7 +46,7 @@ local function install_signals()
     interrupted = code
     io.stderr:write(erased and "" or "\n", ("beat: %s, stopping (Ctrl-C again to exit now)\n")
       :format(sig == SIG.SIGTERM and "terminated" or "interrupted"))
-    task.cancel_all()
+    require("beat.task").cancel_all()
   end
   -- called from the loop, or from inside busy Lua code (a debug hook), where
   -- cancelling the running task raises its cancellation at that point
@@ -61,6 +60,7 @@ end
 ---@param fn function
 function M.drive(fn, ...)
   install_signals()
+  local task = require "beat.task"
   local main = task.start(true, fn, ...)
   while main.status == "running" do
     if not runtime.run("once") and main.status == "running" then
@@ -104,10 +104,40 @@ end
 local commands = {}
 local order = {}
 
+-- Commands in modules of their own, in `beat help`'s order, with the summary
+-- `beat help` lists (written only here). A module loads when its command
+-- runs or its help is shown, and its register(cli) adds the command: `beat
+-- version`, `beat help` and a mistyped command load none of them.
+local MODULES = {
+  { "loop", "beat.cli.loop", "run an agent until a check passes or a score stops improving; manage runs" },
+  { "runs", "beat.cli.runs", "list the runs of this work tree" },
+  { "show", "beat.cli.show", "show what a run did: its iterations, diff and logs" },
+  { "restore", "beat.cli.restore", "put the work tree back as it was at a point of a run" },
+  { "logs", "beat.cli.control", "print a detached run's output (-f: follow it)" },
+  { "clean", "beat.cli.clean", "remove finished runs and their snapshots" },
+  { "agents", "beat.cli.agents", "list agent adapters; check whether their CLIs can run headless here" },
+  { "report", "beat.cli.report", "chart a run's scores (terminal, SVG, HTML, JSON)" },
+  { "mcp", "beat.cli.mcp", "serve beat's loop tools to coding agents over MCP" },
+}
+
 --- Adds a command: spec = {summary=, usage=, help=, run=function(args) -> status}.
+--- A command of MODULES takes its summary from there.
 function M.command(name, spec)
-  if not commands[name] then order[#order + 1] = name end
+  local known = commands[name]
+  if not known then order[#order + 1] = name end
+  if known and known.module and spec.summary == nil then spec.summary = known.summary end
   commands[name] = spec
+end
+
+-- The command called name, its module loaded if need be; nil if none.
+local function command(name)
+  local c = commands[name]
+  if c and c.module then
+    require(c.module).register(M)
+    assert(not commands[name].module, ("%s did not register the command '%s'"):format(c.module, name))
+    c = commands[name]
+  end
+  return c
 end
 
 local function has_help_flag(args)
@@ -136,7 +166,7 @@ local function print_help(name)
     print(table.concat(lines, "\n"))
     return M.EXIT_OK
   end
-  local c = commands[name]
+  local c = command(name)
   if not c then
     say("unknown command '%s' (see 'beat help')", name)
     return M.EXIT_USAGE
@@ -292,11 +322,9 @@ M.command("help", {
   run = function(args) return print_help(args[1]) end,
 })
 
--- Commands that live in their own modules register themselves on load.
-local extra = { "beat.cli.loop", "beat.cli.runs", "beat.cli.show", "beat.cli.restore", "beat.cli.control",
-  "beat.cli.clean", "beat.cli.agents", "beat.cli.report", "beat.cli.mcp" }
-for _, name in ipairs(extra) do
-  require(name).register(M)
+for _, m in ipairs(MODULES) do
+  order[#order + 1] = m[1]
+  commands[m[1]] = { module = m[2], summary = m[3] }
 end
 
 --- Entry point: arg is the process's argument table (arg[0] is beat).
@@ -308,7 +336,7 @@ function M.main(arg)
   if name == nil then return print_help() end
   if name == "-h" or name == "--help" then return print_help(args[1]) end
   if name == "--version" or name == "-V" then name = "version" end
-  local c = commands[name]
+  local c = command(name)
   if not c then
     if name:sub(1, 1) == "-" then
       say("unknown option '%s' (see 'beat help')", name)

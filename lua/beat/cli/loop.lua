@@ -367,7 +367,6 @@ local SUBCOMMANDS = { list = true, status = true, pause = true, resume = true, c
 
 function M.register(cli)
   cli.command("loop", {
-    summary = "run an agent until a check passes or a score stops improving; manage runs",
     usage = USAGE,
     help = HELP,
     run = function(args)

@@ -163,7 +163,6 @@ end
 
 function M.register(cli)
   cli.command("mcp", {
-    summary = "serve beat's loop tools to coding agents over MCP",
     usage = USAGE,
     help = HELP,
     run = function(args)

@@ -113,7 +113,6 @@ end
 
 function M.register(cli)
   cli.command("report", {
-    summary = "chart a run's scores (terminal, SVG, HTML, JSON)",
     usage = USAGE,
     help = HELP,
     run = function(args)

@@ -29,7 +29,6 @@ end
 
 function M.register(cli)
   cli.command("restore", {
-    summary = "put the work tree back as it was at a point of a run",
     usage = "beat restore RUN [base|best|last|iter-N|pre-restore-N|before-restore-N] [--into-this-tree] [-w DIR]",
     help = [[
 Makes the work tree equal to a snapshot of run RUN ("last" for the newest):

@@ -200,7 +200,6 @@ end
 
 function M.register(cli)
   cli.command("runs", {
-    summary = "list the runs of this work tree",
     usage = "beat runs [--json] [-w DIR]",
     help = [[
 Lists the runs of the work tree, oldest first: id, start time, strategy,

@@ -342,7 +342,6 @@ Exit status: 0; 1 when a log or the diff cannot be read; 2 for bad input.]]
 
 function M.register(cli)
   cli.command("show", {
-    summary = "show what a run did: its iterations, diff and logs",
     usage = "beat show [RUN|last] [--diff [best|base|last|iter-N] | --log N [agent|eval|check|guard-K] [--raw]] [--json] [-w DIR]",
     help = SHOW_HELP,
     run = function(args)
