@@ -285,6 +285,15 @@ function M.options(where, opts, schema, how)
       M.error(where, "unknown option " .. label_of(prefix, unknown), level)
     end
   end
+  -- the common case, every option right, in one pass; only a failure pays for the
+  -- sorted pass below, which reports the first bad option in a stable order
+  local bad = false
+  for k, kind in pairs(schema) do
+    local v, c = opts[k], compile(kind)
+    if v == nil then bad = c.required else bad = not c.test(v) end
+    if bad then break end
+  end
+  if not bad then return opts end
   local keys = {}
   for k in pairs(schema) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
