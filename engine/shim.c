@@ -150,13 +150,6 @@ int beat_shim_main(int argc, char **argv)
         return 127;
     }
     report("pid", (int)child);
-    /* The command has its own copies. Without them, when the shim exits,
-     * closing fd 3 (the hang-up beat waits for) is all that is left before
-     * it can be reaped: no release of an output file on a slow file system
-     * comes after it. */
-    close(0);
-    close(1);
-    close(2);
 
     for (;;) {
         siginfo_t info;
