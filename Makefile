@@ -87,13 +87,14 @@ $(BUILD)/embed: tools/embed.c | $(BUILD) deps
 # glibc's libc.a, else glibc dynamically. It is carried inside build/beat as
 # a byte array and executed from a memfd (engine/exec.c), so build/beat
 # stays one copyable file. Never sanitized: ASan cannot link statically.
+# -z noseparate-code: two segments to map instead of four, at every command.
 DEB_PKGS    += musl-tools
 SHIM_SRC    := engine/shim.c engine/proctree.c
 SHIM_CFLAGS := -O2 -std=c11 -D_GNU_SOURCE $(WARN) -DBEAT_SHIM_STANDALONE
 SHIM_CC     := $(shell command -v musl-gcc 2>/dev/null || echo $(CC))
 SHIM_STATIC := $(if $(or $(findstring musl,$(SHIM_CC)),$(wildcard $(shell $(CC) -print-file-name=libc.a))),-static)
 $(BUILD)/beat-shim: $(SHIM_SRC) engine/shim.h | $(BUILD)
-	$(SHIM_CC) $(SHIM_CFLAGS) $(SHIM_STATIC) -s -o $@ $(SHIM_SRC)
+	$(SHIM_CC) $(SHIM_CFLAGS) $(SHIM_STATIC) -s -Wl,-z,noseparate-code -o $@ $(SHIM_SRC)
 
 $(BUILD)/shim_blob.c: $(BUILD)/beat-shim $(BUILD)/bin2c
 	$(BUILD)/bin2c beat_shim_blob $(BUILD)/beat-shim > $@.tmp && mv $@.tmp $@

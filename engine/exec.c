@@ -9,12 +9,22 @@
  * max/2 bytes, "file" hands the child the file itself, "lines" calls a Lua
  * function per line, "ignore" sends the stream to /dev/null.
  *
- * The shim is started with posix_spawn, which glibc implements with
- * clone(CLONE_VM | CLONE_VFORK): no copy of beat's page tables and no
- * copy-on-write faults afterwards, where libuv's uv_spawn forks. The shim
- * reports the command's pid and fate on fd 3 and exits; end of file on
- * that pipe means the shim is gone, and beat reaps it then (waitpid on its
- * pid only: libuv never reaps here, and beat installs no SIGCHLD handler).
+ * The shim is started by clone(CLONE_VM | CLONE_VFORK), as glibc's
+ * posix_spawn does (no copy of beat's page tables, no copy-on-write faults
+ * afterwards, where a fork would have both), but with less around it: the
+ * child executes the memfd itself (execveat, no path walk through /proc),
+ * gets /dev/null from descriptors beat opened once, and resets only the
+ * signals beat ignores, where posix_spawn makes 64 sigaction calls.
+ *
+ * The shim writes "pid N" and later the command's fate to a pipe (fd 3 in
+ * the shim, its only writer), and exits. beat does not wake for those
+ * lines: it watches the pipe for the hang-up alone (uv_poll with
+ * UV_DISCONNECT), which comes when the shim exits, and reads the lines
+ * then (the pid earlier only when proc:kill needs it). A hang-up means the
+ * shim is in the kernel's exit path, so the waitpid that reaps it then
+ * returns at once (libuv never reaps here; beat installs no SIGCHLD
+ * handler). One wake-up per command, where reading the lines as they came
+ * took three.
  *
  * A proc completes when the shim has been reaped and every pipe has
  * reached end of file; then on_exit(result) runs once, and the memory is
@@ -22,13 +32,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,14 +67,140 @@ extern char **environ;
  * and diagnosis). */
 
 static char shim_path[64];
+static int shim_fd = -1;
+
+/* ---- starting the shim ------------------------------------------------- */
+
+typedef struct {
+    const char *path;       /* the file to execute, when fd < 0 */
+    int fd;                 /* the embedded shim's memfd, executed as is */
+    char **argv, **env;
+    const char *cwd;
+    const int *fds;         /* the child's descriptors 0-3 */
+    const sigset_t *reset;  /* signals to set back to their default */
+    volatile int err;       /* why the child could not exec, or 0 */
+} spawn_args;
+
+/* The vfork child: it shares beat's memory and runs on its own stack
+ * until it executes the shim. Every signal is blocked the whole time, so
+ * none of beat's handlers can run here; execve then puts the handled ones
+ * back to their default, and this resets the ignored ones. The shim starts
+ * with every signal blocked and sets its own mask (shim.c). Uninstrumented:
+ * ASan's bookkeeping belongs to the parent. */
+__attribute__((no_sanitize_address))
+static int spawn_child(void *arg)
+{
+    spawn_args *a = arg;
+    struct sigaction dfl;
+
+    if (setsid() < 0)
+        goto fail;
+    for (int fd = 0; fd < 4; fd++) /* every source is 4 or above (lift) */
+        if (dup2(a->fds[fd], fd) < 0)
+            goto fail;
+    if (a->cwd != NULL && chdir(a->cwd) != 0)
+        goto fail;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(a->reset, sig) == 1)
+            sigaction(sig, &dfl, NULL);
+    if (a->fd >= 0)
+        syscall(SYS_execveat, a->fd, "", a->argv, a->env, AT_EMPTY_PATH);
+    else
+        execve(a->path, a->argv, a->env);
+fail:
+    a->err = errno;
+    _exit(127);
+}
+
+/* The signals beat ignores, read once: SIGPIPE (runtime.c) and whatever
+ * beat was started with ignored (nohup, a shell's background job) and did
+ * not take over. beat never ignores a signal later. SIGCHLD ignored would
+ * make the kernel reap the shims itself and a waitpid wait for all of
+ * them: it goes back to its default here, in beat. */
+static const sigset_t *ignored_signals(void)
+{
+    static sigset_t set;
+    static int known;
+    if (!known) {
+        struct sigaction sa;
+        known = 1;
+        sigemptyset(&set);
+        if (sigaction(SIGCHLD, NULL, &sa) == 0 &&
+            (sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT)))
+            signal(SIGCHLD, SIG_DFL);
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+                sigaddset(&set, sig);
+    }
+    return &set;
+}
+
+/* /dev/null for reading (0) or writing (1), opened once at fd 10 or above,
+ * close-on-exec. Returns the fd, or -1 with errno. */
+static int dev_null(int writing)
+{
+    static int fds[2] = {-1, -1};
+    if (fds[writing] < 0) {
+        int fd = open("/dev/null", (writing ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+        if (fd < 0)
+            return -1;
+        fds[writing] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+        close(fd);
+    }
+    return fds[writing];
+}
+
+/* Starts the shim (the memfd fd, else the file path) in a new session,
+ * with fds 0-3 from child[] (-1: /dev/null), in cwd, every signal at its
+ * default and all of them blocked (the shim sets its mask). Returns 0 or
+ * an errno (exec and chdir failures included). */
+static int spawn_shim(pid_t *pid, int fd, const char *path, char **argv, char **env,
+                      const char *cwd, const int child[4])
+{
+    static char stack[32 * 1024] __attribute__((aligned(16)));
+    int fds[4];
+    spawn_args a;
+    unsigned long all[16], old[16];
+    int err;
+
+    for (int i = 0; i < 4; i++) {
+        fds[i] = child[i] >= 0 ? child[i] : dev_null(i > 0);
+        if (fds[i] < 0)
+            return errno;
+    }
+    a.path = path;
+    a.fd = fd;
+    a.argv = argv;
+    a.env = env != NULL ? env : environ;
+    a.cwd = cwd;
+    a.fds = fds;
+    a.reset = ignored_signals();
+    a.err = 0;
+    /* glibc's own signals too (pthread_sigmask leaves them out): none of
+     * beat's handlers may run in the child */
+    memset(all, 0xff, sizeof all);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, all, old, NSIG / 8);
+    *pid = clone(spawn_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    err = *pid < 0 ? errno : 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, NSIG / 8);
+    if (err == 0 && a.err != 0) { /* it exited without executing the shim */
+        err = a.err;
+        while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    return err;
+}
 
 /* Writes the embedded helper into a sealed, close-on-exec memfd at fd 10
- * or above (libuv's child replaces fds 0-3 before it execs the shim) and
- * returns its /proc path, or NULL if it cannot be created or run. */
+ * or above (the child puts its fds 0-3 in place before it executes the
+ * shim) and keeps its fd, or returns NULL if it cannot be created or run. */
 static const char *embedded_shim(void)
 {
     const char *force = getenv("BEAT_SHIM");
     char *probe_argv[] = {"beat-shim", "probe", NULL};
+    const int none[4] = {-1, -1, -1, -1};
     size_t done = 0;
     pid_t pid;
     int fd, high, status = -1;
@@ -89,19 +228,20 @@ static const char *embedded_shim(void)
     if (high < 0)
         return NULL;
     snprintf(shim_path, sizeof shim_path, "/proc/self/fd/%d", high);
-    if (posix_spawn(&pid, shim_path, NULL, NULL, probe_argv, environ) == 0)
+    if (spawn_shim(&pid, high, shim_path, probe_argv, NULL, NULL, none) == 0)
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
         close(high);
         return NULL;
     }
+    shim_fd = high;
     return shim_path;
 }
 
 /* The file to start the shim from, and whether it takes beat's "__shim"
- * argument: the embedded helper, else beat's own binary. */
-static const char *shim_file(int *is_beat)
+ * argument: the embedded helper (*fd its memfd), else beat's own binary. */
+static const char *shim_file(int *is_beat, int *fd)
 {
     static const char *file;
     static int tried;
@@ -110,6 +250,7 @@ static const char *shim_file(int *is_beat)
         file = embedded_shim();
     }
     *is_beat = file == NULL;
+    *fd = shim_fd;
     return file != NULL ? file : beat_exe_path();
 }
 
@@ -118,19 +259,49 @@ static proc **checkproc(lua_State *L)
     return luaL_checkudata(L, 1, "beat.proc");
 }
 
+/* Procs whose handles are all closed, kept for the next commands: a proc
+ * is over a kilobyte, and a malloc of that size makes glibc consolidate
+ * its small free chunks, every command. */
+#ifdef __SANITIZE_ADDRESS__
+#define SPARE_PROCS 1 /* none kept: ASan must see a use after free */
+#define KEEP_SPARES 0
+#else
+#define SPARE_PROCS 8
+#define KEEP_SPARES SPARE_PROCS
+#endif
+static proc *spare[SPARE_PROCS];
+static int nspare;
+
+static proc *new_proc(void)
+{
+    if (nspare > 0) {
+        proc *p = spare[--nspare];
+        memset(p, 0, sizeof *p);
+        return p;
+    }
+    return calloc(1, sizeof(proc));
+}
+
+static void free_proc(proc *p)
+{
+    free(p->out.head);
+    free(p->out.tail);
+    free(p->out.line);
+    free(p->err.head);
+    free(p->err.tail);
+    free(p->err.line);
+    free(p->cb_error);
+    if (nspare < KEEP_SPARES)
+        spare[nspare++] = p;
+    else
+        free(p);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
     proc *p = h->data;
-    if (--p->handles == 0) {
-        free(p->out.head);
-        free(p->out.tail);
-        free(p->out.line);
-        free(p->err.head);
-        free(p->err.tail);
-        free(p->err.line);
-        free(p->cb_error);
-        free(p);
-    }
+    if (--p->handles == 0)
+        free_proc(p);
 }
 
 static void close_handle(proc *p, uv_handle_t *h)
@@ -192,8 +363,8 @@ void exec_maybe_complete(proc *p)
     lua_setfield(L, -2, "stdout");
     exec_push_captured(L, &p->err);
     lua_setfield(L, -2, "stderr");
-    lua_pushboolean(L, (p->out.mode == OUT_CAPTURE && p->out.total > p->out.max) ||
-                       (p->err.mode == OUT_CAPTURE && p->err.total > p->err.max));
+    lua_pushboolean(L, (p->out.mode == OUT_CAPTURE && (p->out.total > p->out.max || p->out.lost)) ||
+                       (p->err.mode == OUT_CAPTURE && (p->err.total > p->err.max || p->err.lost)));
     lua_setfield(L, -2, "truncated");
     lua_pushinteger(L, (lua_Integer)p->out.total);
     lua_setfield(L, -2, "stdout_bytes");
@@ -209,8 +380,6 @@ void exec_maybe_complete(proc *p)
     luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
     p->handles = 1; /* held until every close below is queued */
-    if (p->reap_timer_on)
-        close_handle(p, (uv_handle_t *)&p->reap_timer);
     if (p->in_open)
         close_handle(p, (uv_handle_t *)&p->in);
     if (p->out.mode == OUT_CAPTURE || p->out.mode == OUT_LINES)
@@ -218,11 +387,12 @@ void exec_maybe_complete(proc *p)
     if (p->err.mode == OUT_CAPTURE || p->err.mode == OUT_LINES)
         close_handle(p, (uv_handle_t *)&p->err.pipe);
     close_handle(p, (uv_handle_t *)&p->status);
+    close(p->status_fd);
     beat_call_ref(L, on_exit, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, on_exit);
     p->handles--;
     if (p->handles == 0) /* cannot happen: the status pipe's close is pending */
-        free(p);
+        free_proc(p);
 }
 
 /* The shim is gone: its status and whether it was hard-killed decide. */
@@ -246,59 +416,60 @@ static void shim_exited(proc *p, int status)
     exec_maybe_complete(p);
 }
 
-/* Reaps the shim once its status pipe has closed, which it does only by
- * exiting. Returns 0 while it has not quite finished exiting. */
-static int reap(proc *p)
+/* Reads what the shim has reported so far into p->report; returns 1 once
+ * its end of file is reached (the shim has exited, or is exiting). */
+static int read_report(proc *p)
 {
-    int status;
-    pid_t r;
-    do
-        r = waitpid(p->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    shim_exited(p, r == p->pid ? status : -1);
-    return 1;
+    for (;;) {
+        char buf[128];
+        ssize_t n = read(p->status_fd, buf, sizeof buf);
+        if (n > 0) {
+            size_t room = sizeof p->report - 1 - p->report_len;
+            size_t k = (size_t)n < room ? (size_t)n : room;
+            memcpy(p->report + p->report_len, buf, k);
+            p->report_len += k;
+            p->report[p->report_len] = '\0';
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n == 0;
+    }
 }
 
-static void on_reap_timer(uv_timer_t *t)
+/* The command's pid (its process group), once the shim has reported it;
+ * 0 before. */
+static pid_t command_pid(proc *p)
 {
-    proc *p = t->data;
-    if (!p->exited && reap(p))
-        uv_timer_stop(t);
+    int pid;
+    if (p->cmd_pid == 0 && p->status_open)
+        read_report(p);
+    if (p->cmd_pid == 0 && report_value(p->report, "pid", &pid))
+        p->cmd_pid = (pid_t)pid;
+    return p->cmd_pid;
 }
 
-/* The status pipe reached end of file: the shim is exiting or gone. */
-static void status_closed(proc *p)
-{
-    if (p->exited || reap(p))
-        return;
-    uv_timer_init(beat_loop(p->L), &p->reap_timer);
-    p->reap_timer.data = p;
-    p->reap_timer_on = 1;
-    uv_timer_start(&p->reap_timer, on_reap_timer, 1, 1);
-}
-
-static void on_status(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+/* The status pipe hung up: the shim closed it by exiting (it is its only
+ * writer). The kernel closes an exiting process's descriptors in order,
+ * flushing each (an output file on NFS: its data), so fd 3 goes after
+ * stdout and stderr, and the shim's pipes to beat hang up together: one
+ * wake-up. What is left of the exit is short and waits on nothing in user
+ * space, so the waitpid below, blocking, returns at once. */
+static void on_status(uv_poll_t *h, int status, int events)
 {
     proc *p = h->data;
-    if (nread > 0) {
-        size_t room = sizeof p->report - 1 - p->report_len;
-        size_t k = (size_t)nread < room ? (size_t)nread : room;
-        memcpy(p->report + p->report_len, buf->base, k);
-        p->report_len += k;
-        p->report[p->report_len] = '\0';
-        if (p->cmd_pid == 0) {
-            int pid;
-            if (report_value(p->report, "pid", &pid))
-                p->cmd_pid = (pid_t)pid;
-        }
-    }
-    if (nread < 0) {
-        uv_read_stop(h);
-        p->status_open = 0;
-        status_closed(p);
-    }
+    int wstatus;
+    pid_t r;
+    (void)status;
+    (void)events;
+    if (!read_report(p))
+        return; /* not the end yet */
+    uv_poll_stop(h);
+    p->status_open = 0;
+    do
+        r = waitpid(p->pid, &wstatus, 0);
+    while (r < 0 && errno == EINTR);
+    shim_exited(p, r == p->pid ? wstatus : -1);
 }
 
 static char **string_array(lua_State *L, int idx, const char *field, int *ok)
@@ -327,37 +498,88 @@ static char **string_array(lua_State *L, int idx, const char *field, int *ok)
     return arr;
 }
 
-/* Starts the shim with fds 0-3 from child[] (-1: /dev/null) in a new
- * session, every signal at its default and none blocked. Returns 0 or an
- * errno (exec and chdir failures included). */
-static int start_shim(pid_t *pid, const char *shim, char **argv, char **env,
-                      const char *cwd, const int child[4])
+static int not_found(lua_State *L, const char *why)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    int rc;
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+}
 
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    for (int fd = 0; fd < 4; fd++) {
-        if (child[fd] >= 0)
-            posix_spawn_file_actions_adddup2(&fa, child[fd], fd);
-        else
-            posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+/* core.which(name, path, cwd) -> absolute file | nil, why
+ * The file execvp would run for name: a name with a slash is that file
+ * (relative to cwd when given), any other is looked up in the
+ * colon-separated path (an empty entry is "."). Costs one stat per entry
+ * tried, which is why it is C: exec.lua calls it for every command. */
+static int exec_which(lua_State *L)
+{
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    const char *path = luaL_checkstring(L, 2);
+    const char *cwd = luaL_optstring(L, 3, NULL);
+    char full[PATH_MAX];
+    struct stat st;
+    int denied = 0;
+
+    if (nlen == 0)
+        return not_found(L, "empty command");
+    if (strchr(name, '/') != NULL) {
+        if (name[0] != '/' && cwd != NULL) {
+            lua_pushfstring(L, "%s/%s", cwd, name);
+            name = lua_tostring(L, -1);
+        }
+        if (stat(name, &st) != 0)
+            return not_found(L, "no such file or directory");
+        if (S_ISDIR(st.st_mode))
+            return not_found(L, "is a directory");
+        if (access(name, X_OK) != 0)
+            return not_found(L, "permission denied");
+        lua_pushstring(L, name);
+        return 1;
     }
-    if (cwd != NULL)
-        posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                    POSIX_SPAWN_SETSIGDEF);
-    rc = posix_spawn(pid, shim, &fa, &attr, argv, env != NULL ? env : environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    return rc;
+    for (const char *dir = path;; dir++) {
+        const char *end = strchrnul(dir, ':');
+        size_t dlen = (size_t)(end - dir);
+        const char *d = dlen > 0 ? dir : ".";
+        if (dlen == 0)
+            dlen = 1;
+        if (dlen + 1 + nlen < sizeof full) {
+            memcpy(full, d, dlen);
+            full[dlen] = '/';
+            memcpy(full + dlen + 1, name, nlen + 1);
+            if (stat(full, &st) == 0 && !S_ISDIR(st.st_mode)) {
+                if (access(full, X_OK) == 0) {
+                    char here[PATH_MAX];
+                    if (full[0] != '/' && getcwd(here, sizeof here) != NULL)
+                        lua_pushfstring(L, "%s/%s", here, full);
+                    else
+                        lua_pushstring(L, full);
+                    return 1;
+                }
+                denied = 1;
+            }
+        }
+        dir = end;
+        if (*end == '\0')
+            break;
+    }
+    return not_found(L, denied ? "permission denied" : "command not found");
+}
+
+/* Writes n in decimal into buf (room for any 64-bit value); the two
+ * snprintf calls this replaces were a sixth of exec_spawn's instructions. */
+static void decimal(char buf[32], long long n)
+{
+    char tmp[32];
+    unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+    int len = 0;
+    do
+        tmp[len++] = (char)('0' + u % 10);
+    while ((u /= 10) > 0);
+    if (n < 0)
+        *buf++ = '-';
+    while (len > 0)
+        *buf++ = tmp[--len];
+    *buf = '\0';
 }
 
 /* core.spawn(spec, on_exit) -> proc | nil, err, errno
@@ -372,7 +594,7 @@ static int exec_spawn(lua_State *L)
     int child[4] = {-1, -1, -1, -1};
     proc **box;
     proc *p;
-    int ok, rc = 0, nargs = 0, file_error, is_beat, a = 0, status_inited = 0;
+    int ok, rc = 0, nargs = 0, file_error, is_beat, a = 0, status_inited = 0, memfd;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -381,7 +603,7 @@ static int exec_spawn(lua_State *L)
     lua_getfield(L, 1, "cwd");
     cwd = luaL_optstring(L, -1, NULL);
     lua_getfield(L, 1, "grace_ms");
-    snprintf(grace, sizeof grace, "%lld", (long long)luaL_checkinteger(L, -1));
+    decimal(grace, luaL_checkinteger(L, -1));
     lua_pop(L, 1);
     lua_getfield(L, 1, "args");
     luaL_checktype(L, -1, LUA_TTABLE);
@@ -390,7 +612,7 @@ static int exec_spawn(lua_State *L)
     box = lua_newuserdatauv(L, sizeof *box, 0);
     *box = NULL;
     luaL_setmetatable(L, "beat.proc");
-    p = calloc(1, sizeof *p);
+    p = new_proc();
     if (p == NULL)
         return luaL_error(L, "out of memory");
     p->L = beat_main_thread(L);
@@ -407,7 +629,8 @@ static int exec_spawn(lua_State *L)
     exec_read_spec(L, 1, "stdout", &p->out, &child[1], p);
     exec_read_spec(L, 1, "stderr", &p->err, &child[2], p);
     if (rc == 0) {
-        int err = exec_open_pipe(beat_loop(L), &p->status, p, 1, &child[3], &status_inited);
+        int err = exec_open_status(beat_loop(L), &p->status, p, &p->status_fd, &child[3],
+                                   &status_inited);
         if (err != 0)
             rc = -err;
     }
@@ -421,14 +644,14 @@ static int exec_spawn(lua_State *L)
     if (args != NULL)
         while (args[nargs] != NULL)
             nargs++;
-    shim = shim_file(&is_beat);
+    shim = shim_file(&is_beat, &memfd);
     shim_args = ok && rc == 0 ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
     if (shim_args == NULL) {
         rc = p->out.open_errno ? -p->out.open_errno
            : p->err.open_errno ? -p->err.open_errno
            : rc != 0 ? rc : UV_ENOMEM;
     } else {
-        snprintf(parent, sizeof parent, "%d", (int)getpid());
+        decimal(parent, getpid());
         if (is_beat) {
             shim_args[a++] = (char *)shim;
             shim_args[a++] = "__shim";
@@ -440,7 +663,7 @@ static int exec_spawn(lua_State *L)
         shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
             shim_args[a++] = args[i];
-        rc = -start_shim(&p->pid, shim, shim_args, env, cwd, child);
+        rc = -spawn_shim(&p->pid, is_beat ? -1 : memfd, shim, shim_args, env, cwd, child);
     }
     free(args);
     free(env);
@@ -459,12 +682,14 @@ static int exec_spawn(lua_State *L)
             close_handle(p, (uv_handle_t *)&p->out.pipe);
         if (p->err.open)
             close_handle(p, (uv_handle_t *)&p->err.pipe);
-        if (status_inited)
+        if (status_inited) {
             close_handle(p, (uv_handle_t *)&p->status);
+            close(p->status_fd);
+        }
         luaL_unref(L, LUA_REGISTRYINDEX, p->out.fn_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, p->err.fn_ref);
         if (--p->handles == 0)
-            free(p);
+            free_proc(p);
         lua_pushnil(L);
         if (file_error)
             lua_pushfstring(L, "cannot set up output: %s", uv_strerror(rc));
@@ -478,7 +703,7 @@ static int exec_spawn(lua_State *L)
         uv_read_start((uv_stream_t *)&p->out.pipe, exec_alloc_cb, exec_on_read);
     if (p->err.open)
         uv_read_start((uv_stream_t *)&p->err.pipe, exec_alloc_cb, exec_on_read);
-    uv_read_start((uv_stream_t *)&p->status, exec_alloc_cb, on_status);
+    uv_poll_start(&p->status, UV_DISCONNECT, on_status);
     lua_pushvalue(L, 2);
     p->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
@@ -511,7 +736,7 @@ static int proc_kill(lua_State *L)
     }
     if (sig == SIGKILL)
         sig = BEAT_SIG_KILLALL;
-    if (sig == SIGTERM || sig == SIGINT || sig == BEAT_SIG_KILLALL || p->cmd_pid <= 0)
+    if (sig == SIGTERM || sig == SIGINT || sig == BEAT_SIG_KILLALL || command_pid(p) <= 0)
         lua_pushboolean(L, kill(p->pid, sig) == 0);
     else
         lua_pushboolean(L, kill(-p->cmd_pid, sig) == 0);
@@ -527,7 +752,7 @@ static int proc_hard_kill(lua_State *L)
     if (p == NULL)
         return 0;
     p->abandoned = 1;
-    if (p->cmd_pid > 0) {
+    if (command_pid(p) > 0) {
         kill(-p->cmd_pid, SIGCONT);
         kill(-p->cmd_pid, SIGKILL);
     }
@@ -577,6 +802,7 @@ static const luaL_Reg proc_meth[] = {
 
 static const luaL_Reg funcs[] = {
     {"spawn", exec_spawn},
+    {"which", exec_which},
     {NULL, NULL}
 };
 

@@ -56,19 +56,41 @@ void exec_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 /* Keeps the first max/2 bytes of the stream in head and the last max/2 in
- * the ring tail, whatever the size of the chunks: memory stays max bytes. */
+ * the ring tail, whatever the size of the chunks: memory stays max bytes.
+ * Both are allocated as output comes (head grown by doubling, the tail at
+ * once when head is full), so a command that prints little costs little;
+ * bytes that find no memory are dropped and the result says truncated. */
 static void capture(stream *s, const char *data, size_t n)
 {
     size_t half = s->max / 2, room = half - s->head_len;
     if (room > 0) {
         size_t k = n < room ? n : room;
+        if (s->head_len + k > s->head_cap) {
+            size_t cap = s->head_cap ? s->head_cap * 2 : 4096;
+            char *grown;
+            while (cap < s->head_len + k)
+                cap *= 2;
+            if (cap > half)
+                cap = half;
+            grown = realloc(s->head, cap);
+            if (grown == NULL) {
+                s->lost = 1;
+                return;
+            }
+            s->head = grown;
+            s->head_cap = cap;
+        }
         memcpy(s->head + s->head_len, data, k);
         s->head_len += k;
         data += k;
         n -= k;
     }
-    if (half == 0)
+    if (half == 0 || n == 0)
         return;
+    if (s->tail == NULL && (s->tail = malloc(half)) == NULL) {
+        s->lost = 1;
+        return;
+    }
     if (n >= half) { /* the chunk alone fills the tail */
         memcpy(s->tail, data + n - half, half);
         s->tail_len = half;
@@ -261,6 +283,36 @@ int exec_open_pipe(uv_loop_t *loop, uv_pipe_t *h, void *data, int beat_reads,
     return 0;
 }
 
+/* The pipe the shim reports on: beat's end, non-blocking, watched by the
+ * poll handle h for the hang-up only (exec.c), in *mine; the shim's end in
+ * *child. Returns 0 or an errno; on failure h is initialised only if
+ * *inited is set. */
+int exec_open_status(uv_loop_t *loop, uv_poll_t *h, void *data, int *mine,
+                     int *child, int *inited)
+{
+    int fds[2], err;
+    *inited = 0;
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0)
+        return errno;
+    *child = lift(fds[1]);
+    if (*child < 0) {
+        err = errno;
+        close(fds[0]);
+        return err;
+    }
+    err = uv_poll_init(loop, h, fds[0]);
+    if (err != 0) {
+        close(fds[0]);
+        close(*child);
+        *child = -1;
+        return -err;
+    }
+    h->data = data;
+    *mine = fds[0];
+    *inited = 1;
+    return 0;
+}
+
 /* Reads one output spec {mode=, max=, path=, fn=} from the table at idx,
  * and sets up what the child gets as that stream in *child (-1: /dev/null). */
 void exec_read_spec(lua_State *L, int idx, const char *field, stream *s,
@@ -295,12 +347,6 @@ void exec_read_spec(lua_State *L, int idx, const char *field, stream *s,
         }
     }
     lua_pop(L, 1);
-    if (s->mode == OUT_CAPTURE) {
-        s->head = malloc(s->max / 2 + 1);
-        s->tail = malloc(s->max / 2 + 1);
-        if (s->head == NULL || s->tail == NULL)
-            s->open_errno = ENOMEM;
-    }
     if (s->mode == OUT_FILE) {
         *child = s->fd;
     } else if (s->mode == OUT_CAPTURE || s->mode == OUT_LINES) {

@@ -40,10 +40,11 @@ typedef struct {
     uv_pipe_t pipe;
     int mode, open, fd, open_errno;
     size_t max;        /* capture: bytes kept at most */
-    char *head;        /* capture: the first max/2 bytes */
-    size_t head_len;
-    char *tail;        /* capture: ring of the last max/2 bytes */
+    char *head;        /* capture: the first max/2 bytes, grown as they come */
+    size_t head_len, head_cap;
+    char *tail;        /* capture: ring of the last max/2 bytes, once head is full */
     size_t tail_pos, tail_len;
+    int lost;          /* capture: bytes dropped for want of memory */
     size_t total;
     int fn_ref;        /* lines: the Lua function */
     char *line;        /* lines: the partial line */
@@ -52,9 +53,9 @@ typedef struct {
 
 struct proc {
     pid_t pid;                /* the shim */
-    uv_timer_t reap_timer;    /* retries the reap while the shim is still exiting */
-    int reap_timer_on;
-    uv_pipe_t in, status;
+    uv_pipe_t in;
+    uv_poll_t status;         /* the shim's report pipe, watched for its hang-up */
+    int status_fd;
     stream out, err;
     lua_State *L;
     struct proc **box;        /* the userdata's pointer, cleared at completion */
@@ -80,6 +81,8 @@ void exec_close_stdin(proc *p);
 int exec_queue_write(proc *p, const char *data, size_t n);
 int exec_open_pipe(uv_loop_t *loop, uv_pipe_t *h, void *data, int beat_reads,
                    int *child, int *inited);
+int exec_open_status(uv_loop_t *loop, uv_poll_t *h, void *data, int *mine,
+                     int *child, int *inited);
 void exec_read_spec(lua_State *L, int idx, const char *field, stream *s,
                     int *child, proc *p);
 

@@ -81,40 +81,32 @@ static int reap(pid_t child, int *child_status, int *child_done)
     }
 }
 
-static pid_t start_command(const char *file, char **argv, const sigset_t *orig)
+/* Starts the command in a process group of its own, with every signal
+ * unblocked (dispositions are all at their default: beat's spawn and the
+ * shim's exec saw to it). vfork: the child borrows the shim's memory until
+ * it executes the command, so the shim's page tables are not copied, and
+ * the shim resumes only once the exec succeeded or failed, which the child
+ * says in err. Returns the pid, or -errno. */
+static pid_t start_command(const char *file, char **argv)
 {
-    int errpipe[2];
+    volatile int err = 0;
+    sigset_t none;
     pid_t pid;
-    int err = 0;
-    ssize_t n;
 
-    if (pipe2(errpipe, O_CLOEXEC) != 0)
-        return -errno;
-    pid = fork();
-    if (pid < 0) {
-        err = errno;
-        close(errpipe[0]);
-        close(errpipe[1]);
-        return -err;
-    }
+    sigemptyset(&none);
+    pid = vfork();
     if (pid == 0) {
         setpgid(0, 0);
-        sigprocmask(SIG_SETMASK, orig, NULL);
-        prctl(PR_SET_PDEATHSIG, 0);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         execv(file, argv);
         err = errno;
-        n = write(errpipe[1], &err, sizeof err);
-        (void)n;
         _exit(127);
     }
-    setpgid(pid, pid);
-    close(errpipe[1]);
-    do
-        n = read(errpipe[0], &err, sizeof err);
-    while (n < 0 && errno == EINTR);
-    close(errpipe[0]);
-    if (n == (ssize_t)sizeof err) {
-        waitpid(pid, NULL, 0);
+    if (pid < 0)
+        return -errno;
+    if (err != 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         return -err;
     }
     return pid;
@@ -122,7 +114,7 @@ static pid_t start_command(const char *file, char **argv, const sigset_t *orig)
 
 int beat_shim_main(int argc, char **argv)
 {
-    sigset_t set, orig;
+    sigset_t set;
     long long grace_ms, deadline = -1;
     pid_t parent, child;
     int child_status = 0, child_done = 0, code;
@@ -144,7 +136,7 @@ int beat_shim_main(int argc, char **argv)
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
     sigaddset(&set, BEAT_SIG_KILLALL);
-    sigprocmask(SIG_BLOCK, &set, &orig);
+    sigprocmask(SIG_SETMASK, &set, NULL); /* beat starts it with all blocked */
 
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_PDEATHSIG, BEAT_SIG_KILLALL);
@@ -152,7 +144,7 @@ int beat_shim_main(int argc, char **argv)
         return 137;
     fcntl(3, F_SETFD, FD_CLOEXEC);
 
-    child = start_command(argv[3], argv + 4, &orig);
+    child = start_command(argv[3], argv + 4);
     if (child < 0) {
         report("error", (int)-child);
         return 127;

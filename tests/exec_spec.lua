@@ -84,6 +84,19 @@ describe("beat.exec", function()
     assert.equal("exec: /etc/passwd: permission denied", err)
   end)
 
+  it("returns nil and the reason for a file the kernel cannot execute, from exec and from wait", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/script", "echo no interpreter line\n")
+    assert.equal(0, beat.exec({ "chmod", "+x", dir .. "/script" }).code)
+    local r, err = beat.exec { dir .. "/script" }
+    assert.is_nil(r)
+    assert.equal(("exec: %s/script: Exec format error"):format(dir), err)
+    local p = assert(beat.spawn { dir .. "/script" })
+    r, err = p:wait()
+    assert.is_nil(r)
+    assert.equal(("exec: %s/script: Exec format error"):format(dir), err)
+  end)
+
   it("raises for programmer mistakes, naming the option", function()
     assert.has_error(function() beat.exec({ "true" }, { timeout = "abc" }) end)
     local ok, err = pcall(beat.exec, { "true" }, { timeout = "abc" })
@@ -273,6 +286,60 @@ describe("the shim every command starts through", function()
       assert.same({}, H.wait_gone(m4, 1))
     end)
   end
+
+  -- coreutils' env sets up beat with signals blocked and ignored, as nohup, a
+  -- shell's background job or a service manager may
+  local function env_can_ignore()
+    local r = beat.exec({ "env", "--ignore-signal=HUP", "true" }, { stderr = false })
+    return r and r.code == 0
+  end
+
+  for _, case in ipairs {
+    { name = "the embedded shim" },
+    { name = "the fallback, beat __shim", env = { BEAT_SHIM = "binary" } },
+  } do
+    it(("starts a command with no signal blocked or ignored, though beat was started with some (%s)")
+      :format(case.name), function()
+      if not env_can_ignore() then
+        pending("env --ignore-signal needs coreutils 8.31")
+        return
+      end
+      local dir = H.tmpdir()
+      local recipe = H.recipe(dir, [[
+        local beat = require "beat"
+        io.write(assert(beat.exec { "cat", "/proc/self/status" }).stdout)
+      ]])
+      local r = assert(beat.exec({ "env", "--block-signal=USR2,HUP",
+        "--ignore-signal=HUP,QUIT,USR1,PIPE,TERM", H.bin, "run", recipe }, { env = case.env }))
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("\nSigBlk:%s+0+\n", r.stdout)
+      -- but for 32 and 33, glibc's own, which no libc lets a program change:
+      -- beat passes them on as it got them (from make, they come ignored)
+      local ignored = tonumber(assert(r.stdout:match("\nSigIgn:%s+(%x+)\n")), 16)
+      assert.equal(0, ignored & ~(3 << 31))
+    end)
+  end
+
+  it("reaps each command as it ends while another runs, though beat was started with SIGCHLD ignored", function()
+    if not env_can_ignore() then
+      pending("env --ignore-signal needs coreutils 8.31")
+      return
+    end
+    local dir = H.tmpdir()
+    local m = H.marker()
+    local recipe = H.recipe(dir, ([[
+      local beat = require "beat"
+      local long = assert(beat.spawn { "sleep", "%s" })
+      for i = 1, 3 do io.write(assert(beat.exec { "sh", "-c", "exit " .. i }).code, " ") end
+      assert(long:kill())
+      io.write(long:wait().code)
+    ]]):format(m))
+    -- the timeout only keeps a beat that waits for the sleep from hanging the suite
+    local r = assert(beat.exec({ "env", "--ignore-signal=CHLD", H.bin, "run", recipe }, { timeout = 60 }))
+    assert.equal("1 2 3 143", r.stdout)
+    assert.equal(0, r.code, r.stderr)
+    assert.same({}, H.wait_gone(m, 2))
+  end)
 
   it("passes no descriptor of beat's to the command", function()
     local r = assert(beat.exec({ "sh", "-c", "ls -l /proc/$$/fd" }))

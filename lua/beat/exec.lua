@@ -61,8 +61,13 @@ local function signum(fn, sig)
   error(("%s: unknown signal %s"):format(fn, tostring(sig)), 3)
 end
 
+local CAPTURE = { mode = "capture", max = DEFAULT_MAX_OUTPUT } -- read only, shared
+local NO_OPTS = {}                                              -- read only, shared
+
 local function output_spec(v, max)
-  if v == nil or v == true then return { mode = "capture", max = max } end
+  if v == nil or v == true then
+    return max == DEFAULT_MAX_OUTPUT and CAPTURE or { mode = "capture", max = max }
+  end
   if v == false then return nil end
   if type(v) == "string" then return { mode = "file", path = v } end
   return { mode = "lines", fn = v, max = max }
@@ -119,30 +124,7 @@ end
 ---@param cwd? string
 ---@return string|nil, string?
 function M.which(name, path, cwd)
-  path = path or os.getenv("PATH")
-  if name == "" then return nil, "empty command" end
-  if name:find("/", 1, true) then
-    local full = (name:sub(1, 1) == "/" or not cwd) and name or (cwd .. "/" .. name)
-    local st = fsc.stat(full)
-    if not st then return nil, "no such file or directory" end
-    if st.type == "directory" then return nil, "is a directory" end
-    if not fsc.access(full, "x") then return nil, "permission denied" end
-    return full
-  end
-  local denied = false
-  for dir in (path or DEFAULT_PATH):gmatch("[^:]*") do
-    if dir == "" then dir = "." end
-    local full = dir .. "/" .. name
-    local st = fsc.stat(full)
-    if st and st.type ~= "directory" then
-      if fsc.access(full, "x") then
-        if full:sub(1, 1) ~= "/" then full = (fsc.cwd() or ".") .. "/" .. full end
-        return full
-      end
-      denied = true
-    end
-  end
-  return nil, denied and "permission denied" or "command not found"
+  return core.which(name, path or os.getenv("PATH") or DEFAULT_PATH, cwd)
 end
 
 ---@class beat.Proc
@@ -158,9 +140,15 @@ Proc.__index = Proc
 M.observers = {}
 
 -- Checks and normalises a command and its options; `level` blames the
--- user's line (error()'s level as seen from prepare).
+-- user's line (error()'s level as seen from prepare). Returns the spec for
+-- core.spawn (all but its file), the label, the timeout, the grace period
+-- and the PATH to look the command up in.
 local function prepare(fn, cmd, opts, level)
-  opts = check.options(fn, opts, OPTS, { level = level })
+  if opts == nil then
+    opts = NO_OPTS
+  else
+    opts = check.options(fn, opts, OPTS, { level = level })
+  end
   local argv, label
   if type(cmd) == "string" then
     if cmd == "" then fail(fn, "cmd", "a command, not empty", cmd, level) end
@@ -182,50 +170,50 @@ local function prepare(fn, cmd, opts, level)
   end
   if #label > 80 then label = label:sub(1, 77) .. "..." end
   local timeout = opts.timeout ~= nil and duration.parse(opts.timeout) or nil
-  local grace = duration.parse(opts.grace == nil and DEFAULT_GRACE or opts.grace)
+  local grace = opts.grace == nil and DEFAULT_GRACE or duration.parse(opts.grace)
   local max = opts.max_output == nil and DEFAULT_MAX_OUTPUT or opts.max_output
   local env, path = build_env(fn, opts, level + 1)
+  local stdin = opts.stdin
   return {
-    argv = argv, label = label, timeout = timeout, grace = grace, env = env, path = path,
-    cwd = opts.cwd, stdin = opts.stdin,
-    stdout = output_spec(opts.stdout, max),
-    stderr = output_spec(opts.stderr, max),
-  }
+    args = argv, env = env, cwd = opts.cwd,
+    stdin = stdin ~= nil and stdin ~= false and "pipe" or nil,
+    stdout = output_spec(opts.stdout, max), stderr = output_spec(opts.stderr, max),
+    grace_ms = math.floor(grace * 1000),
+  }, label, timeout, grace, path
 end
 
 -- `frames`: the functions between start and the user's line (0 when the
 -- API function tail-calls start, 1 when it calls it and then waits).
 local function start(fn, cmd, opts, frames)
   local t = task.current(fn)
-  local p = prepare(fn, cmd, opts, 3 + frames)
-  if p.cwd then
-    local st = fsc.stat(p.cwd)
-    if not st or not (st.type == "directory" or (st.type == "link" and fsc.realpath(p.cwd))) then
-      return nil, ("exec: %s: cwd %s: no such directory"):format(p.label, p.cwd)
+  local spec, label, timeout, grace, path = prepare(fn, cmd, opts, 3 + frames)
+  local cwd = spec.cwd
+  if cwd then
+    local st = fsc.stat(cwd)
+    if not st or not (st.type == "directory" or (st.type == "link" and fsc.realpath(cwd))) then
+      return nil, ("exec: %s: cwd %s: no such directory"):format(label, cwd)
     end
   end
-  local file, why = M.which(p.argv[1], p.path, p.cwd)
-  if not file then return nil, ("exec: %s: %s"):format(p.label, why) end
+  local file, why = core.which(spec.args[1], path or os.getenv("PATH") or DEFAULT_PATH, cwd)
+  if not file then return nil, ("exec: %s: %s"):format(label, why) end
+  spec.file = file
 
-  local proc = setmetatable({ label = p.label, started = runtime.clock(), waiters = {},
-                              timed_out = false }, Proc)
-  local handle, err = core.spawn({
-    file = file, args = p.argv, env = p.env, cwd = p.cwd,
-    stdin = p.stdin ~= nil and p.stdin ~= false and "pipe" or nil,
-    stdout = p.stdout, stderr = p.stderr,
-    grace_ms = math.floor(p.grace * 1000),
-  }, function(res) proc:_complete(res) end)
-  if not handle then return nil, ("exec: %s: %s"):format(p.label, err) end
-  proc.handle, proc.pid, proc.grace = handle, handle:pid(), p.grace
-  if type(p.stdin) == "string" then
-    handle:write(p.stdin)
+  local proc = setmetatable({ label = label, started = runtime.clock(), timed_out = false }, Proc)
+  local handle, err = core.spawn(spec, function(res) proc:_complete(res) end)
+  if not handle then return nil, ("exec: %s: %s"):format(label, err) end
+  proc.handle, proc.pid, proc.grace = handle, handle:pid(), grace
+  local stdin = opts and opts.stdin
+  if type(stdin) == "string" then
+    handle:write(stdin)
     handle:close_stdin()
   end
   proc.owner, proc.owner_key = t, t:defer(function() proc:_end() end)
-  for _, fn in pairs(M.observers) do pcall(fn, proc) end
-  if p.timeout then
+  if next(M.observers) ~= nil then
+    for _, observe in pairs(M.observers) do pcall(observe, proc) end
+  end
+  if timeout then
     proc.timer = runtime.timer()
-    proc.timer:start(p.timeout * 1000, function()
+    proc.timer:start(timeout * 1000, function()
       proc.timed_out = true
       proc:_end()
     end)
@@ -245,8 +233,10 @@ function Proc:_complete(res)
   self.owner:undefer(self.owner_key)
   self.result = res
   local waiters = self.waiters
-  self.waiters = {}
-  for _, wake in ipairs(waiters) do wake() end
+  self.waiters = nil
+  if waiters then
+    for _, wake in ipairs(waiters) do wake() end
+  end
 end
 
 -- Ends the command's tree: SIGTERM, SIGKILL after the grace period (done by
@@ -258,6 +248,15 @@ function Proc:_end()
   self.handle:kill(SIG.SIGTERM)
   self.backstop = runtime.timer()
   self.backstop:start((self.grace + 2) * 1000, function() self.handle:hard_kill() end)
+end
+
+local function add_waiter(self, wake)
+  local waiters = self.waiters
+  if not waiters then
+    waiters = {}
+    self.waiters = waiters
+  end
+  waiters[#waiters + 1] = wake
 end
 
 --- Waits for the command; returns its result. With a timeout (seconds or
@@ -275,7 +274,7 @@ function Proc:wait(timeout)
     end
     local timer
     local ok, err = pcall(task.await, "proc:wait", function(wake)
-      table.insert(self.waiters, wake)
+      add_waiter(self, wake)
       if limit then
         timer = runtime.timer()
         timer:start(limit * 1000, function() wake("timeout") end)
@@ -290,7 +289,7 @@ function Proc:wait(timeout)
         -- after the caller has moved on, e.g. restored the work tree
         self:_end()
         pcall(task.shield, task.await, "proc:wait", function(wake)
-          table.insert(self.waiters, wake)
+          add_waiter(self, wake)
         end)
       end
       error(err, 0)
