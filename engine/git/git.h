@@ -5,6 +5,7 @@
  *   repo.c      errors, small containers, the repository object, paths
  *   index.c     the index file, read as git reads it (no libgit2 git_index)
  *   object.c    storing objects (loose, without libgit2's per-object work)
+ *   ignore.c    which untracked files are ignored, where certain without libgit2
  *   tree.c      storing files as blobs, the recursive tree builder
  *   watch.c     the inotify watch: which paths changed since the last tree
  *   filter.c    when the index's blob ids are not the files' bytes
@@ -113,6 +114,15 @@ typedef struct {
 
 /* ------------------------------------------------------------------------ */
 /* the repository object                                                     */
+
+/* The ignore rules of the directories a scan is in (ignore.c). */
+typedef struct irules irules;
+typedef struct {
+    irules *global[2];  /* info/exclude, the user's excludes file */
+    irules **v;         /* .gitignore files, root first */
+    size_t n, cap;
+    int unknown;        /* some source could not be had: ask libgit2 */
+} ignstack;
 
 typedef struct {
     int exists;
@@ -238,6 +248,13 @@ int bindex_has_under(const bindex *ix, const char *dir);
 int put_object(brepo *r, git_oid *oid, const void *data, size_t len,
     git_object_t type);
 void objects_free(brepo *r);
+
+/* ignore.c */
+ignstack *ignore_open(brepo *r);
+void ignore_close(ignstack *st);
+size_t ignore_push(ignstack *st, brepo *r, const char *dir, int has);
+void ignore_pop(ignstack *st, size_t depth);
+int ignore_file(const ignstack *st, const char *path, int dir_ignored);
 
 /* tree.c */
 int tree_apply(brepo *r, const git_oid *base_id, changes *c, git_oid *out,

@@ -15,6 +15,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,6 +36,7 @@ typedef struct {
 typedef struct {
     size_t off, len;  /* its name in the arena */
     size_t lo, hi;
+    int dign;         /* 0: known not to be ignored; -1: not known */
 } subdir;
 
 typedef struct {
@@ -48,7 +52,18 @@ typedef struct {
     size_t plen, pcap;
     char *key;         /* room for a search key */
     size_t kcap;
+    struct sjob *jobs; /* tracked files to stat once every directory is watched */
+    size_t njobs, jcap;
+    ignstack *ign;     /* the ignore rules of the directories walked, or NULL */
 } walker;
+
+/* A tracked file to stat, and what its stat data say. */
+typedef struct sjob {
+    const ientry *te;
+    int res;  /* JOB_CLEAN, JOB_FILE, JOB_LINK (read it), JOB_GONE */
+} sjob;
+
+enum { JOB_CLEAN, JOB_FILE, JOB_LINK, JOB_GONE };
 
 /* Appends "/name" (or "name" at the root) to the walker's path. */
 static int path_push(walker *w, const char *name, size_t len)
@@ -117,14 +132,14 @@ static uint32_t work_mode(const brepo *r, const struct stat *st, uint32_t mode)
  * unless core.trustCtime is off, inode, owner), plus racily clean entries
  * (changed in the same tick as the index was written: not provably clean).
  */
-static int stat_dirty(const walker *w, const ientry *ie, const struct stat *st)
+static int stat_dirty(const brepo *r, const fsig *is, const ientry *ie,
+    const struct stat *st)
 {
-    const fsig *is = &w->ix->sig;
-    if (tree_mode(ie->mode) != work_mode(w->r, st, ie->mode) ||
+    if (tree_mode(ie->mode) != work_mode(r, st, ie->mode) ||
         ie->size != (uint32_t)st->st_size ||
         ie->mtime_s != (uint32_t)st->st_mtim.tv_sec ||
         ie->mtime_ns != (uint32_t)st->st_mtim.tv_nsec ||
-        (w->r->trustctime && (ie->ctime_s != (uint32_t)st->st_ctim.tv_sec ||
+        (r->trustctime && (ie->ctime_s != (uint32_t)st->st_ctim.tv_sec ||
             ie->ctime_ns != (uint32_t)st->st_ctim.tv_nsec)) ||
         ie->ino != (uint32_t)st->st_ino ||
         ie->uid != (uint32_t)st->st_uid || ie->gid != (uint32_t)st->st_gid)
@@ -184,7 +199,7 @@ static int gone(walker *w, size_t lo, size_t hi)
     return 0;
 }
 
-static int walk_dir(walker *w, size_t lo, size_t hi);
+static int walk_dir(walker *w, size_t lo, size_t hi, int dign);
 
 /*
  * An untracked directory at the walker's path: walked unless it is a
@@ -215,41 +230,159 @@ static int untracked_dir(walker *w, int dfd, const char *name)
 
 /* Queues a subdirectory (name in the arena) to walk after the files. */
 static int queue_dir(subdir **sv, size_t *ns, size_t *cap, size_t off, size_t len,
-    size_t lo, size_t hi)
+    size_t lo, size_t hi, int dign)
 {
     subdir *nv = vec_room(*sv, *ns, cap, sizeof **sv, 16);
     if (!nv)
         return -1;
     *sv = nv;
-    nv[(*ns)++] = (subdir){off, len, lo, hi};
+    nv[(*ns)++] = (subdir){off, len, lo, hi, dign};
     return 0;
 }
 
 /*
  * A tracked path (the walker's, stage-0 entry te) with a work-tree entry
- * that is not a directory: clean when its stat data matches, else read.
- * Entries marked assume-unchanged or skip-worktree keep their index blob,
- * whatever the file holds (as libgit2's diff did; a skip-worktree entry
- * whose file is gone is removed, as it did too).
+ * that is not a directory: queued, to be stat'ed once every directory is
+ * watched (see stat_jobs).  A submodule keeps its recorded commit, and an
+ * entry marked assume-unchanged its index blob (as libgit2's diff did).
  */
-static int tracked_file(walker *w, int dfd, const char *nm, const ientry *te)
+static int tracked_file(walker *w, const ientry *te)
 {
-    struct stat st;
-    if ((te->mode & 0170000) == 0160000)
-        return 0;  /* a submodule: its recorded commit is kept */
-    if (fstatat(dfd, nm, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-        !(S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))) {
-        /* gone since listed, or nothing git stores */
-        if (changes_add(w->c, w->path, NULL, 0) < 0)
+    if ((te->mode & 0170000) == 0160000 || (te->flags & IENTRY_VALID))
+        return 0;
+    if (w->njobs == w->jcap) {
+        sjob *nv = vec_room(w->jobs, w->njobs, &w->jcap, sizeof *nv, 1024);
+        if (!nv)
             return oom(w);
-        return note_seen(w);
+        w->jobs = nv;
     }
-    if ((te->flags & IENTRY_VALID) || (te->fext & IENTRY_SKIP_WORKTREE) ||
-        (!(te->fext & IENTRY_INTENT_TO_ADD) && !stat_dirty(w, te, &st)))
-        return 0;  /* clean, or not to be looked at: the index's blob */
-    if (hash_here(w, te, S_ISREG(st.st_mode)) < 0)
-        return -1;
-    return note_seen(w);
+    w->jobs[w->njobs++] = (sjob){te, JOB_CLEAN};
+    return 0;
+}
+
+/* The stat jobs, shared by the threads that run them. */
+typedef struct {
+    sjob *v;
+    size_t n;
+    atomic_size_t next;
+    int root;
+    const brepo *r;
+    const fsig *isig;
+} jobq;
+
+#define JOB_CHUNK 256
+
+/* Stats jobs, a chunk at a time, until none is left.  Touches nothing but
+ * the jobs' results: safe beside the other thread doing the same. */
+static void run_jobs(jobq *q)
+{
+    for (;;) {
+        size_t i = atomic_fetch_add(&q->next, JOB_CHUNK);
+        if (i >= q->n)
+            return;
+        size_t end = i + JOB_CHUNK < q->n ? i + JOB_CHUNK : q->n;
+        for (; i < end; i++) {
+            sjob *j = &q->v[i];
+            const ientry *te = j->te;
+            struct stat st;
+            if (fstatat(q->root, te->path, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                !(S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)))
+                j->res = JOB_GONE;  /* gone since listed, or nothing git stores */
+            else if ((te->fext & IENTRY_SKIP_WORKTREE) ||
+                 (!(te->fext & IENTRY_INTENT_TO_ADD) && !stat_dirty(q->r, q->isig, te, &st)))
+                j->res = JOB_CLEAN;  /* the index's blob */
+            else
+                j->res = S_ISREG(st.st_mode) ? JOB_FILE : JOB_LINK;
+        }
+    }
+}
+
+static void *job_thread(void *arg)
+{
+    run_jobs(arg);
+    return NULL;
+}
+
+/* A thread per this many files, up to MAX_THREADS (counting this one) and
+ * the processors there are: below that, starting one costs more than it
+ * saves. */
+#define FILES_PER_THREAD 2000
+#define MAX_THREADS 4
+
+/*
+ * Stats every queued tracked file (in up to MAX_THREADS threads when there
+ * are many and processors to run them: the stats are most of a first scan's
+ * time, and each is independent), then, in this thread, reads those whose
+ * stat data differ from their entry's and notes the gone ones.  Every
+ * directory is watched by then, so a change after a stat is an event.  The
+ * other threads touch nothing but the jobs' results, and are joined here.
+ */
+static int stat_jobs(walker *w)
+{
+    jobq q = {w->jobs, w->njobs, 0, w->root, w->r, &w->ix->sig};
+    pthread_t t[MAX_THREADS - 1];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t want = q.n / FILES_PER_THREAD, nt = 0;
+    if (want > (size_t)(cpus > 0 ? cpus : 1))
+        want = (size_t)(cpus > 0 ? cpus : 1);
+    if (want > MAX_THREADS)
+        want = MAX_THREADS;
+    if (want > 1) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);  /* signals stay with this thread */
+        while (nt + 1 < want && pthread_create(&t[nt], NULL, job_thread, &q) == 0)
+            nt++;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    run_jobs(&q);
+    for (size_t k = 0; k < nt; k++)
+        pthread_join(t[k], NULL);
+    for (size_t i = 0; i < q.n; i++) {
+        sjob *j = &q.v[i];
+        if (j->res == JOB_CLEAN)
+            continue;
+        path_pop(w, 0);
+        if (path_push(w, j->te->path, j->te->len) < 0)
+            return oom(w);
+        if (j->res == JOB_GONE) {
+            if (changes_add(w->c, w->path, NULL, 0) < 0)
+                return oom(w);
+        } else if (hash_here(w, j->te, j->res == JOB_FILE) < 0) {
+            return -1;
+        }
+        if (note_seen(w) < 0)
+            return -1;
+    }
+    path_pop(w, 0);
+    return 0;
+}
+
+/*
+ * Whether git ignores the untracked file at the walker's path (as libgit2
+ * says), in the directory whose path is the first dlen bytes of it (0: the
+ * root).  *dign caches whether that directory (or one above) is ignored: -1
+ * not known yet.  The rules on the walker's stack answer where they are
+ * sure (ignore.c); libgit2 answers the rest, and links (whose target
+ * decides for libgit2 whether a rule for directories applies).
+ */
+static int file_ignored(walker *w, size_t dlen, int *dign, int reg)
+{
+    if (*dign < 0) {
+        char save = w->path[dlen];
+        w->path[dlen] = '/';
+        char save2 = w->path[dlen + 1];
+        w->path[dlen + 1] = '\0';
+        *dign = tree_is_ignored(w->r, w->path);
+        w->path[dlen] = save;
+        w->path[dlen + 1] = save2;
+    }
+    if (reg && w->ign) {
+        int v = ignore_file(w->ign, w->path, *dign);
+        if (v >= 0)
+            return v;
+    }
+    return tree_is_ignored(w->r, w->path);
 }
 
 /*
@@ -259,12 +392,13 @@ static int tracked_file(walker *w, int dfd, const char *nm, const ientry *te)
  * sorting), then looks at what is left in the directory (untracked), then
  * walks its subdirectories.
  */
-static int walk_dir(walker *w, size_t lo, size_t hi)
+static int walk_dir(walker *w, size_t lo, size_t hi, int dign)
 {
     const bindex *ix = w->ix;
     size_t dlen = w->plen ? w->plen + 1 : 0;  /* the entries' prefix */
     size_t keep = w->plen, nd = 0, dcap = 0, ns = 0, scap = 0, alen = 0, acap = 0;
-    size_t tsize = 0;
+    size_t tsize = 0, idepth = 0;
+    int pushed = 0;
     dent *dv = NULL;
     subdir *sv = NULL;
     char *arena = NULL;
@@ -337,6 +471,22 @@ static int walk_dir(walker *w, size_t lo, size_t hi)
         table[h] = (uint32_t)k + 1;
     }
 
+    /* this directory's .gitignore applies below it */
+    if (w->ign) {
+        const char *gi = ".gitignore";
+        uint32_t h = name_hash(gi, 10) & (uint32_t)(tsize - 1);
+        int has = 0;
+        for (; table[h]; h = (h + 1) & (uint32_t)(tsize - 1)) {
+            const dent *x = &dv[table[h] - 1];
+            if (x->len == 10 && memcmp(arena + x->off, gi, 10) == 0) {
+                has = x->type == DT_REG ? 1 : 2;
+                break;
+            }
+        }
+        idepth = ignore_push(w->ign, w->r, w->path, has);
+        pushed = 1;
+    }
+
     /* the index's names: each a file (its stages) or a directory (all the
      * entries below it), matched with the work tree's entry of that name
      * and kind */
@@ -391,7 +541,7 @@ static int walk_dir(walker *w, size_t lo, size_t hi)
         } else if (slash) {
             /* a directory with tracked files: always looked into */
             de->seen = 1;
-            r2 = queue_dir(&sv, &ns, &scap, de->off, de->len, i, j) < 0 ? oom(w) : 0;
+            r2 = queue_dir(&sv, &ns, &scap, de->off, de->len, i, j, -1) < 0 ? oom(w) : 0;
         } else {
             const ientry *te = NULL;
             for (size_t x = i; x < j; x++)
@@ -399,7 +549,7 @@ static int walk_dir(walker *w, size_t lo, size_t hi)
                     te = &ix->v[x];
             if (te) {  /* else only in conflict: untracked, below */
                 de->seen = 1;
-                r2 = tracked_file(w, dfd, arena + de->off, te);
+                r2 = tracked_file(w, te);
             }
         }
         path_pop(w, keep);
@@ -421,10 +571,12 @@ static int walk_dir(walker *w, size_t lo, size_t hi)
             /* never looked at */
         } else if (de->type == DT_DIR) {
             r2 = untracked_dir(w, dfd, nm);
-            if (r2 > 0)
-                r2 = queue_dir(&sv, &ns, &scap, de->off, de->len, 0, 0) < 0 ? oom(w) : 0;
-        } else if (!tree_is_ignored(w->r, w->path)) {
-            r2 = hash_here(w, NULL, de->type == DT_REG);
+            if (r2 > 0)  /* not ignored: its files need not ask that again */
+                r2 = queue_dir(&sv, &ns, &scap, de->off, de->len, 0, 0, 0) < 0 ? oom(w) : 0;
+        } else {
+            int ign = file_ignored(w, keep, &dign, de->type == DT_REG);
+            if (!ign)
+                r2 = hash_here(w, NULL, de->type == DT_REG);
         }
         path_pop(w, keep);
         if (r2 < 0)
@@ -435,7 +587,7 @@ static int walk_dir(walker *w, size_t lo, size_t hi)
     for (size_t s = 0; s < ns; s++) {
         if (path_push(w, arena + sv[s].off, sv[s].len) < 0)
             goto nomem;
-        int r2 = walk_dir(w, sv[s].lo, sv[s].hi);
+        int r2 = walk_dir(w, sv[s].lo, sv[s].hi, sv[s].dign);
         path_pop(w, keep);
         if (r2 < 0)
             goto done;
@@ -447,6 +599,8 @@ nomem:
 done:
     if (d)
         closedir(d);
+    if (pushed)
+        ignore_pop(w->ign, idepth);
     path_pop(w, keep);
     free(dv);
     free(sv);
@@ -469,7 +623,8 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
     strvec seen = {0};
     git_oid base;
     int rc = -1, filters;
-    walker w = {r, ix, &c, NULL, nhashed, e, watching, -1, NULL, 0, 0, NULL, 0};
+    walker w = {r, ix, &c, NULL, nhashed, e, watching, -1, NULL, 0, 0, NULL, 0,
+        NULL, 0, 0, NULL};
 
     if (tree_of_index(r, ix, &base, e) < 0)
         goto done;
@@ -489,7 +644,8 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
         err_set(e, "snapshot: out of memory");
         goto done;
     }
-    if (walk_dir(&w, 0, ix->n) < 0)
+    w.ign = ignore_open(r);
+    if (walk_dir(&w, 0, ix->n, 0) < 0 || stat_jobs(&w) < 0)
         goto done;
     if (filters) {
         strvec_sort(&seen);
@@ -509,6 +665,8 @@ done:
         close(w.root);
     free(w.path);
     free(w.key);
+    free(w.jobs);
+    ignore_close(w.ign);
     strvec_free(&seen);
     changes_free(&c);
     return rc;
