@@ -183,11 +183,9 @@ static int parse(bindex *ix, const char *path, size_t len, errbuf *e)
                 while (nc < nlen + plen + 1)
                     nc *= 2;
                 char *nn = realloc(names, nc);
-                if (!nn) {
-                    free(names);
+                if (!nn)
                     return err_set(e, "snapshot: out of memory");
-                }
-                names = nn;
+                ix->names = names = nn;  /* bindex_free frees it, whatever happens */
                 ncap = nc;
             }
             if (keep)
@@ -204,7 +202,6 @@ static int parse(bindex *ix, const char *path, size_t len, errbuf *e)
         }
     }
     if (version == 4) {
-        ix->names = names;
         for (uint32_t i = 0; i < count; i++)
             ix->v[i].path = names + ix->v[i].noff;
     }
