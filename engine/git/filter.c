@@ -66,9 +66,11 @@ static int dir_has_attrs(brepo *r, const char *dir, size_t dlen)
  * and global attribute files, info/attributes, a .gitattributes in the index,
  * or a .gitattributes file in a directory that holds a tracked file or in one
  * above it (an untracked directory's own files are hashed anyway).  Cheap:
- * a few config reads and one access(2) per directory of the index.
+ * a few config reads and one access(2) per directory of the index; none
+ * with walked set, when the caller saw those directories' entries itself
+ * (the full scan does) and answers for the work tree's .gitattributes files.
  */
-int filters_possible(brepo *r, const bindex *ix)
+int filters_possible(brepo *r, const bindex *ix, int walked)
 {
     git_config *cfg = NULL;
     git_buf b = {0};
@@ -95,8 +97,17 @@ int filters_possible(brepo *r, const bindex *ix)
         return 1;
     any = nonempty_file(p);
     free(p);
-    if (any || dir_has_attrs(r, "", 0))
+    if (any || (!walked && dir_has_attrs(r, "", 0)))
         return 1;
+    if (walked) {
+        for (size_t i = 0; i < ix->n; i++) {
+            const ientry *ie = &ix->v[i];
+            if (ie->len >= 14 && memcmp(ie->path + ie->len - 14, ".gitattributes", 14) == 0 &&
+                (ie->len == 14 || ie->path[ie->len - 15] == '/'))
+                return 1;
+        }
+        return 0;
+    }
     /* the index is sorted, so each directory's entries are contiguous and
      * each directory is looked at once, when its first entry comes */
     if (!(last = str_dup("")))

@@ -283,7 +283,7 @@ int watch_process(brepo *r, const bindex *ix, changes *out, size_t *nhashed,
 int watch_touches_rules(const watch *w);
 
 /* filter.c */
-int filters_possible(brepo *r, const bindex *ix);
+int filters_possible(brepo *r, const bindex *ix, int walked);
 int filters_check_index(brepo *r, const bindex *ix, const strvec *seen,
     changes *c, size_t *nhashed, errbuf *e);
 

@@ -55,6 +55,7 @@ typedef struct {
     struct sjob *jobs; /* tracked files to stat once every directory is watched */
     size_t njobs, jcap;
     ignstack *ign;     /* the ignore rules of the directories walked, or NULL */
+    int attrs;         /* a directory with tracked files has a .gitattributes */
 } walker;
 
 /* A tracked file to stat, and what its stat data say. */
@@ -100,6 +101,19 @@ static uint32_t name_hash(const char *s, size_t n)
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
+}
+
+/* The directory's entry named name[0..len), or NULL. */
+static dent *dent_find(dent *dv, const char *arena, const uint32_t *table,
+    size_t tsize, const char *name, size_t len)
+{
+    uint32_t h = name_hash(name, len) & (uint32_t)(tsize - 1);
+    for (; table[h]; h = (h + 1) & (uint32_t)(tsize - 1)) {
+        dent *x = &dv[table[h] - 1];
+        if (x->len == len && memcmp(arena + x->off, name, len) == 0)
+            return x;
+    }
+    return NULL;
 }
 
 static int oom(walker *w)
@@ -471,21 +485,15 @@ static int walk_dir(walker *w, size_t lo, size_t hi, int dign)
         table[h] = (uint32_t)k + 1;
     }
 
-    /* this directory's .gitignore applies below it */
+    /* this directory's .gitignore applies below it; its .gitattributes
+     * (where it holds tracked files) may mean filters (filter.c) */
     if (w->ign) {
-        const char *gi = ".gitignore";
-        uint32_t h = name_hash(gi, 10) & (uint32_t)(tsize - 1);
-        int has = 0;
-        for (; table[h]; h = (h + 1) & (uint32_t)(tsize - 1)) {
-            const dent *x = &dv[table[h] - 1];
-            if (x->len == 10 && memcmp(arena + x->off, gi, 10) == 0) {
-                has = x->type == DT_REG ? 1 : 2;
-                break;
-            }
-        }
-        idepth = ignore_push(w->ign, w->r, w->path, has);
+        const dent *x = dent_find(dv, arena, table, tsize, ".gitignore", 10);
+        idepth = ignore_push(w->ign, w->r, w->path, !x ? 0 : x->type == DT_REG ? 1 : 2);
         pushed = 1;
     }
+    if ((lo < hi || w->plen == 0) && dent_find(dv, arena, table, tsize, ".gitattributes", 14))
+        w->attrs = 1;
 
     /* the index's names: each a file (its stages) or a directory (all the
      * entries below it), matched with the work tree's entry of that name
@@ -517,16 +525,9 @@ static int walk_dir(walker *w, size_t lo, size_t hi, int dign)
                  memcmp(ix->v[j].path, ie->path, ie->len) == 0; j++)
                 ;
         }
-        dent *de = NULL;
-        uint32_t h = name_hash(rest, inlen) & (uint32_t)(tsize - 1);
-        for (; table[h]; h = (h + 1) & (uint32_t)(tsize - 1)) {
-            dent *x = &dv[table[h] - 1];
-            if (x->len == inlen && memcmp(arena + x->off, rest, inlen) == 0) {
-                if (!x->seen && (x->type == DT_DIR) == (slash != NULL))
-                    de = x;
-                break;
-            }
-        }
+        dent *de = dent_find(dv, arena, table, tsize, rest, inlen);
+        if (de && (de->seen || (de->type == DT_DIR) != (slash != NULL)))
+            de = NULL;
         if (path_push(w, rest, inlen) < 0)
             goto nomem;
         int r2 = 0;
@@ -624,17 +625,12 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
     git_oid base;
     int rc = -1, filters;
     walker w = {r, ix, &c, NULL, nhashed, e, watching, -1, NULL, 0, 0, NULL, 0,
-        NULL, 0, 0, NULL};
+        NULL, 0, 0, NULL, 0};
 
     if (tree_of_index(r, ix, &base, e) < 0)
         goto done;
     git_oid_cpy(itree, &base);
-    /* with filters possible, the index's blob id of an unchanged file may
-     * not be its bytes: filters_check_index looks again at those the walk
-     * did not read */
-    filters = filters_possible(r, ix);
-    if (filters)
-        w.seen = &seen;
+    w.seen = &seen;
     w.root = open(r->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w.root < 0) {
         err_os(e, "snapshot", r->workdir);
@@ -647,6 +643,10 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
     w.ign = ignore_open(r);
     if (walk_dir(&w, 0, ix->n, 0) < 0 || stat_jobs(&w) < 0)
         goto done;
+    /* with filters possible, the index's blob id of an unchanged file may
+     * not be its bytes: filters_check_index looks again at those the walk
+     * did not read */
+    filters = w.attrs || filters_possible(r, ix, 1);
     if (filters) {
         strvec_sort(&seen);
         if (filters_check_index(r, ix, &seen, &c, nhashed, e) < 0)
