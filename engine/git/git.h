@@ -192,7 +192,7 @@ typedef struct {
 } skips;
 
 /* Trees written or read last, kept as their bytes (tree.c). */
-#define MEMO_N 64
+#define MEMO_N 16
 
 typedef struct {
     git_oid id;

@@ -56,8 +56,9 @@ static int deflate_object(brepo *r, const char *hdr, size_t hlen,
             git_error_set_oom();
             return -1;
         }
-        if (deflateInit2(zs, small ? Z_NO_COMPRESSION : Z_BEST_SPEED, Z_DEFLATED, 15,
-                small ? 1 : 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        /* stored blocks need no window: the smallest there is */
+        if (deflateInit2(zs, small ? Z_NO_COMPRESSION : Z_BEST_SPEED, Z_DEFLATED,
+                small ? 9 : 15, small ? 1 : 8, Z_DEFAULT_STRATEGY) != Z_OK) {
             free(zs);
             git_error_set_str(GIT_ERROR_ZLIB, "deflate: cannot start");
             return -1;
@@ -238,7 +239,7 @@ int put_object(brepo *r, git_oid *oid, const void *data, size_t len,
         rc = deflate_object(r, hdr, (size_t)hlen + 1, data, len, &zlen);
         if (rc == 0)
             rc = write_loose(r, p, objlen, r->zbuf, zlen);
-        if (r->zcap > CHUNK) {  /* a large object's room is not kept */
+        if (r->zcap > ((size_t)64 << 10)) {  /* a large object's room is not kept */
             free(r->zbuf);
             r->zbuf = NULL;
             r->zcap = 0;

@@ -103,10 +103,10 @@ static int tbuf_add(tbuf *b, uint32_t mode, const char *name, size_t len,
 /*
  * The trees written or read last, by id: the next tree built starts from
  * the one before, whose trees on the changed paths were written just
- * before; kept here, they are not read back from the object database.  A
- * few dozen at most, and never more than MEMO_BYTES in all.
+ * before; kept here, they are not read back from the object database.
+ * MEMO_N at most, and never more than MEMO_BYTES in all.
  */
-#define MEMO_BYTES ((size_t)1 << 20)
+#define MEMO_BYTES ((size_t)512 << 10)
 
 void memo_put(brepo *r, const git_oid *id, const char *buf, size_t len)
 {
