@@ -112,7 +112,7 @@ $(BUILD)/pic/%.o: engine/%.c | $(BUILD) deps
 -include $(GIT_PIC:.o=.d)
 
 $(BUILD)/beat-git.so: $(GIT_PIC)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-S -o $@ $(GIT_PIC) $(shell pkg-config --libs libgit2 2>/dev/null)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-S -o $@ $(GIT_PIC) $(shell pkg-config --libs libgit2 2>/dev/null) -lz
 
 $(BUILD)/git_blob.c: $(BUILD)/beat-git.so $(BUILD)/bin2c
 	$(BUILD)/bin2c beat_git_blob $(BUILD)/beat-git.so > $@.tmp && mv $@.tmp $@

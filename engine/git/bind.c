@@ -270,6 +270,25 @@ static void set_exclude(lua_State *L, brepo *r, int arg)
 }
 
 /*
+ * libgit2's process-wide options for what beat does with a repository
+ * (idempotent; set at each open, before any object is read or written):
+ *  - no re-hash of every object read (GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION):
+ *    git itself checks ids only in fsck; zlib's checksum still catches a
+ *    damaged object.  A tree read back or a blob restored then costs one
+ *    SHA-1 pass less;
+ *  - no existence check of every id a new object names
+ *    (GIT_OPT_ENABLE_STRICT_OBJECT_CREATION): every id beat puts in a
+ *    commit or a ref was just written by it or looked up first
+ *    (refs.c looks up a commit's tree and parents; Lua resolves a ref's
+ *    commit), so the check only read each object back once more.
+ */
+static void tune_libgit2(void)
+{
+    git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
+    git_libgit2_opts(GIT_OPT_ENABLE_STRICT_OBJECT_CREATION, 0);
+}
+
+/*
  * open(dir, watch, exclude, max_size) -> repo | nil, "not a git repository:
  * <dir>".  exclude: the work-tree paths never snapshotted nor restored;
  * max_size: files larger than this many bytes are left out of trees
@@ -285,6 +304,7 @@ static int l_open(lua_State *L)
     memset(r, 0, sizeof *r);
     r->w.fd = -1;
     luaL_setmetatable(L, REPO_MT);
+    tune_libgit2();
     if (git_repository_open_ext(&r->repo, dir, 0, NULL) < 0) {
         r->repo = NULL;
         lua_pushnil(L);
@@ -306,13 +326,19 @@ static int l_open(lua_State *L)
     r->use_watch = use_watch;
     r->max_size = (int64_t)luaL_optinteger(L, 4, -1);
     r->filemode = 1;
+    r->trustctime = 1;
     git_config *cfg = NULL;
     if (git_repository_config_snapshot(&cfg, r->repo) == 0) {
         int v;
         if (git_config_get_bool(&v, cfg, "core.filemode") == 0)
             r->filemode = v;
+        if (git_config_get_bool(&v, cfg, "core.trustctime") == 0)
+            r->trustctime = v;
+        if (git_config_get_bool(&v, cfg, "core.fsyncobjectfiles") == 0)
+            r->fsync_objects = v;
         git_config_free(cfg);
     }
+    git_error_clear();
     if (!lua_isnoneornil(L, 3))
         set_exclude(L, r, 3);
     return 1;

@@ -66,9 +66,11 @@ static int dir_has_attrs(brepo *r, const char *dir, size_t dlen)
  * and global attribute files, info/attributes, a .gitattributes in the index,
  * or a .gitattributes file in a directory that holds a tracked file or in one
  * above it (an untracked directory's own files are hashed anyway).  Cheap:
- * a few config reads and one access(2) per directory of the index.
+ * a few config reads and one access(2) per directory of the index; none
+ * with walked set, when the caller saw those directories' entries itself
+ * (the full scan does) and answers for the work tree's .gitattributes files.
  */
-int filters_possible(brepo *r, git_index *idx)
+int filters_possible(brepo *r, const bindex *ix, int walked)
 {
     git_config *cfg = NULL;
     git_buf b = {0};
@@ -95,15 +97,24 @@ int filters_possible(brepo *r, git_index *idx)
         return 1;
     any = nonempty_file(p);
     free(p);
-    if (any || dir_has_attrs(r, "", 0))
+    if (any || (!walked && dir_has_attrs(r, "", 0)))
         return 1;
+    if (walked) {
+        for (size_t i = 0; i < ix->n; i++) {
+            const ientry *ie = &ix->v[i];
+            if (ie->len >= 14 && memcmp(ie->path + ie->len - 14, ".gitattributes", 14) == 0 &&
+                (ie->len == 14 || ie->path[ie->len - 15] == '/'))
+                return 1;
+        }
+        return 0;
+    }
     /* the index is sorted, so each directory's entries are contiguous and
      * each directory is looked at once, when its first entry comes */
     if (!(last = str_dup("")))
         return 1;
-    size_t n = git_index_entrycount(idx);
+    size_t n = ix->n;
     for (size_t i = 0; i < n && !any; i++) {
-        const git_index_entry *ie = git_index_get_byindex(idx, i);
+        const ientry *ie = &ix->v[i];
         const char *path = ie->path, *slash = strrchr(path, '/');
         size_t dlen = slash ? (size_t)(slash - path) : 0, c = 0;
         if (strcmp(slash ? slash + 1 : path, ".gitattributes") == 0) {
@@ -205,29 +216,43 @@ static int settled(const struct stat *st, const struct timespec *before)
         (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec < t;
 }
 
+/* An entry with the index entry's stat data and mode, for the cache. */
+static void entry_from_ientry(git_index_entry *ce, const ientry *ie)
+{
+    memset(ce, 0, sizeof *ce);
+    ce->ctime.seconds = (int32_t)ie->ctime_s;
+    ce->ctime.nanoseconds = ie->ctime_ns;
+    ce->mtime.seconds = (int32_t)ie->mtime_s;
+    ce->mtime.nanoseconds = ie->mtime_ns;
+    ce->dev = ie->dev;
+    ce->ino = ie->ino;
+    ce->uid = ie->uid;
+    ce->gid = ie->gid;
+    ce->file_size = ie->size;
+    ce->mode = ie->mode;
+}
+
 /*
  * For a full scan where filters are possible (filters_possible): the blob id
- * of an index entry the diff found unchanged is the clean-filtered content,
+ * of an index entry the scan found unchanged is the clean-filtered content,
  * not necessarily the file's bytes.  Gives every such tracked regular file
  * its own bytes' id: from the raw stat cache when it holds the path with the
  * entry's exact stat data, else by reading the file (and then remembering it,
  * unless it had changed just before the read: see settled).  Adds a change for
  * each file whose bytes are not its index blob.
  *
- * An unchanged entry's stat data is the file's as it is now, except for
- * the paths in `uncertain` (sorted): those git found unchanged only by
- * hashing them through the clean filter, their stat data being stale; the
- * cache is not consulted for them.
- * seen[0..nd) are the paths the diff reported, sorted: they are hashed
- * already.  Entries git does not look at (assume-unchanged, skip-worktree,
- * intent-to-add) keep their index blob, as `git add -A` keeps them.
+ * An unchanged entry's stat data is the file's as it is now: the scan
+ * compared them.  seen (sorted) holds the paths the scan looked at by their
+ * bytes already (read, gone, or of another type).  Entries git does not
+ * look at (assume-unchanged, skip-worktree, intent-to-add) keep their index
+ * blob, as `git add -A` keeps them.
  */
-int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
-    const char **seen, size_t nd, changes *c, size_t *nhashed, errbuf *e)
+int filters_check_index(brepo *r, const bindex *ix, const strvec *seen,
+    changes *c, size_t *nhashed, errbuf *e)
 {
     git_index *cache = raw_cache(r);
     git_odb *odb = NULL;
-    size_t ne = git_index_entrycount(use), added = 0;
+    size_t ne = ix->n, added = 0;
     int rc = -1;
 
     /* the cache names blobs that only snapshots may hold: a gc may have
@@ -245,21 +270,20 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
         cache = NULL;
     }
     for (size_t i = 0; i < ne; i++) {
-        const git_index_entry *ie = git_index_get_byindex(use, i);
+        const ientry *ie = &ix->v[i];
         const char *path = ie->path;
         git_oid oid;
         uint32_t mode = ie->mode;
-        if (GIT_INDEX_ENTRY_STAGE(ie) != 0 ||
+        git_index_entry ice;
+        if (IENTRY_STAGE(ie) != 0 ||
             (ie->mode != GIT_FILEMODE_BLOB && ie->mode != GIT_FILEMODE_BLOB_EXECUTABLE) ||
-            (ie->flags & GIT_INDEX_ENTRY_VALID) ||
-            (ie->flags_extended & (GIT_INDEX_ENTRY_SKIP_WORKTREE | GIT_INDEX_ENTRY_INTENT_TO_ADD)) ||
-            path_excluded(r, path) ||
-            (nd && bsearch(&path, seen, nd, sizeof *seen, cmp_str)))
+            (ie->flags & IENTRY_VALID) ||
+            (ie->fext & (IENTRY_SKIP_WORKTREE | IENTRY_INTENT_TO_ADD)) ||
+            path_excluded(r, path) || strvec_has(seen, path))
             continue;
-        const git_index_entry *ce = cache && !(uncertain->n &&
-            bsearch(&path, uncertain->v, uncertain->n, sizeof *uncertain->v, cmp_str))
-            ? git_index_get_bypath(cache, path, 0) : NULL;
-        if (ce && same_stat(ce, ie) &&
+        entry_from_ientry(&ice, ie);
+        const git_index_entry *ce = cache ? git_index_get_bypath(cache, path, 0) : NULL;
+        if (ce && same_stat(ce, &ice) &&
             (git_oid_equal(&ce->id, &ie->id) || git_odb_exists(odb, &ce->id))) {
             git_oid_cpy(&oid, &ce->id);
         } else {
@@ -267,11 +291,11 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
             struct timespec before;
             memset(&st, 0, sizeof st);
             clock_gettime(CLOCK_REALTIME, &before);
-            int h = tree_hash_path(r, use, path, 1, &oid, &mode, &st, e);
+            int h = tree_hash_path(r, ix, path, 1, &oid, &mode, &st, e);
             if (h < 0)
                 goto done;
             if (h != 1) {
-                /* gone since the diff looked, or a directory now */
+                /* gone since the scan looked, or a directory now */
                 if (changes_add(c, path, NULL, 0) < 0) {
                     err_set(e, "snapshot: out of memory");
                     goto done;
@@ -284,7 +308,7 @@ int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
             git_index_entry ne2;
             entry_from_stat(&ne2, &st);
             ne2.mode = mode;
-            if (cache && S_ISREG(st.st_mode) && same_stat(&ne2, ie) &&
+            if (cache && S_ISREG(st.st_mode) && same_stat(&ne2, &ice) &&
                 settled(&st, &before)) {
                 ne2.path = path;
                 git_oid_cpy(&ne2.id, &oid);

@@ -3,6 +3,9 @@
  *
  * One file per job:
  *   repo.c      errors, small containers, the repository object, paths
+ *   index.c     the index file, read as git reads it (no libgit2 git_index)
+ *   object.c    storing objects (loose, without libgit2's per-object work)
+ *   ignore.c    which untracked files are ignored, where certain without libgit2
  *   tree.c      storing files as blobs, the recursive tree builder
  *   watch.c     the inotify watch: which paths changed since the last tree
  *   filter.c    when the index's blob ids are not the files' bytes
@@ -113,6 +116,15 @@ typedef struct {
 /* ------------------------------------------------------------------------ */
 /* the repository object                                                     */
 
+/* The ignore rules of the directories a scan is in (ignore.c). */
+typedef struct irules irules;
+typedef struct {
+    irules *global[2];  /* info/exclude, the user's excludes file */
+    irules **v;         /* .gitignore files, root first */
+    size_t n, cap;
+    int unknown;        /* some source could not be had: ask libgit2 */
+} ignstack;
+
 typedef struct {
     int exists;
     dev_t dev;
@@ -120,6 +132,38 @@ typedef struct {
     off_t size;
     struct timespec mtime, ctime;
 } fsig;
+
+/* One entry of the index file, as git wrote it (index.c). */
+typedef struct {
+    const char *path;  /* NUL-terminated, len bytes */
+    size_t len;
+    size_t noff;       /* version 4: where path is in the rebuilt names */
+    git_oid id;
+    uint32_t mode;
+    uint32_t ctime_s, ctime_ns, mtime_s, mtime_ns, dev, ino, uid, gid, size;
+    uint16_t flags;    /* IENTRY_VALID, IENTRY_EXTENDED, the stage */
+    uint16_t fext;     /* IENTRY_SKIP_WORKTREE, IENTRY_INTENT_TO_ADD */
+} ientry;
+
+#define IENTRY_VALID 0x8000          /* assume-unchanged */
+#define IENTRY_EXTENDED 0x4000
+#define IENTRY_STAGE(ie) (((ie)->flags >> 12) & 3)
+#define IENTRY_SKIP_WORKTREE 0x4000
+#define IENTRY_INTENT_TO_ADD 0x2000
+
+/* The index file as last read: entries sorted by path, then stage. */
+typedef struct {
+    ientry *v;
+    size_t n;
+    char *buf;         /* the file's bytes (versions 2-3: the paths) */
+    char *names;       /* version 4: the paths, rebuilt */
+    int version;
+    int conflicts;     /* some entry has a stage other than 0 */
+    int has_tree;
+    git_oid tree;      /* the root of git's cached tree, when valid */
+    int loaded;
+    fsig sig;          /* the file's stat data when read */
+} bindex;
 
 typedef struct {
     int fd;            /* inotify fd, -1 when not running */
@@ -148,6 +192,20 @@ typedef struct {
     size_t n, cap;
 } skips;
 
+/* Trees written or read last, kept as their bytes (tree.c). */
+#define MEMO_N 16
+
+typedef struct {
+    git_oid id;
+    char *buf;  /* NULL: empty slot */
+    size_t len;
+} treememo_ent;
+
+typedef struct {
+    treememo_ent v[MEMO_N];
+    size_t next, bytes;
+} treememo;
+
 typedef struct {
     git_repository *repo;  /* NULL once closed */
     char *workdir;         /* absolute, ends with '/' */
@@ -159,6 +217,13 @@ typedef struct {
     skips skipped;         /* the files the last tree left out */
     unsigned long tmp_counter;  /* names restore's temporary files */
     git_index *rawcache;   /* <gitdir>/beat/raw-index, once opened */
+    bindex ix;             /* the index file as last read */
+    int trustctime;        /* core.trustctime */
+    int fsync_objects;     /* core.fsyncObjectFiles */
+    struct z_stream_s *zs[2];  /* deflate new loose objects: large, small */
+    unsigned char *zbuf;   /* what it deflated */
+    size_t zcap;
+    treememo memo;         /* trees written or read last */
     watch w;
 } brepo;
 
@@ -173,31 +238,55 @@ int sig_eq(const fsig *a, const fsig *b);
 int skips_add(skips *s, const char *path, int64_t size);
 void skips_clear(skips *s);
 
+/* index.c */
+int bindex_load(bindex *ix, const char *path, const fsig *sig, errbuf *e);
+void bindex_free(bindex *ix);
+size_t bindex_lower(const bindex *ix, const char *key, size_t klen);
+const ientry *bindex_get(const bindex *ix, const char *path);
+int bindex_has_under(const bindex *ix, const char *dir);
+
+/* object.c */
+int put_object(brepo *r, git_oid *oid, const void *data, size_t len,
+    git_object_t type);
+void objects_free(brepo *r);
+
+/* ignore.c */
+ignstack *ignore_open(brepo *r);
+void ignore_close(ignstack *st);
+size_t ignore_push(ignstack *st, brepo *r, const char *dir, int has);
+void ignore_pop(ignstack *st, size_t depth);
+int ignore_file(const ignstack *st, const char *path, int dir_ignored);
+
 /* tree.c */
-int tree_apply(git_repository *repo, const git_oid *base_id, changes *c,
-    git_oid *out, errbuf *e);
-int tree_hash_path(brepo *r, git_index *idx, const char *rel, int reg,
+int tree_apply(brepo *r, const git_oid *base_id, changes *c, git_oid *out,
+    errbuf *e);
+int tree_of_index(brepo *r, const bindex *ix, git_oid *out, errbuf *e);
+uint32_t tree_mode(uint32_t mode);
+void memo_put(brepo *r, const git_oid *id, const char *buf, size_t len);
+void memo_free(brepo *r);
+int tree_hash_path(brepo *r, const bindex *ix, const char *rel, int reg,
     git_oid *oid, uint32_t *mode, struct stat *read_st, errbuf *e);
 int tree_is_ignored(brepo *r, const char *rel);
-int tree_is_tracked(git_index *idx, const char *rel);
-int tree_has_tracked_under(git_index *idx, const char *rel);
+int tree_is_tracked(const bindex *ix, const char *rel);
+int tree_has_tracked_under(const bindex *ix, const char *rel);
 
 /* watch.c */
-int watch_start(brepo *r, git_index *idx, errbuf *e);
+int watch_init(brepo *r);
 void watch_stop(watch *w);
 void watch_free(watch *w);
 int watch_drain(watch *w);
 int watch_pend(watch *w, const char *path);
-int watch_walk(brepo *r, git_index *idx, const char *rel, changes *out,
+int watch_dir(brepo *r, const char *rel);
+int watch_walk(brepo *r, const bindex *ix, const char *rel, changes *out,
     size_t *nhashed, errbuf *e);
-int watch_process(brepo *r, git_index *idx, changes *out, size_t *nhashed,
+int watch_process(brepo *r, const bindex *ix, changes *out, size_t *nhashed,
     errbuf *e);
 int watch_touches_rules(const watch *w);
 
 /* filter.c */
-int filters_possible(brepo *r, git_index *idx);
-int filters_check_index(brepo *r, git_index *use, const strvec *uncertain,
-    const char **seen, size_t nd, changes *c, size_t *nhashed, errbuf *e);
+int filters_possible(brepo *r, const bindex *ix, int walked);
+int filters_check_index(brepo *r, const bindex *ix, const strvec *seen,
+    changes *c, size_t *nhashed, errbuf *e);
 
 /* scan.c */
 int scan_worktree(brepo *r, int full, git_oid *out, const char **how,

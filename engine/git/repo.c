@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "git.h"
@@ -218,7 +219,8 @@ char *path_gitdir(const brepo *r, const char *name)
 
 /* Whether beat never snapshots nor restores path: it is one of the paths
  * the repo was opened to exclude (the runs directory) or below one, or has
- * a `.git` component. */
+ * a `.git` component (in any case: git never stores one, and libgit2's
+ * work-tree walk skipped ".GIT" as it skips ".git"). */
 int path_excluded(const brepo *r, const char *path)
 {
     for (size_t i = 0; i < r->exclude.n; i++) {
@@ -228,7 +230,7 @@ int path_excluded(const brepo *r, const char *path)
             return 1;
     }
     for (const char *p = path;;) {
-        if (strncmp(p, ".git", 4) == 0 && (p[4] == '\0' || p[4] == '/'))
+        if (strncasecmp(p, ".git", 4) == 0 && (p[4] == '\0' || p[4] == '/'))
             return 1;
         p = strchr(p, '/');
         if (!p)
@@ -289,6 +291,9 @@ void repo_close(brepo *r)
     watch_free(&r->w);
     git_index_free(r->rawcache);
     r->rawcache = NULL;
+    bindex_free(&r->ix);
+    objects_free(r);
+    memo_free(r);
     if (r->repo)
         git_repository_free(r->repo);
     r->repo = NULL;

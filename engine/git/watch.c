@@ -88,7 +88,7 @@ void watch_free(watch *w)
 /* Watches the directory rel (when the watch runs and is valid).  A watch
  * limit reached makes the watch invalid rather than failing; -1 only when
  * out of memory. */
-static int watch_add(brepo *r, const char *rel)
+int watch_dir(brepo *r, const char *rel)
 {
     watch *w = &r->w;
     char *abs;
@@ -217,6 +217,19 @@ int watch_drain(watch *w)
     return 0;
 }
 
+/* The index entry whose blob a scan keeps at path whatever the work tree
+ * holds there, as the full scan does (see scan.c): one marked
+ * assume-unchanged, or skip-worktree while the file is there.  NULL when
+ * the path is looked at as usual. */
+static const ientry *kept_entry(const bindex *ix, const char *path, int present)
+{
+    const ientry *ie = bindex_get(ix, path);
+    if (ie && ((ie->flags & IENTRY_VALID) ||
+            (present && (ie->fext & IENTRY_SKIP_WORKTREE))))
+        return ie;
+    return NULL;
+}
+
 /*
  * Walks the directory rel (already known to be a directory): watches it and
  * every directory under it that git would look into, and with out != NULL
@@ -225,7 +238,7 @@ int watch_drain(watch *w)
  * keeps the index's gitlink, an untracked nested repository is left out, as
  * in the full scan.
  */
-int watch_walk(brepo *r, git_index *idx, const char *rel, changes *out,
+int watch_walk(brepo *r, const bindex *ix, const char *rel, changes *out,
     size_t *nhashed, errbuf *e)
 {
     char *abs;
@@ -241,16 +254,16 @@ int watch_walk(brepo *r, git_index *idx, const char *rel, changes *out,
         free(gitp);
         free(agit);
         if (nested) {
-            const git_index_entry *ie = git_index_get_bypath(idx, rel, 0);
+            const ientry *ie = bindex_get(ix, rel);
             if (out && ie && ie->mode == GIT_FILEMODE_COMMIT &&
                 changes_add(out, rel, &ie->id, GIT_FILEMODE_COMMIT) < 0)
                 return err_set(e, "snapshot: out of memory");
             return 0;
         }
-        if (tree_is_ignored(r, rel) && !tree_has_tracked_under(idx, rel))
+        if (!tree_has_tracked_under(ix, rel) && tree_is_ignored(r, rel))
             return 0;
     }
-    if (watch_add(r, rel) < 0)
+    if (watch_dir(r, rel) < 0)
         return err_set(e, "snapshot: out of memory");
     if (!(abs = path_abs(r, rel)))
         return err_set(e, "snapshot: out of memory");
@@ -290,21 +303,25 @@ int watch_walk(brepo *r, git_index *idx, const char *rel, changes *out,
             free(ac);
         }
         if (type == DT_DIR) {
-            rc = watch_walk(r, idx, child, out, nhashed, e);
+            rc = watch_walk(r, ix, child, out, nhashed, e);
         } else if (out && (type == DT_REG || type == DT_LNK) &&
-               (tree_is_tracked(idx, child) || !tree_is_ignored(r, child))) {
+               (tree_is_tracked(ix, child) || !tree_is_ignored(r, child))) {
             git_oid oid;
             uint32_t mode;
-            int h = tree_hash_path(r, idx, child, 0, &oid, &mode, NULL, e);
+            const ientry *ke = kept_entry(ix, child, 1);
+            int h = 1;
+            if (ke) {
+                git_oid_cpy(&oid, &ke->id);  /* kept, not read */
+                mode = tree_mode(ke->mode);
+            } else if ((h = tree_hash_path(r, ix, child, 0, &oid, &mode, NULL, e)) == 1) {
+                (*nhashed)++;
+            }
             if (h < 0)
                 rc = -1;
-            else if (h == 1) {
-                (*nhashed)++;
-                if (changes_add(out, child, &oid, mode) < 0)
-                    rc = err_set(e, "snapshot: out of memory");
-            } else if (h == 2) {
-                rc = watch_walk(r, idx, child, out, nhashed, e);
-            }
+            else if (h == 1 && changes_add(out, child, &oid, mode) < 0)
+                rc = err_set(e, "snapshot: out of memory");
+            else if (h == 2)
+                rc = watch_walk(r, ix, child, out, nhashed, e);
         }
         free(child);
         if (rc < 0)
@@ -333,7 +350,7 @@ static int is_rescanned(const strvec *done, const char *path)
  * (out == NULL), only brings the watch set up to date with the directories
  * that appeared.  Consumes the pending list.
  */
-int watch_process(brepo *r, git_index *idx, changes *out,
+int watch_process(brepo *r, const bindex *ix, changes *out,
     size_t *nhashed, errbuf *e)
 {
     watch *w = &r->w;
@@ -376,13 +393,17 @@ int watch_process(brepo *r, git_index *idx, changes *out,
                 rc = err_set(e, "snapshot: out of memory");
                 break;
             }
-            rc = watch_walk(r, idx, p->path, out, nhashed, e);
+            rc = watch_walk(r, ix, p->path, out, nhashed, e);
             continue;
         }
         if (!out)
             continue;
-        if (kind == 1 && (tree_is_tracked(idx, p->path) || !tree_is_ignored(r, p->path))) {
-            int h = tree_hash_path(r, idx, p->path, 0, &oid, &mode, NULL, e);
+        const ientry *ke = kept_entry(ix, p->path, kind == 1);
+        if (ke) {
+            if (changes_add(out, p->path, &ke->id, tree_mode(ke->mode)) < 0)
+                rc = err_set(e, "snapshot: out of memory");
+        } else if (kind == 1 && (tree_is_tracked(ix, p->path) || !tree_is_ignored(r, p->path))) {
+            int h = tree_hash_path(r, ix, p->path, S_ISREG(st.st_mode), &oid, &mode, NULL, e);
             if (h < 0) {
                 rc = -1;
             } else if (h == 1) {
@@ -415,13 +436,13 @@ int watch_touches_rules(const watch *w)
     return 0;
 }
 
-/* Starts watching the work tree.  Where inotify or the watch limit does not
- * allow it, the repo falls back to full scans for good (use_watch = 0) and
- * w->off says why; that is not an error. */
-int watch_start(brepo *r, git_index *idx, errbuf *e)
+/* Opens the inotify instance; the full scan then watches each directory
+ * it walks (watch_dir), before it reads it.  Where inotify does not allow
+ * it, the repo falls back to full scans for good (use_watch = 0) and
+ * w->off says why; that is not an error.  Returns whether it runs. */
+int watch_init(brepo *r)
 {
     watch *w = &r->w;
-    size_t dummy = 0;
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0) {
         w->off = "inotify unavailable";
@@ -430,14 +451,5 @@ int watch_start(brepo *r, git_index *idx, errbuf *e)
     }
     w->valid = 1;
     w->has_base = 0;
-    if (watch_walk(r, idx, "", NULL, &dummy, e) < 0)
-        return -1;
-    if (!w->valid) {
-        /* too many directories for the watch limit: do not retry */
-        watch_stop(w);
-        r->use_watch = 0;
-        w->off = "watch limit reached (fs.inotify.max_user_watches)";
-    }
-    return 0;
+    return 1;
 }
-

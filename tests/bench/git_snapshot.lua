@@ -7,8 +7,10 @@
 -- write-tree && git commit-tree), for both ways beat finds the changed files:
 -- the inotify watch (the change set is known) and the full scan (it is not).
 -- Targets (issue 3): watch ≤ 1/10 of the CLI; full scan no slower than the CLI.
--- Then full scans again with `* text=auto` committed (the index's blob ids are
--- then not trusted as the files' bytes) and with 5,000 untracked files.
+-- Then repo:tree alone, first after an open (the base snapshot of every
+-- `beat loop`) and after one change; then full scans again with `* text=auto`
+-- committed (the index's blob ids are then not trusted as the files' bytes)
+-- and with 5,000 untracked files.
 -- Prints medians; it never fails on a time, only on a wrong tree.
 local beat = require "beat"
 local git = require "beat.git"
@@ -106,6 +108,26 @@ local ok, err = pcall(function()
     assert(info.scan == "watch", "the watch was not used: " .. tostring(info.watch))
     last = info.tree
   end
+  -- the tree alone (no commit, no ref): after one change, through the
+  -- watch; and the first one after each open, which starts the watch
+  local trees = {}
+  for _ = 1, ROUNDS do
+    change_one()
+    t0 = beat.clock()
+    local _, info = assert(repo:tree())
+    trees[#trees + 1] = beat.clock() - t0
+    assert(info.scan == "watch")
+    last = info.tree
+  end
+  local opens = {}
+  for _ = 1, ROUNDS do
+    local r2 = assert(git.open { dir = dir })
+    t0 = beat.clock()
+    local _, info = assert(r2:tree())
+    opens[#opens + 1] = beat.clock() - t0
+    assert(info.scan == "full")
+    r2:close()
+  end
   -- correctness: the three agree on the final state
   local _, finfo = assert(repo:snapshot { full = true })
   local cli_now = run({ "sh", "-c", cli_script }, dir):gsub("%s+$", "")
@@ -120,6 +142,8 @@ local ok, err = pcall(function()
   print(("beat, watch (known set)  : %s   ratio %.4f  (target <= 0.1)"):format(ms(w), w / c))
   print(("beat, full scan          : %s   ratio %.3f   (target <= 1)"):format(ms(f), f / c))
   print(("beat, first snapshot (starts the watch, full scan): %s"):format(ms(first)))
+  print(("beat, repo:tree, first after open (starts the watch): %s"):format(ms(median(opens))))
+  print(("beat, repo:tree after one change (watch): %s"):format(ms(median(trees))))
 
   -- full scans against the CLI in a given state of the repository; the first
   -- round of each is left out (it writes the objects, for both)

@@ -1,0 +1,243 @@
+-- beat.git's scans on the index and the work tree as git leaves them: every
+-- index version, flags git sets on entries, names git never stores, an index
+-- beat cannot read, and the objects beat writes. The git CLI is the referee.
+local beat = require "beat"
+local git = require "beat.git"
+
+local home -- an empty HOME for the git CLI, so the user's config plays no part
+local dirs = {}
+
+local function env(extra)
+  local e = {
+    HOME = home, XDG_CONFIG_HOME = home, GIT_CONFIG_NOSYSTEM = "1", GIT_OPTIONAL_LOCKS = "0",
+    GIT_AUTHOR_NAME = "Tester", GIT_AUTHOR_EMAIL = "tester@example.com",
+    GIT_COMMITTER_NAME = "Tester", GIT_COMMITTER_EMAIL = "tester@example.com",
+    GIT_INDEX_FILE = false, GIT_DIR = false, GIT_WORK_TREE = false,
+  }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+--- The git CLI in dir; its stdout; fails the test on a non-zero exit.
+local function G(dir, args, extra)
+  local argv = { "git" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(beat.exec(argv, { cwd = dir, env = env(extra) }))
+  assert(r.code == 0, ("git %s failed (%s): %s"):format(table.concat(args, " "), tostring(r.code), r.stderr))
+  return r.stdout
+end
+
+local function sh(cmd, cwd)
+  local r = assert(beat.exec(cmd, { cwd = cwd, env = env() }))
+  assert(r.code == 0, ("%s failed: %s"):format(cmd, r.stderr))
+  return r.stdout
+end
+
+local function write(path, data)
+  local d = path:match("^(.*)/[^/]*$")
+  if d then beat.fs.mkdir_p(d) end
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+--- What `git add -A` on a copy of the index makes of the work tree.
+local function cli_tree(dir)
+  local idx = os.tmpname()
+  os.remove(idx)
+  -- cp -p: the copy keeps the index's mtime, so git still sees racily clean entries
+  sh("cp -p .git/index '" .. idx .. "'", dir)
+  G(dir, { "add", "-A" }, { GIT_INDEX_FILE = idx })
+  local tree = G(dir, { "write-tree" }, { GIT_INDEX_FILE = idx }):gsub("%s+$", "")
+  os.remove(idx)
+  return tree
+end
+
+--- A repository with files in a few directories, committed, whose index
+--- entries are not racily clean.
+local function new_repo()
+  local dir = assert(beat.fs.tmpdir("beat-scan"))
+  dirs[#dirs + 1] = dir
+  G(dir, { "init", "-q", "-b", "main" })
+  write(dir .. "/README.md", "# project\n")
+  write(dir .. "/src/main.c", "int main(void) { return 0; }\n")
+  write(dir .. "/src/util/helper.c", "int helper(void) { return 1; }\n")
+  write(dir .. "/docs/guide.md", "guide\n")
+  write(dir .. "/.gitignore", "build/\n*.log\n")
+  G(dir, { "add", "-A" })
+  G(dir, { "commit", "-q", "-m", "initial" })
+  beat.sleep(1.1)
+  return dir
+end
+
+--- The tree from a first (full) scan, then from the watch after edit(),
+--- then from a full scan again: the last two must agree.
+local function trees(dir, edit)
+  local repo = assert(git.open { dir = dir })
+  local first, i0 = assert(repo:tree())
+  assert.equal("full", i0.scan)
+  edit()
+  local watched, i1 = assert(repo:tree())
+  assert.equal("watch", i1.scan, i1.watch)
+  local full = assert(repo:tree { full = true })
+  repo:close()
+  return first, watched, full
+end
+
+setup(function()
+  home = assert(beat.fs.tmpdir("beat-scan-home"))
+  dirs[#dirs + 1] = home
+end)
+teardown(function()
+  for _, d in ipairs(dirs) do beat.fs.rm_rf(d) end
+end)
+
+describe("beat.git scans", function()
+  it("get git's tree from index versions 2, 3 and 4, with a stale cached tree, intent-to-add entries and conflicts", function()
+    local setups = {
+      v2 = function() end,
+      v3 = function(dir)
+        G(dir, { "update-index", "--skip-worktree", "docs/guide.md" })
+        G(dir, { "update-index", "--index-version", "3" })
+      end,
+      v4 = function(dir) G(dir, { "update-index", "--index-version", "4" }) end,
+      stale_cached_tree = function(dir)
+        write(dir .. "/src/main.c", "staged, not committed\n")
+        G(dir, { "add", "src/main.c" })
+      end,
+      intent_to_add = function(dir)
+        write(dir .. "/new.c", "intended\n")
+        write(dir .. "/empty.c", "")
+        G(dir, { "add", "-N", "new.c", "empty.c" })
+      end,
+      conflict = function(dir)
+        G(dir, { "checkout", "-q", "-b", "other" })
+        write(dir .. "/README.md", "other side\n")
+        G(dir, { "commit", "-qam", "other" })
+        G(dir, { "checkout", "-q", "main" })
+        write(dir .. "/README.md", "main side\n")
+        G(dir, { "commit", "-qam", "main" })
+        local r = assert(beat.exec({ "git", "merge", "-q", "other" }, { cwd = dir, env = env() }))
+        assert.not_equal(0, r.code)
+      end,
+    }
+    for name, prepare in pairs(setups) do
+      local dir = new_repo()
+      prepare(dir)
+      local first, watched, full = trees(dir, function()
+        write(dir .. "/src/util/helper.c", "edited\n")
+        write(dir .. "/src/util/added.c", "added\n")
+        os.remove(dir .. "/src/main.c")
+      end)
+      assert.equal(full, watched, name)
+      assert.equal(cli_tree(dir), full, name)
+      assert.not_equal(first, full, name)
+    end
+  end)
+
+  it("leave out the untracked files git ignores, whatever the rules, as git add -A does", function()
+    local dir = new_repo()
+    local names = { "x.log", "keep.log", "y.txt", "z.o", "Foo.txt", "foo.TXT", "a.LOG", "sp ace", "q?", "br[a]" }
+    for _, d in ipairs { "", "a/", "a/b/", "a/b/c/", "d/", "d/f/", "e/", "g/" } do
+      for _, n in ipairs(names) do write(dir .. "/" .. d .. n, d .. n .. "\n") end
+    end
+    -- (not a rule re-including a file below an ignored directory, nor one
+    -- in a .gitignore below the rule it overrides: there libgit2, which beat
+    -- follows, and git do not agree)
+    for _, n in ipairs { "x.log", "Foo.txt", "z.o" } do write(dir .. "/build/" .. n, n) end
+    write(dir .. "/.gitignore", "*.log\n!keep.log\n/y.txt\nbuild/\n*.[oO]\nsp\\ ace\n")
+    write(dir .. "/a/.gitignore", "!y.txt\n*.txt\nb/*.o\n")
+    write(dir .. "/a/b/.gitignore", "**/c/*.TXT\n?.LOG\n")
+    write(dir .. "/d/.gitignore", "*\n!*.txt\n!*/\n")
+    write(dir .. "/e/.gitignore", "foo.txt\r\nbr\\[a]  \n")
+    write(dir .. "/.git/info/exclude", "/g/*.txt\n")
+    write(home .. "/excludes", "q?\n")
+    G(dir, { "config", "core.excludesFile", home .. "/excludes" })
+    -- a tracked file in an ignored directory: the directory is looked into
+    G(dir, { "add", "-f", "build/z.o" })
+    local first, watched, full = trees(dir, function()
+      write(dir .. "/a/b/c/new.TXT", "ignored\n")
+      write(dir .. "/build/new.txt", "ignored\n")
+      write(dir .. "/a/b/c/new.c", "not ignored\n")
+    end)
+    assert.equal(full, watched)
+    assert.equal(cli_tree(dir), full)
+    assert.not_equal(first, full)
+  end)
+
+  it("keep the index's blob of assume-unchanged and skip-worktree files, with the watch as with a full scan", function()
+    local dir = new_repo()
+    G(dir, { "update-index", "--assume-unchanged", "README.md" })
+    G(dir, { "update-index", "--skip-worktree", "docs/guide.md" })
+    local first, watched, full = trees(dir, function()
+      write(dir .. "/README.md", "changed, but git was told to assume not\n")
+      write(dir .. "/docs/guide.md", "changed outside the sparse checkout\n")
+    end)
+    assert.equal(first, watched)
+    assert.equal(full, watched)
+    assert.equal(cli_tree(dir), full)
+  end)
+
+  it("leave .GIT out of snapshots as git leaves .git, with the watch as with a full scan", function()
+    local dir = new_repo()
+    write(dir .. "/.GIT/config", "not git's\n")
+    local first, watched, full = trees(dir, function()
+      write(dir .. "/src/.Git/x", "not git's either\n")
+      write(dir .. "/src/kept.c", "kept\n")
+    end)
+    assert.equal(full, watched)
+    assert.equal("", G(dir, { "ls-tree", "-r", "--name-only", first }):match("%.[Gg][Ii][Tt]/[^\n]*") or "")
+    assert.equal("src/kept.c\n", G(dir, { "ls-tree", "-r", "--name-only", full, "src/kept.c" }))
+    assert.is_nil(G(dir, { "ls-tree", "-r", "--name-only", full }):find(".Git/", 1, true))
+  end)
+
+  it("name the index they cannot read: a split index, a truncated one", function()
+    local dir = new_repo()
+    G(dir, { "update-index", "--split-index" })
+    local repo = assert(git.open { dir = dir })
+    local tree, err = repo:tree()
+    assert.is_nil(tree)
+    assert.truthy(err:find(dir .. "/.git/index", 1, true), err)
+    assert.truthy(err:find("split index", 1, true), err)
+    repo:close()
+    G(dir, { "update-index", "--no-split-index" })
+    local bytes = assert(beat.fs.read(dir .. "/.git/index"))
+    write(dir .. "/.git/index", bytes:sub(1, 100))
+    repo = assert(git.open { dir = dir })
+    tree, err = repo:tree()
+    assert.is_nil(tree)
+    assert.truthy(err:find(dir .. "/.git/index", 1, true), err)
+    -- once git writes it again, the same repo reads it
+    write(dir .. "/.git/index", bytes)
+    assert.equal(cli_tree(dir), assert(repo:tree()))
+    repo:close()
+  end)
+
+  it("store objects git reads back byte for byte and fsck finds clean, small ones uncompressed", function()
+    local dir = new_repo()
+    local sizes = { 0, 100, 3000, 5000, 300000 }
+    local data = {}
+    for i, n in ipairs(sizes) do
+      local t = {}
+      for k = 1, n do t[k] = string.char((k * 31 + i * 7) % 251) end
+      data[i] = table.concat(t)
+      write(("%s/data/f%d.bin"):format(dir, i), data[i])
+    end
+    local repo = assert(git.open { dir = dir })
+    local id = assert(repo:snapshot { ref = "t/objects" })
+    repo:close()
+    for i in ipairs(sizes) do
+      assert.equal(data[i], G(dir, { "cat-file", "blob", ("%s:data/f%d.bin"):format(id, i) }))
+    end
+    local r = assert(beat.exec({ "git", "fsck", "--strict", "--no-dangling" }, { cwd = dir, env = env() }))
+    assert.equal(0, r.code, r.stderr)
+    -- a loose object under 4 kB takes one block either way: stored, not deflated
+    -- (zlib's header then a stored block: BFINAL set, BTYPE 00)
+    local small = G(dir, { "rev-parse", id .. ":data/f3.bin" }):gsub("%s+$", "")
+    local raw = assert(beat.fs.read(("%s/.git/objects/%s/%s"):format(dir, small:sub(1, 2), small:sub(3))))
+    assert.equal(1, raw:byte(3) & 7)
+    local large = G(dir, { "rev-parse", id .. ":data/f5.bin" }):gsub("%s+$", "")
+    raw = assert(beat.fs.read(("%s/.git/objects/%s/%s"):format(dir, large:sub(1, 2), large:sub(3))))
+    assert.is_true(#raw < sizes[5])
+  end)
+end)
