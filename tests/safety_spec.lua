@@ -181,4 +181,90 @@ describe("an agent that tampers with .beat/", function()
       assert.equal("broken\n", H.read(dir .. "/bug.txt"))
     end)
   end
+
+  it("the summary names every kind of tampering found, however many, and where each file put in .beat's place went", function()
+    -- one kind of tampering per iteration, each done once beat journaled the
+    -- agent's process (so what beat finds does not depend on timing): more
+    -- kinds than the note used to show, the files moved aside last
+    local dir = H.git_repo { ["bug.txt"] = "broken\n" }
+    local r = H.loop(dir, { "fix", "--until", "grep -q fixed bug.txt", "-a", TAMPER },
+      { TAMPER = "edit delete-tsv delete-journal file file", FIX_AT = "5" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.equal("", r.stderr)
+    assert.matches("passed: the check passed on iteration 5", r.stdout)
+    local moved = {}
+    for _, name in ipairs(beat.fs.list(dir)) do
+      if name:match("^%.beat%.tampered%-%d+$") then moved[#moved + 1] = name end
+    end
+    table.sort(moved)
+    assert.equal(2, #moved)
+    for _, name in ipairs(moved) do assert.equal("not beat's\n", H.read(dir .. "/" .. name)) end
+    local note = r.stdout:match("note: %.beat/ was changed during the run[^\n]*")
+    assert.equal((".beat/ was changed during the run, by the agent or a command (tampering): "
+      .. "journal.jsonl was changed; results.tsv was deleted; journal.jsonl was deleted; "
+      .. "the run directory was deleted (earlier iterations' logs are lost) (2 times); "
+      .. "a file in its place was moved to %s/%s, %s/%s (2 times); "
+      .. "the journal was written back from beat's own copy"):format(dir, moved[1], dir, moved[2]),
+      note and note:sub(#"note: " + 1))
+    local recs, rundir = H.last_run(dir)
+    assert.equal(5, #H.events(recs, "tampered"))
+    assert.equal(5, #H.events(recs, "agent"))
+    assert.equal(6, #H.events(recs, "decision"))
+    assert.equal(1, #H.events(recs, "run_end"))
+    assert.equal(7, select(2, H.read(rundir .. "/results.tsv"):gsub("\n", "")))
+  end)
+
+  it("a record written while a command runs does not put .beat/ back in the middle of the command's rm; the check after it does, with the record", function()
+    -- the `process` record of each command beat starts is written while the
+    -- command runs: putting files back then made an agent's `rm -rf .beat`
+    -- fail half done, and what the check after it found depended on timing
+    local journal = require "beat.journal"
+    local dir = H.tmpdir()
+    local j = assert(journal.create(dir .. "/.beat/runs", require("beat._runtime").now()))
+    j:write("run_start", {})
+    j:row { iteration = 0, status = "baseline" }
+    assert(os.remove(j.tsv))   -- the command's rm, half done
+    j:write("process", { pid = 1 }, { sync = false, repair = false })
+    assert.is_nil(beat.fs.stat(j.tsv))
+    assert(os.remove(j.path))
+    assert(beat.fs.rm_rf(dir .. "/.beat"))
+    j:write("process", { pid = 2 }, { sync = false, repair = false })
+    assert.is_false(beat.fs.exists(dir .. "/.beat"))
+    H.write(dir .. "/.beat", "not beat's\n")   -- the rest of the command: rm -rf .beat; echo > .beat
+    local found = j:check()
+    assert.equal("the run directory was deleted (earlier iterations' logs are lost)", found[1])
+    assert.matches("^a file in its place was moved to " .. dir:gsub("%p", "%%%0") .. "/%.beat%.tampered%-%d+$", found[2])
+    assert.equal(2, #found)
+    local events = {}
+    for _, rec in ipairs(j:records()) do events[#events + 1] = rec.event .. (rec.pid and math.tointeger(rec.pid) or "") end
+    assert.equal("run_start process1 process2 tampered", table.concat(events, " "))
+    assert.matches("\n0\t[^\n]*baseline", H.read(j.tsv))
+    j:write("process", { pid = 3 }, { sync = false, repair = false })   -- nothing wrong: written at once
+    assert.equal("process", j:records()[5].event)
+    assert.is_nil(j:check())
+  end)
+
+  it("a file put in .beat's place is moved aside under a name no earlier one has, even within one millisecond", function()
+    local journal = require "beat.journal"
+    local rt = require "beat._runtime"
+    local dir = H.tmpdir()
+    local j = assert(journal.create(dir .. "/.beat/runs", rt.now()))
+    j:write("run_start", {})
+    local now = rt.now
+    rt.now = function() return 1700000000.5 end   -- every check within the same millisecond
+    local ok, err = pcall(function()
+      for i = 1, 3 do
+        assert(beat.fs.rm_rf(dir .. "/.beat"))
+        H.write(dir .. "/.beat", "intruder " .. i .. "\n")
+        assert.is_not_nil(j:check())
+      end
+    end)
+    rt.now = now
+    assert(ok, err)
+    for i, ms in ipairs { 1700000000500, 1700000000501, 1700000000502 } do
+      assert.equal("intruder " .. i .. "\n", H.read(("%s/.beat.tampered-%d"):format(dir, ms)))
+    end
+    assert.equal("run_start", j:records()[1].event)
+    assert.equal(dir .. "/.beat.tampered-1700000000502", j.tampered[#j.tampered]:match("moved to (.+)$"))
+  end)
 end)

@@ -228,6 +228,9 @@ local function copied(m)
   return data
 end
 
+-- The finding of a file moved aside, followed by where it went.
+local MOVED = "a file in its place was moved to "
+
 -- Makes room for the run directory when something that is not a directory
 -- took the place of it or of a parent under the work tree (`.beat` made a
 -- file): moves the intruder aside, never deletes it. Returns what it moved.
@@ -244,7 +247,13 @@ local function make_dir(dir)
   for i = #parents, 1, -1 do
     local st = fs.stat(parents[i])
     if st and st.type ~= "directory" then
-      local aside = ("%s.tampered-%d"):format(parents[i], math.floor(require("beat._runtime").now() * 1000))
+      -- a name nothing has: rename(2) would replace a file moved aside before
+      local ms = math.floor(require("beat._runtime").now() * 1000)
+      local aside = ("%s.tampered-%d"):format(parents[i], ms)
+      while fs.exists(aside) do
+        ms = ms + 1
+        aside = ("%s.tampered-%d"):format(parents[i], ms)
+      end
       if os.rename(parents[i], aside) then moved[#moved + 1] = aside end
       break
     end
@@ -271,7 +280,7 @@ function Journal:check()
     found[1] = "the run directory was deleted (earlier iterations' logs are lost)"
     local moved, err = make_dir(self.dir)
     if not moved then error(("cannot recreate the run directory %s: %s"):format(self.dir, tostring(err)), 0) end
-    for _, m in ipairs(moved) do found[#found + 1] = ("a file in its place was moved to %s"):format(m) end
+    for _, m in ipairs(moved) do found[#found + 1] = MOVED .. m end
   end
   for _, which in ipairs { "path", "tsv" } do
     local m = c[which]
@@ -297,6 +306,38 @@ function Journal:check()
   self:_append("path", line .. "\n")
   for _, f in ipairs(found) do self.tampered[#self.tampered + 1] = f end
   return found
+end
+
+--- What the checks of this run found (`journal.tampered`), for a summary:
+--- every kind of finding once, in the order first found, with how many
+--- times when more than once; the files moved aside are one kind, with
+--- where they went (the first two and the last when more than three). No
+--- kind is left out however many there are: they are few (the directory,
+--- a file in its place, each file deleted or changed), and which ones a
+--- run sees depends on when its checks ran — a check also runs while an
+--- agent runs (the `process` record of each command beat starts), so it
+--- can see an `rm -rf .beat` half done. nil when nothing was found.
+---@return string[]|nil
+function Journal:tampering()
+  if not self.tampered or #self.tampered == 0 then return nil end
+  local kinds, count, moved = {}, {}, {}
+  for _, f in ipairs(self.tampered) do
+    local to = f:sub(1, #MOVED) == MOVED and f:sub(#MOVED + 1)
+    local kind = to and MOVED or f
+    if not count[kind] then kinds[#kinds + 1], count[kind] = kind, 0 end
+    count[kind] = count[kind] + 1
+    if to then moved[#moved + 1] = to end
+  end
+  local out = {}
+  for i, kind in ipairs(kinds) do
+    local text = kind
+    if kind == MOVED then
+      text = MOVED .. (#moved <= 3 and table.concat(moved, ", ")
+        or ("%s, %s, ..., %s"):format(moved[1], moved[2], moved[#moved]))
+    end
+    out[i] = count[kind] > 1 and ("%s (%d times)"):format(text, count[kind]) or text
+  end
+  return out
 end
 
 -- Appends data to one of the run's files (which: "path" or "tsv") and to
@@ -326,18 +367,37 @@ M.PROGRESS = { agent = true, check = true, eval = true, guard = true, rate_limit
 --- progress record (M.PROGRESS: on disk with the next record that is) or
 --- `opts.sync` is false (cheap records such as phase changes: written, not
 --- fsync'd — they survive beat being killed, not the machine crashing). A
---- deleted or changed run directory is put back first (see Journal:check).
+--- deleted or changed run directory is put back first (see Journal:check),
+--- unless `opts.repair` is false: for a record written while a command
+--- runs (the `process` record of each command beat starts), which must not
+--- race what the command does to .beat/ — putting files back in the middle
+--- of an agent's `rm -rf .beat` makes the rm fail half done, and the check
+--- after the command then finds whatever was half done, not what the agent
+--- did. Such a record goes to journal.jsonl when beat's last write is still
+--- there as it left it, else to the run's copy only, and the check after
+--- the command writes it back with the rest.
 ---@param event string
 ---@param fields? table
----@param opts? {sync?: boolean}
+---@param opts? {sync?: boolean, repair?: boolean}
 ---@return table record
 function Journal:write(event, fields, opts)
   local rec = M.sanitize(fields or {})
   rec.event = event
   rec.time = require("beat._runtime").now()
-  local line = json.encode(rec)
+  local line = json.encode(rec) .. "\n"
+  local durable = not (M.PROGRESS[event] or (opts and opts.sync == false))
+  if opts and opts.repair == false then
+    local m = copy(self).path
+    -- (the append fails when the directory went meanwhile)
+    if fs.stamp(self.path) == m.stamp and pcall(self._append, self, "path", line, durable) then return rec end
+    -- m.stamp stays that of beat's last write: the next check sees the change
+    local ok, err = m.file:write(line)
+    if not ok then error(("cannot keep a copy of %s: %s"):format(self.path, tostring(err)), 0) end
+    m.absent, m.size = false, m.size + #line
+    return rec
+  end
   self:check()
-  self:_append("path", line .. "\n", not (M.PROGRESS[event] or (opts and opts.sync == false)))
+  self:_append("path", line, durable)
   return rec
 end
 

@@ -60,16 +60,10 @@ function M.finish(run, status, reason)
   for _, n in ipairs(require("beat.budget").notes(run)) do notes[#notes + 1] = n end
   local jok, jerr = pcall(run.journal.check, run.journal, true)
   if not jok then notes[#notes + 1] = tostring(jerr) end
-  if run.journal.tampered and #run.journal.tampered > 0 then
-    local seen, found = {}, {}
-    for _, f in ipairs(run.journal.tampered) do
-      if not seen[f] then seen[f], found[#found + 1] = 0, f end
-      seen[f] = seen[f] + 1
-    end
-    for i, f in ipairs(found) do if seen[f] > 1 then found[i] = ("%s (%d times)"):format(f, seen[f]) end end
-    if #found > 4 then found = { found[1], found[2], found[3], ("... %d more in the journal's tampered records"):format(#found - 3) } end
+  local tampering = run.journal:tampering()
+  if tampering then
     notes[#notes + 1] = (".beat/ was changed during the run, by the agent or a command (tampering): %s; the journal was written back from beat's own copy")
-      :format(table.concat(found, "; "))
+      :format(table.concat(tampering, "; "))
   end
   local diff
   if run.repo and run.base then

@@ -102,10 +102,11 @@ end
 
 --- Appends a journal record and emits it (see Run:emit). `opts.sync =
 --- false` skips the fsync, for records that are cheap to lose in a machine
---- crash (phase changes, process ids).
+--- crash (phase changes, process ids); `opts.repair = false` for a record
+--- written while a command runs (see beat.journal's Journal:write).
 ---@param event string
 ---@param fields? table
----@param opts? {sync?: boolean}
+---@param opts? {sync?: boolean, repair?: boolean}
 ---@return table record
 function Run:write(event, fields, opts)
   local rec = self.journal:write(event, fields, opts)

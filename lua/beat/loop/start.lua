@@ -415,7 +415,7 @@ function M.watch_processes(run)
     local ident = procs.identity(p.pid)
     if ident then
       run:write("process", { iteration = run.iteration, label = p.label, pid = ident.pid,
-        start_time = ident.start_time, boot_id = ident.boot_id }, { sync = false })
+        start_time = ident.start_time, boot_id = ident.boot_id }, { sync = false, repair = false })
     end
   end
   return function() exec.observers[key] = nil end
