@@ -4,7 +4,7 @@
 PREFIX   ?= /usr/local
 CC       ?= cc
 PKGS     := lua5.4 libuv libgit2
-DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev lua-cjson-dev \
+DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev zlib1g-dev lua-cjson-dev \
             lua-busted libreadline-dev git tmux libxml2-utils slurm-wlm munge
 WARN     := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Werror
 CFLAGS   ?= -O2 -g
