@@ -294,6 +294,18 @@ static void *interrupt_watchdog(void *arg)
     return NULL;
 }
 
+/* core.take_interrupt(): gives a signal that arrived but was not handed to
+ * Lua yet to the handler now, and says whether there was one. For when the
+ * loop is done: its wake-up for the signal may never be seen (a command that
+ * the same Ctrl-C ended can finish the main task first). */
+static int core_take_interrupt(lua_State *L)
+{
+    int waiting = atomic_load(&intr_pending) != 0;
+    interrupt_deliver(L, 0);
+    lua_pushboolean(L, waiting);
+    return 1;
+}
+
 /* core.on_interrupt(fn): fn(signum) once for every SIGINT or SIGTERM, for
  * the life of the process: from the loop when it is idle, or from inside
  * running Lua when Lua is busy (then an error fn raises is raised there).
@@ -533,6 +545,7 @@ static const luaL_Reg core_funcs[] = {
     {"timer", core_timer},
     {"on_signal", core_on_signal},
     {"on_interrupt", core_on_interrupt},
+    {"take_interrupt", core_take_interrupt},
     {"run", core_run},
     {"now", core_now},
     {"clock", core_clock},

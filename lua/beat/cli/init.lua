@@ -69,6 +69,9 @@ function M.drive(fn, ...)
     end
   end
   runtime.run("default")   -- tasks started by the main one finish too
+  -- a Ctrl-C that also ended the command the main task waited for may not
+  -- have reached the handler before the task finished: it counts all the same
+  runtime.take_interrupt()
   if interrupted then return interrupted end
   local _, failed = task.stats()
   if main.status == "failed" then
