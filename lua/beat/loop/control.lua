@@ -13,7 +13,9 @@ local Run, say = R.Run, R.say
 --- snapshot, the journal ends with "cancelled" and the reason).
 ---@param req {request: string, reason?: string, force?: boolean, from?: table}
 function Run:control(req)
-  self:write("control", { request = req.request, reason = req.reason, force = req.force, from = req.from })
+  -- it may come while a command runs: it puts nothing back then (the check after the command does)
+  self:write("control", { request = req.request, reason = req.reason, force = req.force, from = req.from },
+    { repair = false })
   if req.request == "pause" and not req.force then
     if not self.pause_requested then
       self.pause_requested = true
