@@ -7,10 +7,12 @@
  * ignored, plus every tracked file a filter may have applied to, see
  * filter.c).
  *
- * The full scan walks the work tree once, each directory's entries merged
- * with the index's (both in git's order), and, when the watch starts with
- * it, watches each directory before reading it: a change after that is an
- * event, a change before it is seen by the walk.
+ * The full scan walks the work tree once: each directory is watched (when
+ * the watch starts with the scan) before it is read, its names are matched
+ * with the index's entries below it, and the tracked files are stat'ed once
+ * every directory is watched: a change after that is an event, a change
+ * before it is seen by the scan.  The index is read by index.c, ignore
+ * rules mostly answered by ignore.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,7 +45,7 @@ typedef struct {
     brepo *r;
     const bindex *ix;
     changes *c;
-    strvec *seen;      /* tracked paths read, gone or retyped (filters only) */
+    strvec *seen;      /* tracked paths read, gone or retyped (for filter.c) */
     size_t *nhashed;
     errbuf *e;
     int watch;         /* watch each directory before reading it */

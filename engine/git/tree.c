@@ -1,11 +1,16 @@
 /*
  * tree.c — storing work-tree files as blobs, and building a tree from a
- * previous one and a list of changes.
+ * previous one and a list of changes (or from the index's entries).
  *
  * A file is stored as the bytes it holds on disk: no clean filter, no eol
  * conversion, no ident, whatever .gitattributes or core.autocrlf say.  Both
  * ways of finding changed files (the watch and the full scan) hash a file
  * with tree_hash_path, so they give the same tree.
+ *
+ * Trees are read, merged and written as git's bytes (no git_treebuilder:
+ * it copied every entry into a map and, strict, read back each id
+ * inserted); the trees written or read last are kept (the memo), so the
+ * next tree, built on this one, does not read them back.
  */
 #include <errno.h>
 #include <fcntl.h>
