@@ -18,6 +18,7 @@ int repo_commit(lua_State *L)
     git_tree *tree = NULL;
     const git_commit *parents[16] = {0};
     git_signature *sig = NULL;
+    git_buf buf = {0};
     int rc = 0;
 
     check_oid(L, 2, &tid);
@@ -46,14 +47,17 @@ int repo_commit(lua_State *L)
             goto done;
         }
     }
-    if (git_commit_create(&cid, r->repo, NULL, sig, sig, NULL, msg, tree, np,
-            parents) < 0) {
+    /* the commit's bytes from libgit2, stored by beat's own object writer
+     * (object.c): no per-object refresh, pack rescan nor deflate setup */
+    if (git_commit_create_buffer(&buf, r->repo, sig, sig, NULL, msg, tree, np,
+            parents) < 0 || put_object(r, &cid, buf.ptr, buf.size, GIT_OBJECT_COMMIT) < 0) {
         rc = push_gitfail(L, "snapshot: commit");
         goto done;
     }
     push_oid(L, &cid);
     rc = 1;
 done:
+    git_buf_dispose(&buf);
     for (i = 0; i < np; i++)
         git_commit_free((git_commit *)parents[i]);
     git_tree_free(tree);
