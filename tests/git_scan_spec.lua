@@ -4,54 +4,9 @@
 local beat = require "beat"
 local git = require "beat.git"
 
-local home -- an empty HOME for the git CLI, so the user's config plays no part
+local cli = require "tests.git_cli"
+local env, G, sh, write, cli_tree = cli.env, cli.G, cli.sh, cli.write, cli.cli_tree
 local dirs = {}
-
-local function env(extra)
-  local e = {
-    HOME = home, XDG_CONFIG_HOME = home, GIT_CONFIG_NOSYSTEM = "1", GIT_OPTIONAL_LOCKS = "0",
-    GIT_AUTHOR_NAME = "Tester", GIT_AUTHOR_EMAIL = "tester@example.com",
-    GIT_COMMITTER_NAME = "Tester", GIT_COMMITTER_EMAIL = "tester@example.com",
-    GIT_INDEX_FILE = false, GIT_DIR = false, GIT_WORK_TREE = false,
-  }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
-
---- The git CLI in dir; its stdout; fails the test on a non-zero exit.
-local function G(dir, args, extra)
-  local argv = { "git" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local r = assert(beat.exec(argv, { cwd = dir, env = env(extra) }))
-  assert(r.code == 0, ("git %s failed (%s): %s"):format(table.concat(args, " "), tostring(r.code), r.stderr))
-  return r.stdout
-end
-
-local function sh(cmd, cwd)
-  local r = assert(beat.exec(cmd, { cwd = cwd, env = env() }))
-  assert(r.code == 0, ("%s failed: %s"):format(cmd, r.stderr))
-  return r.stdout
-end
-
-local function write(path, data)
-  local d = path:match("^(.*)/[^/]*$")
-  if d then beat.fs.mkdir_p(d) end
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
---- What `git add -A` on a copy of the index makes of the work tree.
-local function cli_tree(dir)
-  local idx = os.tmpname()
-  os.remove(idx)
-  -- cp -p: the copy keeps the index's mtime, so git still sees racily clean entries
-  sh("cp -p .git/index '" .. idx .. "'", dir)
-  G(dir, { "add", "-A" }, { GIT_INDEX_FILE = idx })
-  local tree = G(dir, { "write-tree" }, { GIT_INDEX_FILE = idx }):gsub("%s+$", "")
-  os.remove(idx)
-  return tree
-end
 
 --- A repository with files in a few directories, committed, whose index
 --- entries are not racily clean.
@@ -85,8 +40,8 @@ local function trees(dir, edit)
 end
 
 setup(function()
-  home = assert(beat.fs.tmpdir("beat-scan-home"))
-  dirs[#dirs + 1] = home
+  cli.home = assert(beat.fs.tmpdir("beat-scan-home"))
+  dirs[#dirs + 1] = cli.home
 end)
 teardown(function()
   for _, d in ipairs(dirs) do beat.fs.rm_rf(d) end
@@ -151,8 +106,8 @@ describe("beat.git scans", function()
     write(dir .. "/d/.gitignore", "*\n!*.txt\n!*/\n")
     write(dir .. "/e/.gitignore", "foo.txt\r\nbr\\[a]  \n")
     write(dir .. "/.git/info/exclude", "/g/*.txt\n")
-    write(home .. "/excludes", "q?\n")
-    G(dir, { "config", "core.excludesFile", home .. "/excludes" })
+    write(cli.home .. "/excludes", "q?\n")
+    G(dir, { "config", "core.excludesFile", cli.home .. "/excludes" })
     -- a tracked file in an ignored directory: the directory is looked into
     G(dir, { "add", "-f", "build/z.o" })
     local first, watched, full = trees(dir, function()

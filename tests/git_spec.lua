@@ -6,47 +6,11 @@ local git = require "beat.git"
 local ROOT = beat.fs.cwd()
 local BIN = os.getenv("BEAT_BIN") or (ROOT .. "/build/beat")
 
-local home -- an empty HOME for the git CLI, so the user's config plays no part
+local cli = require "tests.git_cli"
+local cli_env, G, sh, q, write, cli_tree = cli.env, cli.G, cli.sh, cli.q, cli.write, cli.cli_tree
 
 local function tmpdir()
   return assert(beat.fs.tmpdir("beat-git"))
-end
-
-local function cli_env(extra)
-  local env = {
-    HOME = home, XDG_CONFIG_HOME = home, GIT_CONFIG_NOSYSTEM = "1", GIT_OPTIONAL_LOCKS = "0",
-    GIT_AUTHOR_NAME = "Tester", GIT_AUTHOR_EMAIL = "tester@example.com",
-    GIT_COMMITTER_NAME = "Tester", GIT_COMMITTER_EMAIL = "tester@example.com",
-    GIT_INDEX_FILE = false, GIT_DIR = false, GIT_WORK_TREE = false,
-  }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return env
-end
-
---- Runs the git CLI in dir; returns stdout; fails the test on a non-zero exit.
-local function G(dir, args, env)
-  local argv = { "git" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local r = assert(beat.exec(argv, { cwd = dir, env = cli_env(env) }))
-  assert(r.code == 0, ("git %s failed (%s): %s"):format(table.concat(args, " "), tostring(r.code), r.stderr))
-  return r.stdout
-end
-
-local function sh(cmd, cwd)
-  local r = assert(beat.exec(cmd, { cwd = cwd, env = cli_env() }))
-  assert(r.code == 0, ("%s failed: %s"):format(cmd, r.stderr))
-  return r.stdout
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function write(path, data, mode)
-  local dir = path:match("^(.*)/[^/]*$")
-  if dir then beat.fs.mkdir_p(dir) end
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-  if mode then sh(("chmod %o %s"):format(mode, q(path))) end
 end
 
 local function read(path)
@@ -82,18 +46,6 @@ local function manifest(dir, with_beat)
     end
   end
   return m
-end
-
---- What the git CLI says the work tree's tree is (temporary index seeded from the real one).
-local function cli_tree(dir)
-  local idx = os.tmpname()
-  os.remove(idx)
-  -- cp -p: the copy keeps the index's mtime, so git still sees racily clean entries
-  if exists(dir .. "/.git/index") then sh("cp -p .git/index " .. q(idx), dir) end
-  G(dir, { "add", "-A" }, { GIT_INDEX_FILE = idx })
-  local tree = G(dir, { "write-tree" }, { GIT_INDEX_FILE = idx }):gsub("%s+$", "")
-  os.remove(idx)
-  return tree
 end
 
 --- The id git gives a file's bytes as they are, no filter applied.
@@ -174,8 +126,8 @@ end
 
 local dirs = {}
 setup(function()
-  home = tmpdir()
-  dirs[#dirs + 1] = home
+  cli.home = tmpdir()
+  dirs[#dirs + 1] = cli.home
 end)
 teardown(function()
   for _, d in ipairs(dirs) do beat.fs.rm_rf(d) end
