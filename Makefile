@@ -20,13 +20,17 @@ LUA_SRC  := $(sort $(shell find lua strategies -name '*.lua' 2>/dev/null))
 OBJ      := $(patsubst engine/%.c,$(BUILD)/%.o,$(C_SRC)) $(BUILD)/embedded.o
 # the embedded shim (below), linked into build/beat as bytes
 OBJ      += $(BUILD)/shim_blob.o
-# libgit2 loads on first use (engine/gitload.c): engine/git/*.c build, as
-# position-independent objects, into a shared object linked with libgit2 and
-# carried in build/beat as bytes (below); beat itself links without libgit2.
-GIT_SRC  := $(wildcard engine/git/*.c)
-GIT_PIC  := $(patsubst engine/%.c,$(BUILD)/pic/%.o,$(GIT_SRC))
-OBJ      := $(filter-out $(patsubst engine/%.c,$(BUILD)/%.o,$(GIT_SRC)),$(OBJ)) $(BUILD)/git_blob.o
-BEAT_LIBS := $(filter-out -lgit2,$(BEAT_LIBS)) -ldl
+# libgit2 and what it links (mbedTLS, libssh2 with OpenSSL's libcrypto,
+# http-parser, PCRE2, zlib) are linked statically, from the archives of
+# Debian's -dev packages that libgit2-dev depends on: loading them as ~17
+# shared libraries cost ~3 ms at every `beat loop`, mostly the dynamic
+# loader relocating them. Only Kerberos (GSSAPI), which Debian ships without
+# an archive, stays a shared library. init.c replaces mbedTLS's CA bundle
+# parsing while libgit2 initialises (--wrap; see there).
+GIT_LIBS := -l:libgit2.a -l:libmbedtls.a -l:libmbedx509.a -l:libmbedcrypto.a -l:libhttp_parser.a \
+            -l:libssh2.a -l:libcrypto.a -l:libpcre2-8.a -l:libz.a -l:libgssapi_krb5.so.2 -lrt -ldl -pthread \
+            -Wl,--wrap=mbedtls_x509_crt_parse_file
+BEAT_LIBS := $(filter-out -lgit2,$(BEAT_LIBS)) $(GIT_LIBS)
 BUSTED   := /usr/bin/busted
 SPECS    ?= tests
 # make test leaves out the torture family (tests/torture, tag #torture): make torture
@@ -100,24 +104,6 @@ $(BUILD)/shim_blob.c: $(BUILD)/beat-shim $(BUILD)/bin2c
 	$(BUILD)/bin2c beat_shim_blob $(BUILD)/beat-shim > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/shim_blob.o: $(BUILD)/shim_blob.c engine/shim.h
-	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
-
-# The git module as a shared object: beat writes it into a memfd and
-# dlopens it on the first require "beat._git", so `beat version` and recipes
-# without git never map libgit2 and the ~17 libraries it brings.
-$(BUILD)/pic/%.o: engine/%.c | $(BUILD) deps
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -fPIC -MMD -MP -c -o $@ $<
-
--include $(GIT_PIC:.o=.d)
-
-$(BUILD)/beat-git.so: $(GIT_PIC)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-S -o $@ $(GIT_PIC) $(shell pkg-config --libs libgit2 2>/dev/null) -lz
-
-$(BUILD)/git_blob.c: $(BUILD)/beat-git.so $(BUILD)/bin2c
-	$(BUILD)/bin2c beat_git_blob $(BUILD)/beat-git.so > $@.tmp && mv $@.tmp $@
-
-$(BUILD)/git_blob.o: $(BUILD)/git_blob.c
 	$(CC) $(CFLAGS) $(BEAT_CFLAGS) -c -o $@ $<
 
 $(BUILD)/bin2c: tools/bin2c.c | $(BUILD)

@@ -1,6 +1,7 @@
 /*
  * fs.c: the few file operations Lua's io library cannot do safely:
- * durable writes (fsync), atomic replace, directories, temp dirs, locks.
+ * durable writes (fsync), atomic replace, directories, temp dirs, locks,
+ * files that live in memory.
  * Failures of the world return nil, "path: why", errno (luaL_fileresult).
  */
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -226,6 +228,38 @@ static int fs_access(lua_State *L)
     return 1;
 }
 
+/* Closes a file made by fs_memfile (the io library's closef for it). */
+static int memfile_close(lua_State *L)
+{
+    luaL_Stream *p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    int ok = fclose(p->f) == 0;
+    return luaL_fileresult(L, ok, NULL);
+}
+
+/* memfile() -> file: an io library file, read and write, with no name and
+ * no inode on any disk (memfd_create: its pages live in memory as shmem,
+ * outside the process's heap). Falls back to io.tmpfile()'s kind of file
+ * where memfd_create is refused. Creating and dropping one costs nothing
+ * on a file system where creating and deleting files is slow. */
+static int fs_memfile(lua_State *L)
+{
+    luaL_Stream *p = (luaL_Stream *)lua_newuserdatauv(L, sizeof(luaL_Stream), 0);
+    int fd;
+    p->closef = NULL;  /* not a valid file until it is opened */
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    fd = memfd_create("beat-copy", MFD_CLOEXEC);
+    p->f = fd >= 0 ? fdopen(fd, "w+b") : tmpfile();
+    if (p->f == NULL) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = err;
+        return luaL_fileresult(L, 0, "memfile");
+    }
+    p->closef = memfile_close;
+    return 1;
+}
+
 /* fs.tmpdir(prefix) -> path of a new private directory under $TMPDIR. */
 static int fs_tmpdir(lua_State *L)
 {
@@ -426,6 +460,7 @@ static const luaL_Reg funcs[] = {
     {"stat", fs_stat},
     {"access", fs_access},
     {"tmpdir", fs_tmpdir},
+    {"memfile", fs_memfile},
     {"rm_rf", fs_rm_rf},
     {"realpath", fs_realpath},
     {"cwd", fs_cwd},

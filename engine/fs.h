@@ -1,7 +1,5 @@
 /*
- * fs.h — what fs.c offers the other C modules besides beat.fs. Header-only:
- * the git module is a shared object of its own (engine/gitload.c) and
- * cannot call into the beat executable.
+ * fs.h — small file helpers shared by fs.c and the git module (engine/git/).
  */
 #ifndef BEAT_FS_H
 #define BEAT_FS_H

@@ -45,6 +45,33 @@ describe("beat.fs", function()
     assert.is_nil(beat.fs.stamp(dir .. "/missing"))
   end)
 
+  it("keeps a memory file: read and write like io's, closed by close or the collector, on no disk", function()
+    local f = assert(beat.fs.memfile())
+    assert.equal("file", io.type(f))
+    assert.is_truthy(f:write("one\n", "two\n"))
+    assert.equal(0, f:seek("set"))
+    assert.equal("one\ntwo\n", f:read("a"))
+    f:seek("end")
+    f:write("three\n")
+    f:seek("set", 4)
+    assert.equal("two\nthree\n", f:read("a"))
+    -- not a file of any directory: the fd is a memfd (named "beat-copy")
+    local function copies()
+      local r = beat.exec { "sh", "-c", ("ls -l /proc/%d/fd | grep -c beat-copy || true"):format(beat.pid()) }
+      return tonumber(r.stdout)
+    end
+    local r = beat.exec { "sh", "-c", ("ls -l /proc/%d/fd | grep beat-copy"):format(beat.pid()) }
+    assert.matches("/memfd:beat%-copy", r.stdout)
+    assert.equal(1, copies())
+    assert.is_true(f:close())
+    assert.equal("closed file", io.type(f))
+    assert.equal(0, copies())
+    assert.has_error(function() f:read("a") end)
+    for _ = 1, 100 do beat.fs.memfile() end  -- dropped ones are closed by the collector
+    collectgarbage() collectgarbage()
+    assert.equal(0, copies())
+  end)
+
   it("makes directories, tells them apart, lists and removes trees", function()
     local dir = H.tmpdir()
     assert.is_true(beat.fs.mkdir_p(dir .. "/a/b/c"))

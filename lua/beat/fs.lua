@@ -43,6 +43,12 @@ M.append = core.append
 ---@return string|nil stamp, integer|string size_or_err
 M.stamp = core.stamp
 
+--- An unnamed read-write file (an io library file) whose data lives in
+--- memory outside the Lua heap (memfd_create), not on any disk; where that
+--- is refused, an io.tmpfile(). Nothing outside this process can reach it.
+---@return file*|nil file, string? err
+M.memfile = core.memfile
+
 --- Creates one directory; fails with errno.EEXIST if it exists (nil, err, errno).
 M.mkdir = core.mkdir
 
