@@ -3,7 +3,7 @@
  * holds the policy: argument checks, PATH lookup, environment, timeouts).
  *
  * Every command runs under the shim (shim.c) in a session of its own,
- * started from the copy embedded in beat's binary (see shim_file below).
+ * started from the copy embedded in beat's binary (see start_shim below).
  * Output is captured here, in C, so a command printing gigabytes costs
  * beat a bounded amount of memory: "capture" keeps the first and last
  * max/2 bytes, "file" hands the child the file itself, "lines" calls a Lua
@@ -57,16 +57,17 @@ extern char **environ;
 /* ---- the shim ------------------------------------------------------------
  * Commands start through the helper built from shim.c and proctree.c
  * alone (linked with libc only) and embedded in beat's binary: written once
- * per beat process into a sealed memfd and executed as /proc/self/fd/N.
+ * per beat process into a sealed memfd and executed from it (execveat).
  * Starting it costs one exec of a small static binary, where `beat __shim`
  * (the same code in beat's own binary) costs the dynamic loader mapping
  * every library beat links. That remains the fallback where the memfd
- * cannot be executed (no memfd_create, vm.memfd_noexec=2, no /proc, a
- * security policy): a probe run of the helper decides, once per process.
- * BEAT_SHIM=binary in beat's environment forces the fallback (for tests
- * and diagnosis). */
+ * cannot be made or executed (no memfd_create, vm.memfd_noexec=2, a
+ * security policy): the first command whose exec of the memfd fails is
+ * started again from beat's binary, and so is every later one (the child
+ * that failed ran nothing: it dies before any exec). BEAT_SHIM=binary in
+ * beat's environment forces the fallback, BEAT_SHIM=unexecutable makes the
+ * embedded copy one the kernel refuses (for tests and diagnosis). */
 
-static char shim_path[64];
 static int shim_fd = -1;
 
 /* ---- starting the shim ------------------------------------------------- */
@@ -79,6 +80,7 @@ typedef struct {
     const int *fds;         /* the child's descriptors 0-3 */
     const sigset_t *reset;  /* signals to set back to their default */
     volatile int err;       /* why the child could not exec, or 0 */
+    volatile int at_exec;   /* 1: err is the exec's own failure */
 } spawn_args;
 
 /* The vfork child: it shares beat's memory and runs on its own stack
@@ -109,6 +111,7 @@ static int spawn_child(void *arg)
         syscall(SYS_execveat, a->fd, "", a->argv, a->env, AT_EMPTY_PATH);
     else
         execve(a->path, a->argv, a->env);
+    a->at_exec = 1;
 fail:
     a->err = errno;
     _exit(127);
@@ -155,9 +158,10 @@ static int dev_null(int writing)
 /* Starts the shim (the memfd fd, else the file path) in a new session,
  * with fds 0-3 from child[] (-1: /dev/null), in cwd, every signal at its
  * default and all of them blocked (the shim sets its mask). Returns 0 or
- * an errno (exec and chdir failures included). */
+ * an errno (exec and chdir failures included); *at_exec is 1 when the
+ * errno is the exec's. */
 static int spawn_shim(pid_t *pid, int fd, const char *path, char **argv, char **env,
-                      const char *cwd, const int child[4])
+                      const char *cwd, const int child[4], int *at_exec)
 {
     static char stack[32 * 1024] __attribute__((aligned(16)));
     int fds[4];
@@ -178,6 +182,7 @@ static int spawn_shim(pid_t *pid, int fd, const char *path, char **argv, char **
     a.fds = fds;
     a.reset = ignored_signals();
     a.err = 0;
+    a.at_exec = 0;
     /* glibc's own signals too (pthread_sigmask leaves them out): none of
      * beat's handlers may run in the child */
     memset(all, 0xff, sizeof all);
@@ -185,8 +190,10 @@ static int spawn_shim(pid_t *pid, int fd, const char *path, char **argv, char **
     *pid = clone(spawn_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
     err = *pid < 0 ? errno : 0;
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, NSIG / 8);
+    *at_exec = 0;
     if (err == 0 && a.err != 0) { /* it exited without executing the shim */
         err = a.err;
+        *at_exec = a.at_exec;
         while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
@@ -195,63 +202,72 @@ static int spawn_shim(pid_t *pid, int fd, const char *path, char **argv, char **
 
 /* Writes the embedded helper into a sealed, close-on-exec memfd at fd 10
  * or above (the child puts its fds 0-3 in place before it executes the
- * shim) and keeps its fd, or returns NULL if it cannot be created or run. */
-static const char *embedded_shim(void)
+ * shim) and keeps its fd, or returns -1 if it cannot be created. Whether
+ * the kernel will execute it, the first command finds out (spawn). */
+static int embedded_shim(void)
 {
     const char *force = getenv("BEAT_SHIM");
-    char *probe_argv[] = {"beat-shim", "probe", NULL};
-    const int none[4] = {-1, -1, -1, -1};
-    size_t done = 0;
-    pid_t pid;
-    int fd, high, status = -1;
+    const unsigned char *blob = beat_shim_blob;
+    size_t size = beat_shim_blob_size, done = 0;
+    int fd, high;
 
     if (force != NULL && strcmp(force, "binary") == 0)
-        return NULL;
+        return -1;
+    if (force != NULL && strcmp(force, "unexecutable") == 0) {
+        blob = (const unsigned char *)"not an executable\n";
+        size = 18;
+    }
     fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
     if (fd < 0 && errno == EINVAL) /* a kernel before 6.3 knows no MFD_EXEC */
         fd = memfd_create("beat-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
-        return NULL;
-    while (done < beat_shim_blob_size) {
-        ssize_t w = write(fd, beat_shim_blob + done, beat_shim_blob_size - done);
+        return -1;
+    while (done < size) {
+        ssize_t w = write(fd, blob + done, size - done);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
             close(fd);
-            return NULL;
+            return -1;
         }
         done += (size_t)w;
     }
     fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
     high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
     close(fd);
-    if (high < 0)
-        return NULL;
-    snprintf(shim_path, sizeof shim_path, "/proc/self/fd/%d", high);
-    if (spawn_shim(&pid, high, shim_path, probe_argv, NULL, NULL, none) == 0)
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        close(high);
-        return NULL;
-    }
-    shim_fd = high;
-    return shim_path;
+    return high;
 }
 
-/* The file to start the shim from, and whether it takes beat's "__shim"
- * argument: the embedded helper (*fd its memfd), else beat's own binary. */
-static const char *shim_file(int *is_beat, int *fd)
+/* The embedded shim's memfd, made on first use; -1 when there is none or
+ * the kernel refused to execute it (then beat's own binary is the shim). */
+static int shim_memfd(void)
 {
-    static const char *file;
     static int tried;
     if (!tried) {
         tried = 1;
-        file = embedded_shim();
+        shim_fd = embedded_shim();
     }
-    *is_beat = file == NULL;
-    *fd = shim_fd;
-    return file != NULL ? file : beat_exe_path();
+    return shim_fd;
+}
+
+/* Starts the shim with the arguments after argv[0..1], which are free for
+ * beat's binary and its "__shim": from the memfd when there is one, else,
+ * or when the kernel refuses to execute the memfd (then never again), from
+ * beat's binary. Returns 0 or an errno (see spawn_shim). */
+static int start_shim(pid_t *pid, char **argv, char **env, const char *cwd, const int child[4])
+{
+    int at_exec, err;
+    if (shim_memfd() >= 0) {
+        argv[1] = "beat-shim";
+        err = spawn_shim(pid, shim_fd, NULL, argv + 1, env, cwd, child, &at_exec);
+        if (!(err != 0 && at_exec))
+            return err;
+        close(shim_fd);
+        shim_fd = -1;
+    }
+    argv[0] = (char *)beat_exe_path();
+    argv[1] = "__shim";
+    return spawn_shim(pid, -1, argv[0], argv, env, cwd, child, &at_exec);
 }
 
 static proc **checkproc(lua_State *L)
@@ -590,11 +606,11 @@ static int exec_spawn(lua_State *L)
 {
     char **args = NULL, **env = NULL, **shim_args = NULL;
     char grace[32], parent[32];
-    const char *file, *cwd, *shim;
+    const char *file, *cwd;
     int child[4] = {-1, -1, -1, -1};
     proc **box;
     proc *p;
-    int ok, rc = 0, nargs = 0, file_error, is_beat, a = 0, status_inited = 0, memfd;
+    int ok, rc = 0, nargs = 0, file_error, a = 0, status_inited = 0;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -644,7 +660,6 @@ static int exec_spawn(lua_State *L)
     if (args != NULL)
         while (args[nargs] != NULL)
             nargs++;
-    shim = shim_file(&is_beat, &memfd);
     shim_args = ok && rc == 0 ? calloc((size_t)nargs + 6, sizeof *shim_args) : NULL;
     if (shim_args == NULL) {
         rc = p->out.open_errno ? -p->out.open_errno
@@ -652,18 +667,13 @@ static int exec_spawn(lua_State *L)
            : rc != 0 ? rc : UV_ENOMEM;
     } else {
         decimal(parent, getpid());
-        if (is_beat) {
-            shim_args[a++] = (char *)shim;
-            shim_args[a++] = "__shim";
-        } else {
-            shim_args[a++] = "beat-shim";
-        }
+        a = 2; /* shim_args[0..1]: the shim's own name, see start_shim */
         shim_args[a++] = grace;
         shim_args[a++] = parent;
         shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
             shim_args[a++] = args[i];
-        rc = -spawn_shim(&p->pid, is_beat ? -1 : memfd, shim, shim_args, env, cwd, child);
+        rc = -start_shim(&p->pid, shim_args, env, cwd, child);
     }
     free(args);
     free(env);

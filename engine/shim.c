@@ -28,7 +28,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -210,12 +209,9 @@ int beat_shim_main(int argc, char **argv)
 }
 
 #ifdef BEAT_SHIM_STANDALONE
-/* The embedded helper. `beat-shim probe` exits 0 at once: beat runs it
- * once to learn that the helper can be executed at all. */
+/* The embedded helper (exec.c). */
 int main(int argc, char **argv)
 {
-    if (argc == 2 && strcmp(argv[1], "probe") == 0)
-        return 0;
     return beat_shim_main(argc, argv);
 }
 #endif

@@ -261,6 +261,10 @@ describe("the shim every command starts through", function()
     { name = "the copy embedded in beat, run from memory", env = nil,
       exe = "^/memfd:beat%-shim" },
     { name = "beat's own binary (BEAT_SHIM=binary, the fallback)", env = { BEAT_SHIM = "binary" } },
+    -- the kernel refuses the memfd (as with vm.memfd_noexec=2 or a security
+    -- policy): the first command is started again from beat's binary
+    { name = "beat's own binary when the kernel refuses to execute the embedded copy",
+      env = { BEAT_SHIM = "unexecutable" } },
   } do
     it(("is %s, and ends escaped descendants on timeout and when beat is killed with SIGKILL")
       :format(case.name), function()
