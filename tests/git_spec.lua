@@ -895,6 +895,65 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("writes a snapshot's commit as git does, whatever the time zone, and git commit-tree agrees byte for byte", function()
+    dir = new_repo()
+    write(dir .. "/x.txt", "x\n")
+    local script = dir .. "/.git/snap.lua"
+    write(script, ([[
+      local repo = assert(require("beat.git").open(%q))
+      local id = assert(repo:snapshot { ref = "t/tz", message = "m\n\nbody" })
+      io.write(id)
+    ]]):format(dir))
+    for _, tz in ipairs { "America/St_Johns", "Asia/Kolkata", "UTC" } do
+      local r = assert(beat.exec({ BIN, "run", script }, { env = { TZ = tz } }))
+      assert.equal(0, r.code, r.stderr)
+      local id = r.stdout
+      local raw = G(dir, { "cat-file", "commit", id })
+      local author, stamp, offset = raw:match("\nauthor ([^\n]-) (%d+) ([+-]%d%d%d%d)\n")
+      assert.truthy(author, raw)
+      local expect = beat.exec({ "date", "+%z", "-d", "@" .. stamp }, { env = { TZ = tz } }).stdout:gsub("%s+$", "")
+      assert.equal(expect, offset)
+      -- the same tree, parent, people, time and message through git commit-tree
+      local name, email = author:match("^(.-) <(.*)>$")
+      local again = assert(beat.exec({ "git", "commit-tree", G(dir, { "rev-parse", id .. "^{tree}" }):gsub("%s+$", ""),
+          "-p", (G(dir, { "rev-parse", id .. "^" }):gsub("%s+$", "")) },
+        { cwd = dir, stdin = raw:match("\n\n(.*)$"), env = {
+          GIT_AUTHOR_NAME = name, GIT_AUTHOR_EMAIL = email, GIT_AUTHOR_DATE = stamp .. " " .. offset,
+          GIT_COMMITTER_NAME = name, GIT_COMMITTER_EMAIL = email, GIT_COMMITTER_DATE = stamp .. " " .. offset } }))
+      assert.equal(0, again.code, again.stderr)
+      assert.equal(id, again.stdout:gsub("%s+$", ""))
+    end
+    local r = assert(beat.exec({ "git", "fsck", "--strict", "--no-dangling" }, { cwd = dir, env = cli_env() }))
+    assert.equal(0, r.code, r.stderr)
+  end)
+
+  it("moves a run's refs as git does: over a packed one, into a new directory, never past another's lock", function()
+    dir = new_repo()
+    local repo = open(dir)
+    local a = assert(repo:snapshot { ref = "t/a" })
+    write(dir .. "/x.txt", "x\n")
+    local b = assert(repo:snapshot {})
+    G(dir, { "pack-refs", "--all" })
+    assert.is_false(exists(dir .. "/.git/refs/beat/t/a"))
+    assert.equal(b, repo:set_ref { ref = "t/a", commit = b })               -- packed: the loose one wins
+    assert.equal(b, G(dir, { "rev-parse", "refs/beat/t/a" }):gsub("%s+$", ""))
+    assert.equal(b, repo:set_ref { ref = "new/dir/deep", commit = b })      -- directories made
+    assert.equal(b, G(dir, { "rev-parse", "refs/beat/new/dir/deep" }):gsub("%s+$", ""))
+    write(dir .. "/.git/refs/beat/t/a.lock", "")                            -- another git holds it
+    local ok, err = repo:set_ref { ref = "t/a", commit = a }
+    assert.is_nil(ok)
+    assert.matches("refs/beat/t/a is locked", err)
+    assert.equal(b, G(dir, { "rev-parse", "refs/beat/t/a" }):gsub("%s+$", ""))
+    os.remove(dir .. "/.git/refs/beat/t/a.lock")
+    assert.equal(a, repo:set_ref { ref = "t/a", commit = a })
+    assert.equal(a, G(dir, { "rev-parse", "refs/beat/t/a" }):gsub("%s+$", ""))
+    assert.same({ "deep" }, beat.fs.list(dir .. "/.git/refs/beat/new/dir"))  -- no lock file left
+    assert.same({ "a" }, beat.fs.list(dir .. "/.git/refs/beat/t"))
+    local r = assert(beat.exec({ "git", "fsck", "--strict", "--no-dangling" }, { cwd = dir, env = cli_env() }))
+    assert.equal(0, r.code, r.stderr)
+    repo:close()
+  end)
+
   it("creates a ref for exactly one of two processes racing to create it, 100 times out of 100", function()
     dir = new_repo()
     local repo = open(dir)

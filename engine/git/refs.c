@@ -3,27 +3,48 @@
  * thin Lua-facing wrappers of libgit2 (registered by bind.c).  Failures of
  * the world return nil, "what: why"; bad arguments raise.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "fs.h"
 #include "git.h"
 
-/* repo:commit(tree, parents, message, name, email) -> commit id */
+/* Writes "<what> <name> <<email>> <seconds> <+hhmm>\n" at p, as git writes
+ * a signature line; returns its length. */
+static size_t sig_line(char *p, size_t room, const char *what, const git_signature *sig)
+{
+    int off = sig->when.offset, a = off < 0 ? -off : off;
+    int n = snprintf(p, room, "%s %s <%s> %lld %c%02d%02d\n", what, sig->name, sig->email,
+        (long long)sig->when.time, off < 0 ? '-' : '+', a / 60, a % 60);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/*
+ * repo:commit(tree, parents, message, name, email) -> commit id
+ * The commit object is formatted here (as git does: tree, parents, author,
+ * committer, a blank line, the message) and stored by beat's own object
+ * writer (object.c), so the tree just written and the parents are not read
+ * back and parsed; that they exist is checked in the object database.
+ */
 int repo_commit(lua_State *L)
 {
     brepo *r = check_repo(L);
     git_oid tid, cid, pids[16];
-    size_t np, i;
-    const char *msg, *name, *email;
-    git_tree *tree = NULL;
-    const git_commit *parents[16] = {0};
+    size_t np, i, msglen, room, len;
+    const char *msg, *name, *email, *missing = NULL;
     git_signature *sig = NULL;
-    git_buf buf = {0};
+    git_odb *odb = NULL;
+    char *buf = NULL, hex[GIT_OID_HEXSZ + 1];
     int rc = 0;
 
     check_oid(L, 2, &tid);
     luaL_checktype(L, 3, LUA_TTABLE);
-    msg = luaL_checkstring(L, 4);
+    msg = luaL_checklstring(L, 4, &msglen);
     name = luaL_checkstring(L, 5);
     email = luaL_checkstring(L, 6);
     np = lua_rawlen(L, 3);
@@ -35,41 +56,109 @@ int repo_commit(lua_State *L)
             return luaL_argerror(L, 3, "parents must be object ids");
         lua_pop(L, 1);
     }
+    /* room for the whole commit, from Lua (nothing to free if a later
+     * allocation raises) */
+    room = 64 * (np + 1) + 2 * (strlen(name) + strlen(email) + 64) + msglen + 2;
+    buf = lua_newuserdatauv(L, room, 0);
+    /* the name and email as libgit2 takes them: trimmed, no <, > or newline */
     if (git_signature_now(&sig, name, email) < 0)
         return push_gitfail(L, "snapshot: signature");
-    if (git_tree_lookup(&tree, r->repo, &tid) < 0) {
-        rc = push_gitfail(L, "snapshot: tree");
+    if (git_repository_odb(&odb, r->repo) < 0) {
+        rc = push_gitfail(L, "snapshot: commit");
         goto done;
     }
-    for (i = 0; i < np; i++) {
-        if (git_commit_lookup((git_commit **)&parents[i], r->repo, &pids[i]) < 0) {
-            rc = push_gitfail(L, "snapshot: parent");
-            goto done;
-        }
+    if (!git_odb_exists(odb, &tid))
+        missing = "tree";
+    for (i = 0; i < np && missing == NULL; i++)
+        if (!git_odb_exists(odb, &pids[i]))
+            missing = "parent";
+    if (missing != NULL) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "snapshot: %s: no such object", missing);
+        rc = 2;
+        goto done;
     }
-    /* the commit's bytes from libgit2, stored by beat's own object writer
-     * (object.c): no per-object refresh, pack rescan nor deflate setup */
-    if (git_commit_create_buffer(&buf, r->repo, sig, sig, NULL, msg, tree, np,
-            parents) < 0 || put_object(r, &cid, buf.ptr, buf.size, GIT_OBJECT_COMMIT) < 0) {
+    len = (size_t)snprintf(buf, room, "tree %s\n", git_oid_tostr(hex, sizeof hex, &tid));
+    for (i = 0; i < np; i++)
+        len += (size_t)snprintf(buf + len, room - len, "parent %s\n",
+            git_oid_tostr(hex, sizeof hex, &pids[i]));
+    len += sig_line(buf + len, room - len, "author", sig);
+    len += sig_line(buf + len, room - len, "committer", sig);
+    buf[len++] = '\n';
+    memcpy(buf + len, msg, msglen);
+    len += msglen;
+    if (put_object(r, &cid, buf, len, GIT_OBJECT_COMMIT) < 0) {
         rc = push_gitfail(L, "snapshot: commit");
         goto done;
     }
     push_oid(L, &cid);
     rc = 1;
 done:
-    git_buf_dispose(&buf);
-    for (i = 0; i < np; i++)
-        git_commit_free((git_commit *)parents[i]);
-    git_tree_free(tree);
+    git_odb_free(odb);
     git_signature_free(sig);
     return rc;
+}
+
+/*
+ * Points the loose ref `name` (under the common dir) at oid the way git
+ * itself does, without libgit2's ref machinery: <ref>.lock created
+ * exclusively, the id written to it, then renamed over the ref. A loose ref
+ * overrides a packed one of the same name, so a ref `git pack-refs` packed
+ * is updated too. No reflog is written (git writes none for refs/beat/
+ * unless core.logAllRefUpdates=always). -1 with the reason in e.
+ */
+static int write_loose_ref(brepo *r, const char *name, const git_oid *oid, errbuf *e)
+{
+    char path[PATH_MAX], lock[PATH_MAX + 8], line[GIT_OID_HEXSZ + 2];
+    int fd, n;
+
+    n = snprintf(path, sizeof path, "%s%s", git_repository_commondir(r->repo), name);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return err_set(e, "ref: %s: name too long", name);
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    for (char *slash = path + strlen(git_repository_commondir(r->repo)); fd < 0 && errno == ENOENT
+         && (slash = strchr(slash + 1, '/')) != NULL;) {
+        /* refs/beat/<run>/ is made on first use */
+        *slash = '\0';
+        if (mkdir(path, 0777) < 0 && errno != EEXIST) {
+            err_os(e, "ref", path);
+            *slash = '/';
+            return -1;
+        }
+        *slash = '/';
+        fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    }
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return err_set(e, "ref: %s is locked (%s exists: another git is updating it, or one died"
+                " doing so and left it behind)", name, lock);
+        return err_os(e, "ref", lock);
+    }
+    git_oid_tostr(line, GIT_OID_HEXSZ + 1, oid);
+    line[GIT_OID_HEXSZ] = '\n';
+    if (fs_write_all(fd, line, GIT_OID_HEXSZ + 1) < 0) {
+        err_os(e, "ref", lock);
+        close(fd);
+        unlink(lock);
+        return -1;
+    }
+    close(fd);
+    if (rename(lock, path) < 0) {
+        err_os(e, "ref", path);
+        unlink(lock);
+        return -1;
+    }
+    return 0;
 }
 
 /*
  * repo:set_ref(name, id, log message, create) -> true | nil, error
  * Points the ref at id, overwriting it; with create, only when no such ref
  * exists: atomically (git's lock file), so of several processes creating
- * one name exactly one gets true, and the others false.
+ * one name exactly one gets true, and the others false. An update of a ref
+ * under refs/beat/ (a run's best, iter-N, last: several per iteration) is a
+ * plain loose-ref write (write_loose_ref); any other goes through libgit2.
  */
 int repo_set_ref(lua_State *L)
 {
@@ -82,6 +171,13 @@ int repo_set_ref(lua_State *L)
     int create = lua_toboolean(L, 5);
     git_oid none;
     int rc;
+    if (!create && strncmp(name, "refs/beat/", 10) == 0 && git_reference_is_valid_name(name)) {
+        errbuf e;
+        if (write_loose_ref(r, name, &oid, &e) < 0)
+            return push_fail(L, &e);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     /* "must not exist" is checked under the ref's lock only when asked for
      * through an all-zero expected value: git_reference_create with force 0
      * looks before it locks, so two processes could both create the ref */
