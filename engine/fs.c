@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +78,10 @@ static int fs_write(lua_State *L)
  * long as the mtime was set to a time no write can give it (mark). */
 static int push_stamp(lua_State *L, const struct stat *st)
 {
-    lua_pushfstring(L, "%I:%I:%I:%I.%I", (lua_Integer)st->st_dev, (lua_Integer)st->st_ino,
-                    (lua_Integer)st->st_size, (lua_Integer)st->st_mtim.tv_sec,
-                    (lua_Integer)st->st_mtim.tv_nsec);
+    /* the five numbers as bytes: compared, never shown, so not formatted */
+    int64_t v[5] = {(int64_t)st->st_dev, (int64_t)st->st_ino, (int64_t)st->st_size,
+                    (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec};
+    lua_pushlstring(L, (const char *)v, sizeof v);
     lua_pushinteger(L, (lua_Integer)st->st_size);
     return 2;
 }
@@ -162,6 +164,11 @@ static int fs_mkdir_p(lua_State *L)
     if (len >= sizeof buf) {
         errno = ENAMETOOLONG;
         return luaL_fileresult(L, 0, path);
+    }
+    {
+        struct stat st;  /* there already: one stat, not a mkdir per component */
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return luaL_fileresult(L, 1, NULL);
     }
     memcpy(buf, path, len + 1);
     for (char *p = buf + 1; ; p++) {

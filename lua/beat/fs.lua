@@ -33,11 +33,12 @@ M.write = core.write
 ---@return true|string|nil ok_or_stamp, string|integer|nil err_or_size
 M.append = core.append
 
---- A file's state as a string (device, inode, size, mtime) and its size:
---- any write or replacement changes it. With mark=true the mtime is first
---- set to a whole second one second ago, a time no later write can give
---- the file, so that even a write of the same size within the same clock
---- tick changes the stamp. nil, err when the file is not there.
+--- A file's state as an opaque string (device, inode, size, mtime: for
+--- comparing) and its size: any write or replacement changes it. With
+--- mark=true the mtime is first set to a whole second one second ago, a
+--- time no later write can give the file, so that even a write of the same
+--- size within the same clock tick changes the stamp. nil, err when the
+--- file is not there.
 ---@param path string
 ---@param mark? boolean
 ---@return string|nil stamp, integer|string size_or_err

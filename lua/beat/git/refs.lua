@@ -42,12 +42,17 @@ end
 ---@param repo beat.git.Repo
 ---@return string name, string email
 function M.signature(repo)
-  local name, email = repo._c:signature()
-  if not name then
-    local git = require "beat.git"
-    return git.fallback_name, git.fallback_email
+  -- read once per repository object: each read is a snapshot of three
+  -- config files, and a run signs a snapshot per iteration
+  if not repo._signature then
+    local name, email = repo._c:signature()
+    if not name then
+      local git = require "beat.git"
+      name, email = git.fallback_name, git.fallback_email
+    end
+    repo._signature = { name, email }
   end
-  return name, email
+  return repo._signature[1], repo._signature[2]
 end
 
 --- A path on one line of a commit message: "\" and newlines escaped.
