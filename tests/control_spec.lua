@@ -524,6 +524,13 @@ describe("a run stopped and continued", function()
     r = run_beat(s, { "show", id, "--diff", "last" }, { cwd = repo })
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("\n%-90\n%+95\n", r.stdout)
+    -- so does `best`: until then the journal's latest decision says which it is
+    assert.equal("", assert(beat.exec({ "git", "for-each-ref", ("refs/beat/%s/best"):format(id) }, { cwd = repo })).stdout)
+    r = run_beat(s, { "show", id, "--diff", "best" }, { cwd = repo })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.matches("\n%-100\n%+90\n", r.stdout)
+    assert.equal(0, run_beat(s, { "restore", id, "best" }, { cwd = repo }).code)
+    assert.equal("90\n", H.read(repo .. "/value.txt"))
     H.write(repo .. "/value.txt", "half an edit\n")   -- as a dead agent may leave it
     -- and as git leaves a ref it was updating when the process was killed
     H.write(("%s/.git/refs/beat/%s/best.lock"):format(repo, id), "")
@@ -535,6 +542,8 @@ describe("a run stopped and continued", function()
     assert.equal("not worth it", st.reason)
     assert.equal(0, assert(beat.exec({ "git", "rev-parse", "-q", "--verify", ("refs/beat/%s/last"):format(id) },
       { cwd = repo })).code)   -- ended now: `last` has its ref
+    assert.equal("90\n", assert(beat.exec({ "git", "show", ("refs/beat/%s/best:value.txt"):format(id) },
+      { cwd = repo })).stdout)   -- and `best`
     assert.equal("90\n", H.read(repo .. "/value.txt"))
     -- the half edit was kept: nothing is lost
     local records = H.last_run(repo)

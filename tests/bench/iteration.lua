@@ -5,17 +5,19 @@
 --
 -- Each round changes one file, then does what a retry iteration does around
 -- its two commands: is the tree changed since the best snapshot, snapshot,
--- restore after the check (nothing to rewrite), move the best ref, the
--- results row, a progress record (not fsync'd) and the decision record (the
--- iteration's one fsync). Prints medians; one target (issue 11): moving the
--- best ref and writing the results row cost no more than the snapshot.
+-- restore after the check (nothing to rewrite), the results row, a progress
+-- record (not fsync'd) and the decision record (the iteration's one fsync,
+-- which also records the best: the best ref is written once, when the run
+-- ends, timed here after the rounds). Prints medians; one target (issue 11):
+-- moving the best and writing the results row cost no more than the
+-- snapshot.
 local beat = require "beat"
 local journal = require "beat.journal"
 
 local ROUNDS = tonumber(arg and arg[1]) or 30
 local SIZES = { 1000, 20000 }
 local PER_DIR = 100
-local STEPS = { "changed", "snapshot", "restore", "set_ref", "row", "progress", "decision" }
+local STEPS = { "changed", "snapshot", "restore", "row", "progress", "decision" }
 
 local env = {
   GIT_CONFIG_NOSYSTEM = "1", GIT_AUTHOR_NAME = "bench", GIT_AUTHOR_EMAIL = "bench@localhost",
@@ -70,16 +72,14 @@ local ok, err = pcall(function()
       local c2 = beat.clock()
       assert(repo:restore(snap))
       local c3 = beat.clock()
-      assert(repo:set_ref { ref = "refs/beat/bench/best", commit = snap })
-      local c4 = beat.clock()
+      best = snap   -- moving the best: the decision record carries it
       j:row { iteration = i, snapshot = snap:sub(1, 12), status = "keep", summary = "kept" }
-      local c5 = beat.clock()
+      local c4 = beat.clock()
       j:write("check", { iteration = i, code = 1 })
+      local c5 = beat.clock()
+      j:write("decision", { iteration = i, status = "keep", snapshot = snap, best = best })
       local c6 = beat.clock()
-      j:write("decision", { iteration = i, status = "keep", snapshot = snap })
-      local c7 = beat.clock()
-      best = snap
-      local c = { c0, c1, c2, c3, c4, c5, c6, c7 }
+      local c = { c0, c1, c2, c3, c4, c5, c6 }
       for k, name in ipairs(STEPS) do t[name][i] = c[k + 1] - c[k] end
     end
     local m = {}
@@ -89,11 +89,13 @@ local ok, err = pcall(function()
       parts[#parts + 1] = ("%s %s"):format(k, ms(m[k]))
     end
     print(("%d files, median of %d rounds: %s"):format(files, ROUNDS, table.concat(parts, ", ")))
-    local moved = m.set_ref + m.row
-    local pass = moved <= m.snapshot
+    local e0 = beat.clock()
+    assert(repo:set_ref { ref = "refs/beat/bench/best", commit = best })
+    print(("%d files: the best ref, written once when the run ends: %s"):format(files, ms(beat.clock() - e0)))
+    local pass = m.row <= m.snapshot
     if not pass then misses = misses + 1 end
-    print(("%d files: best ref + results row %s vs snapshot %s   target <=   %s"):format(
-      files, ms(moved), ms(m.snapshot), pass and "PASS" or "MISS"))
+    print(("%d files: moving the best (in the decision record) + results row %s vs snapshot %s   target <=   %s")
+      :format(files, ms(m.row), ms(m.snapshot), pass and "PASS" or "MISS"))
   end
 end)
 beat.fs.rm_rf(root)

@@ -60,7 +60,7 @@ a snapshot taken in another work tree is refused (exit 2) unless
       local r = runs.find_run(cli, root, rest[1], repo)
       local prefix = ("refs/beat/%s/"):format(r.id)
       local refs, backups = repo:refs(prefix) or {}, 0
-      local target = require("beat.runs.snapshot").find(refs, r.id, which)
+      local target = require("beat.runs.snapshot").find(refs, r.id, which, r.dir)
       for _, x in ipairs(refs) do
         local n = tonumber(x.name:match("/before%-restore%-(%d+)$"))
         if n and n > backups then backups = n end

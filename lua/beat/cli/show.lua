@@ -80,10 +80,11 @@ local function logs_of(dir)
   return list
 end
 
--- The snapshot ref of a run: refs/beat/<id>/<which>, its commit or nil.
-local function snapshot(repo, id, which)
+-- A run's snapshot by name (refs/beat/<id>/<which>; a best not written
+-- yet from the journal in dir): its commit or nil.
+local function snapshot(repo, id, which, dir)
   if not repo then return nil end
-  return require("beat.runs.snapshot").find(repo:refs(("refs/beat/%s/"):format(id)) or {}, id, which)
+  return require("beat.runs.snapshot").find(repo:refs(("refs/beat/%s/"):format(id)) or {}, id, which, dir)
 end
 
 local DIFF_COLOR = { { "^diff %-%-git", "1" }, { "^index ", "1" }, { "^%-%-%- ", "1" }, { "^%+%+%+ ", "1" },
@@ -116,7 +117,7 @@ local function show_diff(cli, repo, info, which, color)
   local id = info.id
   local from, to, what
   if which == "best" then
-    from, to = snapshot(repo, id, "base"), snapshot(repo, id, "best") or snapshot(repo, id, "base")
+    from, to = snapshot(repo, id, "base"), snapshot(repo, id, "best", info.dir) or snapshot(repo, id, "base")
     what = "the best result against the base (what the run kept)"
   elseif which == "base" then
     to = snapshot(repo, id, "base")
@@ -198,7 +199,7 @@ local function show_run(repo, info, color, as_json)
   local model = report.model(info.records, { id = info.id, dir = info.dir, journal = info.journal,
     warning = info.warning })
   local base = snapshot(repo, info.id, "base") or (info.last and info.last.base) or (info.start and info.start.base)
-  local best = snapshot(repo, info.id, "best") or base
+  local best = snapshot(repo, info.id, "best", info.dir) or base
   local diff
   if repo and base and best then
     local d = repo:diff { from = base, to = best, patch = false }

@@ -17,10 +17,15 @@ function M.finish(run, status, reason)
   local o = run.opts
   local notes = {}
   local target = status == "failed" and run.restore_on_failure or run.best
+  -- one write of each per run, not per iteration (a dead run's last is its
+  -- newest iter-N, its best the journal's: beat.runs.snapshot)
   if run.repo and run.last then
-    -- one ref write per run, not per iteration (a dead run's last is its newest iter-N)
     local ok, err = run.repo:set_ref { ref = ("refs/beat/%s/last"):format(run.id), commit = run.last }
     if not ok then notes[#notes + 1] = "could not record the last snapshot: " .. tostring(err) end
+  end
+  if run.repo and run.best and run.best ~= run.base then
+    local ok, err = run.repo:set_ref { ref = ("refs/beat/%s/best"):format(run.id), commit = run.best }
+    if not ok then notes[#notes + 1] = "could not record the best snapshot: " .. tostring(err) end
   end
   if run.repo and target then
     local ok, err = pcall(run.restore, run, target)

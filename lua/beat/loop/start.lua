@@ -385,10 +385,6 @@ function M.open_resumed(run, place, id, session)
     run.resumed = { iteration = run.iteration, status = d.status, state = replay.numbers(d.state),
                     stop = type(d.stop) == "table" and d.stop[1] and d.stop or nil }
   end
-  if run.repo and run.best and run.best ~= run.base then   -- as Run:keep left it
-    local ok, err = run.repo:set_ref { ref = ("refs/beat/%s/best"):format(run.id), commit = run.best }
-    if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
-  end
   local ident = me()
   run:write("resume", { pid = ident.pid, start_time = ident.start_time, boot_id = ident.boot_id,
     after_iteration = d and run.iteration or nil, elapsed = r.elapsed, cost_usd = r.cost_usd,

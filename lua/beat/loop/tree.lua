@@ -55,12 +55,16 @@ function Run:changed_since(snap)
   return changed
 end
 
---- Makes snap the best: discards return to it, the run ends on it.
+--- Makes snap the best: discards return to it, the run ends on it. The
+--- decision record that follows says so (fsync'd: the journal is the
+--- record); `refs/beat/<run>/best` is written when the run ends, not at
+--- every keep: moving a ref renames a lock file over the old one, which on
+--- ext4 starts writing the new one's data at once. Meanwhile the snapshot
+--- is kept from git gc by its iter-N ref, and readers find the best in the
+--- journal (beat.runs.snapshot).
 function Run:keep(snap)
   if not self.repo then return end
   self.best = snap
-  local ok, err = self.repo:set_ref { ref = ("refs/beat/%s/best"):format(self.id), commit = snap }
-  if not ok then error("cannot record the best snapshot: " .. tostring(err), 0) end
 end
 
 -- "the check", "guard 1 and the eval": what ran since the last snapshot.

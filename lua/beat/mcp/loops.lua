@@ -164,10 +164,11 @@ end
 -- LoopDiff with the loop's repository open.
 local function diff(run, repo, args)
   local prefix = ("refs/beat/%s/"):format(run.id)
-  local refs = {}
-  for _, r in ipairs(repo:refs(prefix) or {}) do refs[r.name:sub(#prefix + 1)] = r.id end
+  local list, refs = repo:refs(prefix) or {}, {}
+  for _, r in ipairs(list) do refs[r.name:sub(#prefix + 1)] = r.id end
   if not refs.base then return nil, ("loop %s has no base snapshot (it ran without git)"):format(run.id) end
-  local to, target = "best", refs.best or refs.base
+  -- a running loop's best has no ref yet: its journal says
+  local to, target = "best", require("beat.runs.snapshot").find(list, run.id, "best", run.dir) or refs.base
   if args.iteration then
     to = ("iter-%d"):format(args.iteration)
     target = refs[to]
