@@ -1047,6 +1047,47 @@ describe("beat.git", function()
     repo:close()
   end)
 
+  it("counts lines as git diff --numstat does under .gitattributes, from the work tree or only the index", function()
+    dir = new_repo()
+    write(dir .. "/data.txt", "one\n")
+    write(dir .. "/notes.txt", "one\n")
+    write(dir .. "/sub/table.csv", "a,b\n")
+    write(dir .. "/.gitattributes", "data.txt binary\n")
+    write(dir .. "/sub/.gitattributes", "*.csv -diff\n")
+    G(dir, { "add", "-A" })
+    G(dir, { "commit", "-qm", "attributes" })
+    local repo = open(dir)
+    local function numstat(a, b)   -- git's, and beat's, as "path added deleted" lines
+      local theirs = G(dir, { "diff", "--numstat", a, b }):gsub("\t", " ")
+      local d = assert(repo:diff { from = a, to = b, patch = false })
+      local ours = {}
+      for _, f in ipairs(d.files) do
+        ours[#ours + 1] = f.binary and ("- - " .. f.path) or ("%d %d %s"):format(f.insertions, f.deletions, f.path)
+      end
+      table.sort(ours)
+      local t = {}
+      for line in theirs:gmatch("[^\n]+") do t[#t + 1] = line end
+      table.sort(t)
+      return table.concat(t, "\n"), table.concat(ours, "\n")
+    end
+    local a = assert(repo:snapshot {})
+    for _, f in ipairs { "data.txt", "notes.txt", "sub/table.csv" } do write(dir .. "/" .. f, "two\nthree\n") end
+    local b = assert(repo:snapshot {})
+    local theirs, ours = numstat(a, b)
+    assert.equal("- - data.txt\n- - sub/table.csv\n2 1 notes.txt", ours)
+    assert.equal(theirs, ours)
+    -- the attributes files gone from the work tree but still in the index:
+    -- libgit2 takes them from the index (git's tree diff does not)
+    os.remove(dir .. "/.gitattributes")
+    os.remove(dir .. "/sub/.gitattributes")
+    for _, f in ipairs { "data.txt", "notes.txt", "sub/table.csv" } do write(dir .. "/" .. f, "four\n") end
+    local c = assert(repo:snapshot {})
+    local _
+    _, ours = numstat(b, c)
+    assert.equal("- - data.txt\n- - sub/table.csv\n0 1 .gitattributes\n0 1 sub/.gitattributes\n1 2 notes.txt", ours)
+    repo:close()
+  end)
+
   it("diffs two snapshots, or a snapshot and the work tree, with counts and a patch", function()
     dir = new_repo()
     local repo = open(dir)

@@ -224,6 +224,7 @@ typedef struct {
     unsigned char *zbuf;   /* what it deflated */
     size_t zcap;
     treememo memo;         /* trees written or read last */
+    git_repository *diffrepo;  /* the same repository for diffs (refs.c), once opened */
     watch w;
 } brepo;
 

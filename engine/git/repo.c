@@ -294,6 +294,8 @@ void repo_close(brepo *r)
     bindex_free(&r->ix);
     objects_free(r);
     memo_free(r);
+    git_repository_free(r->diffrepo);
+    r->diffrepo = NULL;
     if (r->repo)
         git_repository_free(r->repo);
     r->repo = NULL;
