@@ -270,6 +270,161 @@ static int start_shim(pid_t *pid, char **argv, char **env, const char *cwd, cons
     return spawn_shim(pid, -1, argv[0], argv, env, cwd, child, &at_exec);
 }
 
+/* Writes n in decimal into buf (room for any 64-bit value); the two
+ * snprintf calls this replaces were a sixth of exec_spawn's instructions. */
+static void decimal(char buf[32], long long n)
+{
+    char tmp[32];
+    unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+    int len = 0;
+    do
+        tmp[len++] = (char)('0' + u % 10);
+    while ((u /= 10) > 0);
+    if (n < 0)
+        *buf++ = '-';
+    while (len > 0)
+        *buf++ = tmp[--len];
+    *buf = '\0';
+}
+
+/* ---- a shim started ahead of need -------------------------------------
+ * After a command has started, the next one's shim is started at once
+ * (`beat-shim warm PID`, shim.c), while that command runs, and waits on a
+ * socket. The next command then costs a message (its descriptors with
+ * SCM_RIGHTS, its arguments, environment and directory) instead of the
+ * shim's exec on the way to it. It is beat's child like any shim, in a
+ * session of its own, killed if beat dies; beat lets it go (closes the
+ * socket, reaps it) before its exit sweep. Only the embedded shim is
+ * started so; a command whose message would be too long, or a shim that
+ * died waiting, falls back to starting one as usual. */
+
+static struct {
+    pid_t pid;   /* -1: none waiting */
+    int sock;
+} warm = {-1, -1};
+
+/* Lets the waiting shim go: it reads end of file and exits. */
+void beat_exec_dismiss_warm(void)
+{
+    if (warm.pid < 0)
+        return;
+    close(warm.sock);
+    while (waitpid(warm.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    warm.pid = warm.sock = -1;
+}
+
+/* Starts the next command's shim, if none is waiting. */
+static void warm_start(void)
+{
+    int sv[2], high, at_exec, child[4] = {-1, -1, -1, -1};
+    char parent[32];
+    char *argv[] = {"beat-shim", "warm", parent, NULL};
+    pid_t pid;
+
+    if (warm.pid >= 0 || shim_memfd() < 0)
+        return;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return;
+    high = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);  /* the child's sources are 4 and above */
+    close(sv[1]);
+    if (high < 0) {
+        close(sv[0]);
+        return;
+    }
+    child[3] = high;
+    decimal(parent, getpid());
+    if (spawn_shim(&pid, shim_fd, NULL, argv, NULL, NULL, child, &at_exec) != 0) {
+        close(sv[0]);
+        close(high);
+        return;
+    }
+    close(high);
+    warm.pid = pid;
+    warm.sock = sv[0];
+}
+
+/* Appends s and its NUL to buf[*len..cap); 0, or -1 when it does not fit. */
+static int put_string(char *buf, size_t *len, size_t cap, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (n > cap - *len)
+        return -1;
+    memcpy(buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+/* Hands a command to the waiting shim: args = {GRACE_MS, PARENT_PID, FILE,
+ * ARGV0, ARGS..., NULL}. 0 (and *pid) when it took it; EAGAIN when there is
+ * no waiting shim or the message cannot be sent (then start one as usual);
+ * another errno when a descriptor cannot be had. */
+static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const int child[4])
+{
+    static char buf[BEAT_WARM_MAX];
+    union {
+        char space[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    char count[32];
+    size_t len = 0;
+    int fds[4], nargs = 0, nenv = 0, fail = 0;
+    struct iovec io;
+    struct msghdr m;
+    struct cmsghdr *c;
+    ssize_t w;
+
+    if (warm.pid < 0)
+        return EAGAIN;
+    if (env == NULL)
+        env = environ;
+    while (args[3 + nargs] != NULL)
+        nargs++;
+    while (env[nenv] != NULL)
+        nenv++;
+    for (int i = 0; i < 3; i++)
+        fail |= put_string(buf, &len, sizeof buf, args[i]);
+    decimal(count, nargs);
+    fail |= put_string(buf, &len, sizeof buf, count);
+    for (int i = 0; i < nargs; i++)
+        fail |= put_string(buf, &len, sizeof buf, args[3 + i]);
+    decimal(count, nenv);
+    fail |= put_string(buf, &len, sizeof buf, count);
+    for (int i = 0; i < nenv; i++)
+        fail |= put_string(buf, &len, sizeof buf, env[i]);
+    fail |= put_string(buf, &len, sizeof buf, cwd != NULL ? cwd : "");
+    if (fail)
+        return EAGAIN;  /* too long for one message: started as usual */
+    for (int i = 0; i < 4; i++) {
+        fds[i] = child[i] >= 0 ? child[i] : dev_null(i > 0);
+        if (fds[i] < 0)
+            return errno;
+    }
+    memset(&m, 0, sizeof m);
+    io.iov_base = buf;
+    io.iov_len = len;
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.space;
+    m.msg_controllen = sizeof ctl.space;
+    c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    do
+        w = sendmsg(warm.sock, &m, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)len) {  /* it died waiting: let it go, start one as usual */
+        beat_exec_dismiss_warm();
+        return EAGAIN;
+    }
+    *pid = warm.pid;
+    close(warm.sock);
+    warm.pid = warm.sock = -1;
+    return 0;
+}
+
 static proc **checkproc(lua_State *L)
 {
     return luaL_checkudata(L, 1, "beat.proc");
@@ -581,22 +736,6 @@ static int exec_which(lua_State *L)
     return not_found(L, denied ? "permission denied" : "command not found");
 }
 
-/* Writes n in decimal into buf (room for any 64-bit value); the two
- * snprintf calls this replaces were a sixth of exec_spawn's instructions. */
-static void decimal(char buf[32], long long n)
-{
-    char tmp[32];
-    unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
-    int len = 0;
-    do
-        tmp[len++] = (char)('0' + u % 10);
-    while ((u /= 10) > 0);
-    if (n < 0)
-        *buf++ = '-';
-    while (len > 0)
-        *buf++ = tmp[--len];
-    *buf = '\0';
-}
 
 /* core.spawn(spec, on_exit) -> proc | nil, err, errno
  * spec = {file=, args={...}, env={"K=V", ...} | nil (inherit), cwd=,
@@ -673,7 +812,11 @@ static int exec_spawn(lua_State *L)
         shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
             shim_args[a++] = args[i];
-        rc = -start_shim(&p->pid, shim_args, env, cwd, child);
+        rc = -warm_send(&p->pid, shim_args + 2, env, cwd, child);
+        if (rc == -EAGAIN)
+            rc = -start_shim(&p->pid, shim_args, env, cwd, child);
+        if (rc == 0)
+            warm_start();  /* the next command's, while this one runs */
     }
     free(args);
     free(env);
@@ -810,8 +953,18 @@ static const luaL_Reg proc_meth[] = {
     {NULL, NULL}
 };
 
+/* release_warm(): lets go the shim waiting for the next command (a run
+ * about to wait a long while, paused, keeps nothing below it). */
+static int exec_release_warm(lua_State *L)
+{
+    (void)L;
+    beat_exec_dismiss_warm();
+    return 0;
+}
+
 static const luaL_Reg funcs[] = {
     {"spawn", exec_spawn},
+    {"release_warm", exec_release_warm},
     {"which", exec_which},
     {NULL, NULL}
 };

@@ -28,7 +28,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,10 +210,119 @@ int beat_shim_main(int argc, char **argv)
     return code;
 }
 
+/* The next NUL-terminated string of the message at *at (before end), or
+ * NULL when there is none. */
+static char *next_string(char **at, char *end)
+{
+    char *s = *at, *nul = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
+    if (nul == NULL)
+        return NULL;
+    *at = nul + 1;
+    return s;
+}
+
+/* n strings of the message into a NULL-terminated array (after the `skip`
+ * first slots, left NULL), or NULL. */
+static char **string_list(char **at, char *end, long n, int skip)
+{
+    char **v;
+    if (n < 0 || n > BEAT_WARM_MAX)
+        return NULL;
+    v = calloc((size_t)(n + skip + 1), sizeof *v);
+    for (long i = 0; v != NULL && i < n; i++)
+        if ((v[skip + i] = next_string(at, end)) == NULL) {
+            free(v);
+            v = NULL;
+        }
+    return v;
+}
+
+/*
+ * A shim started ahead of need, by beat's side of the spawn while an
+ * earlier command runs, so that starting the next command costs a message
+ * instead of an exec (see exec.c). It waits, every signal blocked and
+ * killed if beat dies, for one message on fd 3 (see shim.h), puts the
+ * command's descriptors at 0-3, its directory and environment in place,
+ * and from there on is the shim of that command. No message (beat let it
+ * go, or died): it exits. beat started it in a session of its own, as it
+ * starts every shim.
+ */
+int beat_shim_warm(pid_t parent)
+{
+    static char buf[BEAT_WARM_MAX + 1];
+    union {
+        char space[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec io = {buf, BEAT_WARM_MAX};
+    struct msghdr m;
+    struct cmsghdr *c;
+    int fds[4];
+    ssize_t n;
+    char *at = buf, *end, *grace, *parent_pid, *file, *count, *cwd;
+    char **argv, **envv;
+
+    prctl(PR_SET_NAME, "beat-shim");
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) /* beat died before the death signal was armed */
+        return 137;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.space;
+    m.msg_controllen = sizeof ctl.space;
+    do
+        n = recvmsg(3, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return 0;
+    c = CMSG_FIRSTHDR(&m);
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof fds) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        return 126;
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    close(3);  /* the socket: received descriptors are 4 and above (0-2 are open) */
+    for (int i = 0; i < 4; i++)
+        if (dup2(fds[i], i) < 0)
+            return 126;
+    for (int i = 0; i < 4; i++)
+        if (fds[i] > 3)
+            close(fds[i]);
+    end = buf + n;
+    *end = '\0';
+    grace = next_string(&at, end);
+    parent_pid = next_string(&at, end);
+    file = next_string(&at, end);
+    count = next_string(&at, end);
+    if (count == NULL || (argv = string_list(&at, end, atol(count), 4)) == NULL)
+        return 126;
+    argv[0] = "beat-shim";
+    argv[1] = grace;
+    argv[2] = parent_pid;
+    argv[3] = file;
+    count = next_string(&at, end);
+    if (count == NULL || (envv = string_list(&at, end, atol(count), 0)) == NULL)
+        return 126;
+    cwd = next_string(&at, end);
+    if (cwd == NULL)
+        return 126;
+    if (cwd[0] != '\0' && chdir(cwd) != 0) {
+        report("error", errno);
+        return 127;
+    }
+    environ = envv;
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    return beat_shim_main(argc, argv);
+}
+
 #ifdef BEAT_SHIM_STANDALONE
-/* The embedded helper (exec.c). */
+/* The embedded helper (exec.c): a shim, or a warm one. */
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "warm") == 0)
+        return beat_shim_warm((pid_t)atoi(argv[2]));
     return beat_shim_main(argc, argv);
 }
 #endif

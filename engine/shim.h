@@ -20,6 +20,14 @@
 /* shim.c: argv = {name, GRACE_MS, PARENT_PID, FILE, ARGV0, ARGS...} */
 int beat_shim_main(int argc, char **argv);
 
+/* shim.c: a shim started ahead of need (`beat-shim warm PARENT_PID`),
+ * which takes its command from one message on the socket at fd 3: the
+ * command's descriptors 0-3 (SCM_RIGHTS) and BEAT_WARM_MAX bytes at most
+ * of NUL-terminated strings: GRACE_MS, PARENT_PID, FILE, ARGC, the ARGC
+ * arguments, ENVC, the ENVC variables, the directory ("" for none). */
+#define BEAT_WARM_MAX (128 * 1024)
+int beat_shim_warm(pid_t parent);
+
 /* proctree.c */
 int beat_kill_descendants(pid_t root, int sig, pid_t skip_group);
 int beat_live_children(pid_t parent);

@@ -508,6 +508,7 @@ static int core_winsize(lua_State *L)
  * (ECHILD), there is nothing to sweep and /proc is not read at all. */
 void beat_kill_all_descendants(void)
 {
+    beat_exec_dismiss_warm();
     for (;;) {
         pid_t pid = waitpid(-1, NULL, WNOHANG);
         if (pid > 0 || (pid < 0 && errno == EINTR))

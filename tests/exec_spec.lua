@@ -345,6 +345,50 @@ describe("the shim every command starts through", function()
     assert.same({}, H.wait_gone(m, 2))
   end)
 
+  it("hands each command to a shim started while the one before ran, copes when that shim is killed, and lets it go at exit", function()
+    -- the processes whose command line is "beat-shim warm PID": shims waiting for beat PID's next command
+    local WAITING = [[
+      local function waiting(pid)
+        local out = {}
+        for _, name in ipairs(require("beat").fs.list("/proc") or {}) do
+          local f = name:match("^%d+$") and io.open("/proc/" .. name .. "/cmdline", "rb")
+          if f then
+            if f:read("a") == ("beat-shim\0warm\0%d\0"):format(pid) then out[#out + 1] = name end
+            f:close()
+          end
+        end
+        return out
+      end
+    ]]
+    local waiting = load(WAITING .. " return waiting")()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, WAITING .. [[
+      local beat = require "beat"
+      local me = beat.pid()
+      io.write(me, " ")
+      assert(beat.exec { "true" }.code == 0)
+      local w = waiting(me)
+      io.write(#w, " ")
+      -- killed while it waits (not by a command: its shim would be that one)
+      local procs = require "beat.runs.proc"
+      procs.kill(tonumber(w[1]), 9)
+      for _ = 1, 500 do   -- until it is a zombie (beat, its parent, reaps it)
+        if (procs.stat(tonumber(w[1])) or {}).state == "Z" then break end
+        beat.sleep(0.01)
+      end
+      local r = assert(beat.exec({ "sh", "-c", "pwd; echo $X; exit 7" }, { cwd = "/", env = { X = "from the env" } }))
+      io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ")
+      -- and the one after it from a waiting shim again, in its own directory and environment
+      r = assert(beat.exec({ "sh", "-c", "pwd; echo $X; exit 5" }, { cwd = "/usr", env = { X = "again" } }))
+      io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ", #waiting(me), "\n")
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    local pid, rest = r.stdout:match("^(%d+) (.*)$")
+    assert.equal("1 7 /|from the env| 5 /usr|again| 1\n", rest)
+    assert.same({}, waiting(tonumber(pid)))   -- none is left once beat has exited
+  end)
+
   it("passes no descriptor of beat's to the command", function()
     local r = assert(beat.exec({ "sh", "-c", "ls -l /proc/$$/fd" }))
     assert.not_matches("memfd", r.stdout)
