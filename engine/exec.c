@@ -303,12 +303,15 @@ static struct {
     int sock;
 } warm = {-1, -1};
 
-/* Lets the waiting shim go: it reads end of file and exits. */
+/* Lets the waiting shim go. It holds nothing but the socket, and is killed
+ * rather than told: a stopped one could not read the end of file, and the
+ * reap must not wait. */
 void beat_exec_dismiss_warm(void)
 {
     if (warm.pid < 0)
         return;
     close(warm.sock);
+    kill(warm.pid, SIGKILL);
     while (waitpid(warm.pid, NULL, 0) < 0 && errno == EINTR)
         ;
     warm.pid = warm.sock = -1;
@@ -361,7 +364,7 @@ static int put_string(char *buf, size_t *len, size_t cap, const char *s)
  * another errno when a descriptor cannot be had. */
 static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const int child[4])
 {
-    static char buf[BEAT_WARM_MAX];
+    static char buf[BEAT_WARM_MAX], here[PATH_MAX];
     union {
         char space[CMSG_SPACE(4 * sizeof(int))];
         struct cmsghdr align;
@@ -378,6 +381,11 @@ static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const
         return EAGAIN;
     if (env == NULL)
         env = environ;
+    if (cwd == NULL) {  /* beat's directory now, not when the shim started */
+        if (getcwd(here, sizeof here) == NULL)
+            return EAGAIN;
+        cwd = here;
+    }
     while (args[3 + nargs] != NULL)
         nargs++;
     while (env[nenv] != NULL)
@@ -392,7 +400,7 @@ static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const
     fail |= put_string(buf, &len, sizeof buf, count);
     for (int i = 0; i < nenv; i++)
         fail |= put_string(buf, &len, sizeof buf, env[i]);
-    fail |= put_string(buf, &len, sizeof buf, cwd != NULL ? cwd : "");
+    fail |= put_string(buf, &len, sizeof buf, cwd);
     if (fail)
         return EAGAIN;  /* too long for one message: started as usual */
     for (int i = 0; i < 4; i++) {

@@ -380,12 +380,16 @@ describe("the shim every command starts through", function()
       io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ")
       -- and the one after it from a waiting shim again, in its own directory and environment
       r = assert(beat.exec({ "sh", "-c", "pwd; echo $X; exit 5" }, { cwd = "/usr", env = { X = "again" } }))
-      io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ", #waiting(me), "\n")
+      io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ")
+      -- with no directory given, in beat's as it is now, not as it was when that shim started
+      assert(beat.fs.chdir("/etc"))
+      r = assert(beat.exec { "pwd" })
+      io.write(r.stdout:gsub("\n", "|"), #waiting(me), "\n")
     ]])
     local r = H.beat { "run", recipe }
     assert.equal(0, r.code, r.stderr)
     local pid, rest = r.stdout:match("^(%d+) (.*)$")
-    assert.equal("1 7 /|from the env| 5 /usr|again| 1\n", rest)
+    assert.equal("1 7 /|from the env| 5 /usr|again| /etc|1\n", rest)
     assert.same({}, waiting(tonumber(pid)))   -- none is left once beat has exited
   end)
 
