@@ -48,6 +48,20 @@ function M.write(path, data, mode)
   if mode then M.sh(("chmod %o %s"):format(mode, M.q(path))) end
 end
 
+--- Leaves the repository at dir (branch main, a README.md committed) in a
+--- merge that stopped on a conflict in README.md: the index holds its
+--- stages 1-3, the file git's conflict markers.
+function M.merge_conflict(dir)
+  M.G(dir, { "checkout", "-q", "-b", "other" })
+  M.write(dir .. "/README.md", "other side\n")
+  M.G(dir, { "commit", "-qam", "other" })
+  M.G(dir, { "checkout", "-q", "main" })
+  M.write(dir .. "/README.md", "main side\n")
+  M.G(dir, { "commit", "-qam", "main" })
+  local r = assert(beat.exec({ "git", "merge", "-q", "other" }, { cwd = dir, env = M.env() }))
+  assert(r.code ~= 0, "the merge was expected to stop on a conflict")
+end
+
 --- What the git CLI says the work tree's tree is (temporary index seeded from the real one).
 function M.cli_tree(dir)
   local idx = os.tmpname()

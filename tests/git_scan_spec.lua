@@ -65,16 +65,7 @@ describe("beat.git scans", function()
         write(dir .. "/empty.c", "")
         G(dir, { "add", "-N", "new.c", "empty.c" })
       end,
-      conflict = function(dir)
-        G(dir, { "checkout", "-q", "-b", "other" })
-        write(dir .. "/README.md", "other side\n")
-        G(dir, { "commit", "-qam", "other" })
-        G(dir, { "checkout", "-q", "main" })
-        write(dir .. "/README.md", "main side\n")
-        G(dir, { "commit", "-qam", "main" })
-        local r = assert(beat.exec({ "git", "merge", "-q", "other" }, { cwd = dir, env = env() }))
-        assert.not_equal(0, r.code)
-      end,
+      conflict = cli.merge_conflict,
     }
     for name, prepare in pairs(setups) do
       local dir = new_repo()
