@@ -34,12 +34,7 @@ local function run(cmd, cwd, extra)
   return r.stdout, r
 end
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+local median = require("beat.stats").median
 
 local function ms(s) return ("%.2f ms"):format(s * 1000) end
 

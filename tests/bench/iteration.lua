@@ -29,12 +29,7 @@ local function run(cmd, dir)
   if r.code ~= 0 then error(table.concat(cmd, " ") .. ": " .. r.stderr, 0) end
 end
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+local median = require("beat.stats").median
 
 local function ms(s) return ("%.3f ms"):format(s * 1000) end
 

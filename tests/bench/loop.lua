@@ -42,14 +42,7 @@ local function run(cmd, opts)
   return r
 end
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require("beat.stats").median
 
 local function ms(s) return ("%.2f ms"):format(s * 1000) end
 
@@ -101,15 +94,7 @@ done
 exit 1
 ]]):format(CHECK, ITERATIONS, agent, PROMPT, CHECK)
 
--- Runs a shell script and returns its wall time and the CPU time (user +
--- system) of everything it ran, from the shell's `times` (10 ms resolution).
-local function timed(script, dir)
-  local r = run({ "sh", "-c", script .. "\ntimes" }, { cwd = dir })
-  local cpu = 0
-  local children = r.stdout:match("[^\n]*\n([^\n]*)\n?$") or ""
-  for m, sec in children:gmatch("(%d+)m([%d.]+)s") do cpu = cpu + tonumber(m) * 60 + tonumber(sec) end
-  return r.duration, cpu, r
-end
+local timed = require("lib.timing").timed
 
 local function bare_loop(dir)
   reset(dir)

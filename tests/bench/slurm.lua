@@ -31,13 +31,7 @@ local ex = beat.slurm { conf = c.conf }
 
 local function ms(s) return ("%.1f ms"):format(s * 1000) end
 
-local function median(xs)
-  local t = { table.unpack(xs) }
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+local median = require("beat.stats").median
 
 local function pct(xs, p)
   local t = { table.unpack(xs) }

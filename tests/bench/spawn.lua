@@ -21,25 +21,9 @@ local helper = bin:gsub("[^/]*$", "") .. "beat-shim"
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Runs a shell script; returns its wall time, the CPU time of everything it
--- ran (the children line of `times`) and the result.
-local function timed(script)
-  local r = assert(beat.exec({ "sh", "-c", script .. "\ntimes" }))
-  assert(r.code == 0, r.stderr)
-  local cpu = 0
-  local children = r.stdout:match("[^\n]*\n([^\n]*)\n?$") or ""
-  for m, sec in children:gmatch("(%d+)m([%d.]+)s") do cpu = cpu + tonumber(m) * 60 + tonumber(sec) end
-  return r.duration, cpu, r
-end
+local timed = require("lib.timing").timed
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require("beat.stats").median
 
 local root = assert(beat.fs.tmpdir("beat-bench-spawn"))
 local script = root .. "/spawns.lua"
