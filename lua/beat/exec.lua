@@ -139,6 +139,13 @@ Proc.__index = Proc
 ---@type table<any, fun(proc: beat.Proc)>
 M.observers = {}
 
+--- Lets go the shim that waits for the next command (after each command
+--- starts, the next one's shim is started ahead of need; see
+--- docs/api/exec.md): for a process about to wait a long while, such as a
+--- paused run, which keeps nothing below it then. The next command starts
+--- one as usual.
+M.release_waiting_shim = core.release_warm
+
 -- Checks and normalises a command and its options; `level` blames the
 -- user's line (error()'s level as seen from prepare). Returns the spec for
 -- core.spawn (all but its file), the label, the timeout, the grace period

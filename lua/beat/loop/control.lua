@@ -54,7 +54,7 @@ function Run:checkpoint()
   local t0 = beat.clock()
   say(self, "paused before iteration %d (beat loop resume %s)", self.iteration, self.id)
   -- a paused run keeps no process: not even the shim waiting for its next command
-  require("beat._exec").release_warm()
+  require("beat.exec").release_waiting_shim()
   self:phase("paused")
   while self.pause_requested do
     self:sleep(1)   -- woken at once by a request; the poll is the backstop for a lost signal
