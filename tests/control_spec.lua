@@ -650,29 +650,81 @@ describe("beat loop --checkpoint", function()
 end)
 
 describe("the state of a run", function()
+  -- A finished run's journal made to say it was killed before its end, by
+  -- the process pid started at start_time.
+  local function forge(repo, id, pid, start_time)
+    local path = ("%s/.beat/runs/%s/journal.jsonl"):format(repo, id)
+    local lines = {}
+    for line in H.read(path):gmatch("[^\n]+") do
+      local rec = json.decode(line)
+      if rec.event == "run_start" then rec.pid, rec.start_time = pid, start_time end
+      if rec.event ~= "run_end" then lines[#lines + 1] = json.encode(rec) end
+    end
+    H.write(path, table.concat(lines, "\n") .. "\n")
+  end
+
   it("is crashed, never running, when its recorded pid belongs to another process now", function()
     local s = session()
     local repo = user_repo()
     assert.equal(0, run_beat(s, { "loop", "fix", "--until", "true", "-a", AGENT }, { cwd = repo }).code)
     local id = run_id(repo)
-    local path = ("%s/.beat/runs/%s/journal.jsonl"):format(repo, id)
     local me = require("beat.runs.proc").identity()
-    -- the journal as a run killed before its end, whose pid a live process (this one) reuses
-    local function forge(start_time)
-      local lines = {}
-      for line in H.read(path):gmatch("[^\n]+") do
-        local rec = json.decode(line)
-        if rec.event == "run_start" then rec.pid, rec.start_time = me.pid, start_time end
-        if rec.event ~= "run_end" then lines[#lines + 1] = json.encode(rec) end
-      end
-      H.write(path, table.concat(lines, "\n") .. "\n")
-    end
-    forge(me.start_time + 1)
+    -- whose pid a live process (this one) reuses
+    forge(repo, id, me.pid, me.start_time + 1)
     assert.matches(id .. "%s+crashed", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
     assert.matches(id .. ".-crashed", run_beat(s, { "runs" }, { cwd = repo }).stdout)
     assert.matches("\ncrashed: ", run_beat(s, { "show", id }, { cwd = repo }).stdout)
-    forge(me.start_time)
+    forge(repo, id, me.pid, me.start_time)
     assert.matches(id .. "%s+running", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
+  end)
+
+  it("is not crashed while its process is still exiting: its main thread gone, another still holding its files", function()
+    -- beat has a signal thread: killed, its main thread can be a zombie while
+    -- the other, last, thread is still closing the process's files, the
+    -- work-tree lock among them (a resume then found the work tree in use).
+    -- A program whose main thread ends while another goes on stands for it.
+    local s = session()
+    local dir = H.tmpdir()
+    H.write(dir .. "/exiting.c", [[
+      #include <pthread.h>
+      #include <stdio.h>
+      #include <unistd.h>
+      static void *wait_forever(void *arg) { for (;;) pause(); return arg; }
+      int main(int argc, char **argv) {
+        pthread_t t;
+        FILE *f = fopen(argv[argc - 1], "w");
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+        pthread_create(&t, 0, wait_forever, 0);
+        pthread_exit(0);
+      }
+    ]])
+    local r = assert(beat.exec({ "cc", "-pthread", "-o", "exiting", "exiting.c" }, { cwd = dir }))
+    assert.equal(0, r.code, r.stderr)
+    local p = assert(beat.spawn { dir .. "/exiting", dir .. "/pid" })
+    finally(function() p:kill("KILL") end)
+    wait_file(dir .. "/pid")
+    local pid = math.tointeger(tonumber(H.read(dir .. "/pid")))
+    local procs = require "beat.runs.proc"
+    local st = procs.stat(pid)
+    local deadline = beat.clock() + 30
+    while st.state ~= "Z" and beat.clock() < deadline do beat.sleep(0.02); st = procs.stat(pid) end
+    assert.equal("Z", st.state)   -- its main thread has ended
+    assert.is_true(procs.alive { pid = pid, start_time = st.start_time })
+    assert.equal(2, st.threads)
+    local repo = user_repo()
+    assert.equal(0, run_beat(s, { "loop", "fix", "--until", "true", "-a", AGENT }, { cwd = repo }).code)
+    local id = run_id(repo)
+    forge(repo, id, pid, st.start_time)
+    assert.matches(id .. "%s+running", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
+    r = run_beat(s, { "loop", "resume", id }, { cwd = repo })
+    assert.equal(2, r.code)
+    assert.matches(("run %s is running, not paused: nothing to resume"):format(id), r.stderr)
+    -- gone: crashed
+    p:kill("KILL")
+    assert(p:wait(30))
+    assert.is_false(procs.alive { pid = pid, start_time = st.start_time })
+    assert.matches(id .. "%s+crashed", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
   end)
 
   it("a detached loop with a bad flag, a missing agent or no repository is refused before anything starts", function()

@@ -23,6 +23,7 @@ local M = {}
 ---@field ppid integer
 ---@field pgrp integer
 ---@field session integer
+---@field threads integer its threads not yet gone (field 20, num_threads)
 ---@field start_time integer
 
 local function read(path)
@@ -42,8 +43,8 @@ function M.boot_id()
 end
 
 -- After the command name: fields 3-6 (state, ppid, pgrp, session), then
--- 7-21 skipped, then 22 (start time).
-local STAT_FIELDS = "^(%S+) (%S+) (%S+) (%S+)" .. (" %S+"):rep(15) .. " (%S+)"
+-- 7-19 skipped, 20 (threads), 21 skipped, 22 (start time).
+local STAT_FIELDS = "^(%S+) (%S+) (%S+) (%S+)" .. (" %S+"):rep(13) .. " (%S+) %S+ (%S+)"
 
 --- /proc/PID/stat, parsed; nil when there is no such process.
 ---@param pid integer
@@ -54,10 +55,20 @@ function M.stat(pid)
   -- the command name may hold spaces and parentheses: split after the last ')'
   local comm, rest = data:match("^%d+ %((.*)%) (.*)$")
   if not rest then return nil end
-  local state, ppid, pgrp, session, start_time = rest:match(STAT_FIELDS)
+  local state, ppid, pgrp, session, threads, start_time = rest:match(STAT_FIELDS)
   if not state then return nil end
   return { pid = math.tointeger(pid), comm = comm, state = state, ppid = tonumber(ppid),
-           pgrp = tonumber(pgrp), session = tonumber(session), start_time = tonumber(start_time) }
+           pgrp = tonumber(pgrp), session = tonumber(session), threads = tonumber(threads),
+           start_time = tonumber(start_time) }
+end
+
+-- Whether a process has finished exiting. A zombie whose other threads are
+-- not gone yet has not: its main thread went first (beat has a signal
+-- thread), and the last thread still holds the process's files, its
+-- work-tree lock among them, until the kernel has closed them (which can
+-- take a moment under load, waiting as the release of an inotify watch does).
+local function gone(st)
+  return st == nil or st.state == "X" or (st.state == "Z" and st.threads <= 1)
 end
 
 --- The identity of a live process (default: this one), or nil.
@@ -66,7 +77,7 @@ end
 function M.identity(pid)
   pid = pid or require("beat._runtime").pid()
   local st = M.stat(pid)
-  if not st or st.state == "Z" or st.state == "X" then return nil end
+  if gone(st) then return nil end
   return { pid = st.pid, start_time = st.start_time, boot_id = M.boot_id() }
 end
 
@@ -79,7 +90,7 @@ function M.alive(ident)
   if type(ident) ~= "table" or math.type(ident.pid) ~= "integer" then return false end
   if ident.boot_id and ident.boot_id ~= M.boot_id() then return false end
   local st = M.stat(ident.pid)
-  if not st or st.state == "Z" or st.state == "X" then return false end
+  if gone(st) then return false end
   if ident.start_time == nil then return st.comm == "beat" end
   return st.start_time == ident.start_time
 end
@@ -92,7 +103,7 @@ function M.all()
   for _, name in ipairs(fs.list("/proc") or {}) do
     if name:match("^%d+$") then
       local st = M.stat(tonumber(name))
-      if st and st.state ~= "Z" and st.state ~= "X" then out[#out + 1] = st end
+      if not gone(st) then out[#out + 1] = st end
     end
   end
   return out
