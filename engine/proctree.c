@@ -24,14 +24,18 @@ typedef struct {
     pid_t pid, ppid;
 } pid_pair;
 
-/* The parent of a live process, or -1 if it is gone or a zombie. */
+/* The parent of a live process, or -1 if it is gone or has finished
+ * exiting. A zombie whose other threads are not gone has not: its main
+ * thread ended first (pthread_exit, or killed before them), and the others
+ * may run on indefinitely. */
 static pid_t read_ppid(pid_t pid)
 {
     char path[64], buf[512];
     FILE *f;
     size_t n;
-    char *close_paren;
+    char *close_paren, *field;
     int ppid = -1;
+    long threads;
     char state = '?';
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     f = fopen(path, "r");
@@ -42,9 +46,15 @@ static pid_t read_ppid(pid_t pid)
     buf[n] = '\0';
     /* the command name may hold spaces and parentheses: parse after the last ')' */
     close_paren = strrchr(buf, ')');
+    /* fields 3 (state), 4 (ppid), ..., 20 (num_threads) */
     if (close_paren == NULL || sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
         return -1;
-    if (state == 'Z' || state == 'X') /* already dead, only waiting to be reaped */
+    field = close_paren + 2;
+    for (int k = 3; k < 20 && field != NULL; k++)
+        if ((field = strchr(field, ' ')) != NULL)
+            field++;
+    threads = field != NULL ? strtol(field, NULL, 10) : 0;
+    if (state == 'X' || (state == 'Z' && threads <= 1)) /* dead, only waiting to be reaped */
         return -1;
     return (pid_t)ppid;
 }

@@ -685,30 +685,10 @@ describe("the state of a run", function()
     -- A program whose main thread ends while another goes on stands for it.
     local s = session()
     local dir = H.tmpdir()
-    H.write(dir .. "/exiting.c", [[
-      #include <pthread.h>
-      #include <stdio.h>
-      #include <unistd.h>
-      static void *wait_forever(void *arg) { for (;;) pause(); return arg; }
-      int main(int argc, char **argv) {
-        pthread_t t;
-        FILE *f = fopen(argv[argc - 1], "w");
-        fprintf(f, "%d\n", (int)getpid());
-        fclose(f);
-        pthread_create(&t, 0, wait_forever, 0);
-        pthread_exit(0);
-      }
-    ]])
-    local r = assert(beat.exec({ "cc", "-pthread", "-o", "exiting", "exiting.c" }, { cwd = dir }))
-    assert.equal(0, r.code, r.stderr)
-    local p = assert(beat.spawn { dir .. "/exiting", dir .. "/pid" })
+    local p = assert(beat.spawn { H.main_thread_exits(), dir .. "/pid" })
     finally(function() p:kill("KILL") end)
-    wait_file(dir .. "/pid")
-    local pid = math.tointeger(tonumber(H.read(dir .. "/pid")))
+    local pid, st = H.await_main_thread_exit(dir .. "/pid")
     local procs = require "beat.runs.proc"
-    local st = procs.stat(pid)
-    local deadline = beat.clock() + 30
-    while st.state ~= "Z" and beat.clock() < deadline do beat.sleep(0.02); st = procs.stat(pid) end
     assert.equal("Z", st.state)   -- its main thread has ended
     assert.is_true(procs.alive { pid = pid, start_time = st.start_time })
     assert.equal(2, st.threads)
@@ -717,7 +697,7 @@ describe("the state of a run", function()
     local id = run_id(repo)
     forge(repo, id, pid, st.start_time)
     assert.matches(id .. "%s+running", run_beat(s, { "loop", "list" }, { cwd = repo }).stdout)
-    r = run_beat(s, { "loop", "resume", id }, { cwd = repo })
+    local r = run_beat(s, { "loop", "resume", id }, { cwd = repo })
     assert.equal(2, r.code)
     assert.matches(("run %s is running, not paused: nothing to resume"):format(id), r.stderr)
     -- gone: crashed

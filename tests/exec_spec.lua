@@ -72,6 +72,25 @@ describe("beat.exec", function()
     assert.same({}, H.wait_gone(m, 3))
   end)
 
+  it("ends a leftover whose main thread has ended while another thread runs on", function()
+    -- /proc shows such a process as a zombie (its leader's state), with 2
+    -- threads: it is not dead, and the sweep does not pass it over
+    local dir = H.tmpdir()
+    local pidfile = dir .. "/pid"
+    local r = assert(beat.exec({ "sh", "-c", [[
+      (setsid "$1" "$2" >/dev/null 2>&1 &)
+      while [ ! -s "$2" ]; do sleep 0.01; done
+      while ! grep -q ") Z " "/proc/$(cat "$2")/stat"; do sleep 0.01; done]],
+      "_", H.main_thread_exits(), pidfile }, { grace = 0.2, timeout = 30 }))
+    assert.equal(0, r.code, r.stderr)
+    local procs = require "beat.runs.proc"
+    local pid = math.tointeger(tonumber(H.read(pidfile)))
+    finally(function() procs.kill(pid, 9) end)
+    local deadline = beat.clock() + 3
+    while procs.identity(pid) and beat.clock() < deadline do beat.sleep(0.05) end
+    assert.is_nil(procs.identity(pid))
+  end)
+
   it("returns nil and a reason for a missing binary or a bad cwd", function()
     local r, err = beat.exec { "beat-no-such-binary-x" }
     assert.is_nil(r)

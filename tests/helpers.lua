@@ -116,6 +116,36 @@ function H.git_repo(files)
   return dir, git
 end
 
+--- Builds tests/fixtures/proc/main_thread_exits.c (once per spec file) and
+--- returns its path: `PROG PIDFILE` writes its pid, then its main thread ends
+--- while another thread runs on (its leader a zombie with 2 threads).
+local main_thread_exits
+function H.main_thread_exits()
+  if not main_thread_exits then
+    local dir = H.tmpdir()
+    local r = assert(beat.exec({ "cc", "-pthread", "-o", dir .. "/main_thread_exits",
+      H.root .. "/tests/fixtures/proc/main_thread_exits.c" }))
+    assert(r.code == 0, r.stderr)
+    main_thread_exits = dir .. "/main_thread_exits"
+  end
+  return main_thread_exits
+end
+
+--- Waits until the program of H.main_thread_exits has written its pid to
+--- pidfile and its main thread has ended; returns its pid and its /proc stat.
+function H.await_main_thread_exit(pidfile)
+  local procs = require "beat.runs.proc"
+  local deadline = beat.clock() + 30
+  while not (beat.fs.read(pidfile) or ""):match("\n$") do
+    assert(beat.clock() < deadline, "no pid in " .. pidfile)
+    beat.sleep(0.02)
+  end
+  local pid = math.tointeger(tonumber(beat.fs.read(pidfile)))
+  local st = procs.stat(pid)
+  while st and st.state ~= "Z" and beat.clock() < deadline do beat.sleep(0.02); st = procs.stat(pid) end
+  return pid, st
+end
+
 --- The records of the newest run's journal in dir, and the run's directory.
 function H.last_run(dir)
   local journal = require "beat.journal"
