@@ -197,11 +197,15 @@ describe("parallel candidates", function()
       return run_dir, id
     end
     local run_dir, id = killed_run()
+    -- the run said it may have worktrees
+    local mark = ("%s/.beat/runs/.worktrees/%s"):format(dir, id)
+    assert.is_true(beat.fs.exists(mark))
     -- one worktree's directory is gone already: git's record of it goes too
     beat.fs.rm_rf(run_dir .. "/wt/1.1")
     local done = assert(beat.parallel.cleanup(id, { cwd = dir }))
     assert.same({ jobs = 0, worktrees = 2 }, done)
     only_users_tree(dir, run_dir)
+    assert.is_false(beat.fs.exists(mark))
     assert.same({ jobs = 0, worktrees = 0 }, beat.parallel.cleanup(id, { cwd = dir }))
 
     run_dir = killed_run()
@@ -221,6 +225,37 @@ describe("parallel candidates", function()
     assert.equal(1, r.code, r.stdout .. r.stderr)
     assert.matches("not continued after a crash", r.stdout .. r.stderr)
     only_users_tree(dir, run_dir)
+  end)
+
+  it("are looked for at a run's start only in the runs that may have them, not in every run", function()
+    if not require("beat.exec").which("strace") then
+      pending("strace is not installed")
+      return
+    end
+    local dir = H.git_repo { ["value.txt"] = "100\n" }
+    -- a parallel run that ended: its worktrees are gone, and so is its mark
+    local r = H.loop(dir, { "lower it", "--eval", EVAL, "-a", AGENT, "--candidates", "2",
+      "--max-iterations", "1" }, { VALUES_1 = "90 80" })
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local _, ended = H.last_run(dir)
+    assert.same({}, beat.fs.list(dir .. "/.beat/runs/.worktrees"))
+    -- many runs of the past; one dead one with a mark and a half-made worktree
+    for i = 1, 300 do assert(beat.fs.mkdir_p(("%s/.beat/runs/old%03d"):format(dir, i))) end
+    assert(beat.fs.mkdir_p(dir .. "/.beat/runs/dead/wt/1.1"))
+    H.write(dir .. "/.beat/runs/.worktrees/dead", "")
+    local trace = H.tmpdir() .. "/trace"
+    local st = assert(beat.exec({ "strace", "-f", "-qq", "-e", "trace=%stat,%file", "-o", trace,
+      H.bin, "loop", "again", "--until", "true", "-a", AGENT }, { cwd = dir }))
+    if st.code ~= 0 and st.stderr:find("strace", 1, true) then
+      pending("strace cannot trace here: " .. st.stderr)
+      return
+    end
+    assert.equal(0, st.code, st.stdout .. st.stderr)
+    local seen = H.read(trace)
+    assert.is_nil(seen:find("/old%d+/"), "the start looked into every run directory")
+    assert.is_nil(seen:find(ended:match("[^/]+$") .. "/wt", 1, true))
+    assert.is_false(beat.fs.exists(dir .. "/.beat/runs/dead/wt"))
+    assert.same({}, beat.fs.list(dir .. "/.beat/runs/.worktrees"))
   end)
 
   it("reject bad options in one line, before anything is written", function()

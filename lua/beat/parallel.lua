@@ -13,7 +13,10 @@
 --- error), and a run killed with SIGKILL is cleaned up by `cleanup(run_id)`,
 --- which every run of the same work tree calls at its start for runs whose
 --- process is gone (`sweep`), and `beat loop resume` calls for the run it
---- continues.
+--- continues. A run that may have worktrees says so with an empty file
+--- `<runs dir>/.worktrees/<id>`, made before its first worktree and removed
+--- after its last, so the sweep looks at those runs only, not at every run
+--- the work tree ever had.
 local fs = require "beat.fs"
 local task = require "beat.task"
 local runtime = require "beat._runtime"
@@ -193,6 +196,12 @@ local function remove_all(repo, dir)
   return n
 end
 
+-- The file that says the run in run_dir (<runs dir>/<id>) may have worktrees.
+local function mark_of(run_dir)
+  local runs_dir, id = run_dir:match("^(.*)/([^/]+)$")
+  return runs_dir .. "/.worktrees", id
+end
+
 ---@class beat.Worktrees
 ---@field dir string .beat/runs/<id>/wt
 local Worktrees = {}
@@ -215,6 +224,13 @@ end
 ---@return beat.git.Repo|nil repo, string path_or_err
 function Worktrees:add(id, commit)
   local path = self.dir .. "/" .. id
+  if not self.marked then
+    local marks, run_id = mark_of(self.run.journal.dir)
+    local ok, err = fs.mkdir_p(marks)
+    if ok then ok, err = fs.write(marks .. "/" .. run_id, "", false) end
+    if not ok then return nil, err end
+    self.marked = true
+  end
   -- a watch would cost more than the one full scan a candidate's snapshot takes
   local repo, err = self.repo:worktree { path = path, commit = commit, watch = false }
   if not repo then
@@ -241,7 +257,11 @@ end
 --- Removes every worktree of the run, and the wt/ directory. Idempotent.
 function Worktrees:close()
   for id in pairs(self.open) do self:remove(id) end
-  remove_all(self.repo, self.dir)
+  if remove_all(self.repo, self.dir) and self.marked then
+    local marks, run_id = mark_of(self.run.journal.dir)
+    os.remove(marks .. "/" .. run_id)
+    self.marked = false
+  end
 end
 Worktrees.__close = Worktrees.close
 
@@ -365,6 +385,10 @@ function M.cleanup(run_id, opts)
   end
   local n, err = remove_all(repo, run_dir .. "/wt")
   if n then done.worktrees = n else first_err = first_err or err end
+  if not first_err then
+    local marks, id = mark_of(run_dir)
+    os.remove(marks .. "/" .. id)
+  end
   if not opts.repo then repo:close() end
   if first_err then return nil, first_err end
   return done
@@ -377,17 +401,16 @@ local function maybe_alive(run_dir)
   return require("beat.runs.status").inspect(run_dir).alive
 end
 
---- Cleans up after every run under runs_dir that left worktrees (`wt/`)
---- behind and whose process is gone: called by beat.loop once it holds the
---- work tree's lock (so no other run of this work tree is alive; a run of
---- another work tree sharing runs_dir is left alone while its process
---- lives). Failures are notes on stderr.
+--- Cleans up after every run under runs_dir that may have left worktrees
+--- (its `.worktrees/<id>` file) and whose process is gone: called by
+--- beat.loop once it holds the work tree's lock (so no other run of this
+--- work tree is alive; a run of another work tree sharing runs_dir is left
+--- alone while its process lives). Failures are notes on stderr.
 ---@param repo beat.git.Repo
 ---@param runs_dir string
 function M.sweep(repo, runs_dir)
-  for _, id in ipairs(fs.list(runs_dir) or {}) do
-    local dir = runs_dir .. "/" .. id
-    if fs.is_dir(dir .. "/wt") and id:match("^[%w_.%-]+$") and not maybe_alive(dir) then
+  for _, id in ipairs(fs.list(runs_dir .. "/.worktrees") or {}) do
+    if id:match("^[%w_.%-]+$") and not maybe_alive(runs_dir .. "/" .. id) then
       local ok, res, err = pcall(M.cleanup, id, { repo = repo, runs_dir = runs_dir })
       if not ok or not res then
         io.stderr:write(("beat: could not clean up after run %s: %s\n"):format(id, tostring(ok and err or res)))
