@@ -51,7 +51,7 @@ M.default_max_file_size = 1024 * 1024 * 1024
 local Repo = {}
 Repo.__index = Repo
 
-for _, methods in ipairs { refs.methods, require "beat.git.worktree", (require "beat.git.lock") } do
+for _, methods in ipairs { refs.methods, require "beat.git.worktree", require("beat.git.lock").methods } do
   for name, fn in pairs(methods) do Repo[name] = fn end
 end
 

@@ -7,8 +7,11 @@ local check = require "beat.check"
 local fs = require "beat.fs"
 local O = require "beat.git.options"
 
+local M = {}
+
 ---@class beat.git.Repo
 local Repo = {}
+M.methods = Repo
 
 --- A work tree's lock (repo:lock).
 ---@class beat.git.Lock
@@ -51,6 +54,24 @@ local LOCK = {
   name = { "string", what = "a plain file name", test = function(v) return v:match("^[%w%-_.]+$") ~= nil end },
 }
 
+-- The lock `name` of the git directory gitdir, taken for id: the fs lock,
+-- or nil and why.
+local function take(gitdir, id, name)
+  local dir = gitdir .. "/beat"
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then return nil, "lock: " .. err end
+  local path = dir .. "/" .. (name or "run") .. ".lock"
+  local k, lerr, code = fs.lock(path, holder(id))
+  if k then return k end
+  if code ~= fs.errno.EWOULDBLOCK then return nil, "lock: " .. lerr end
+  -- the holder recorded "<pid> <id>" (it may not have yet)
+  local pid, holder_id = (fs.read(path) or ""):match("^(%d+) ([^\n]+)")
+  if pid then
+    return nil, string.format("work tree is in use by run %s (pid %s)", holder_id, pid)
+  end
+  return nil, "work tree is in use by another run"
+end
+
 --- Take the work tree's lock. Released by `lock:release()`, `<close>`, garbage
 --- collection, or the end of the process however it ends (a lock left by a
 --- killed process is simply taken over).
@@ -61,19 +82,22 @@ function Repo:lock(opts)
   local fname = "repo:lock"
   opts = check.options(fname, O.table(fname, opts, "id"), LOCK)
   local _, gitdir = self:path()
-  local dir = gitdir .. "/beat"
-  local ok, err = fs.mkdir_p(dir)
-  if not ok then return nil, "lock: " .. err end
-  local path = dir .. "/" .. (opts.name or "run") .. ".lock"
-  local k, lerr, code = fs.lock(path, holder(opts.id))
-  if k then return setmetatable({ _k = k }, Lock) end
-  if code ~= fs.errno.EWOULDBLOCK then return nil, "lock: " .. lerr end
-  -- the holder recorded "<pid> <id>" (it may not have yet)
-  local pid, id = (fs.read(path) or ""):match("^(%d+) ([^\n]+)")
-  if pid then
-    return nil, string.format("work tree is in use by run %s (pid %s)", id, pid)
-  end
-  return nil, "work tree is in use by another run"
+  local k, err = take(gitdir, opts.id, opts.name)
+  if not k then return nil, err end
+  return setmetatable({ _k = k }, Lock)
 end
 
-return Repo
+--- Whether a run holds the work tree whose git directory is gitdir, asked
+--- without opening the repository (`beat loop --detach` asks before it
+--- starts the run): nil when the lock is free (it is taken and let go), else
+--- what repo:lock would say.
+---@param gitdir string
+---@return string|nil err `"work tree is in use by run <id> (pid N)"`
+function M.in_use(gitdir)
+  local k, err = take(gitdir, "probe")
+  if not k then return err end
+  k:release()
+  return nil
+end
+
+return M

@@ -96,26 +96,14 @@ local function find_git(dir)
   end
 end
 
--- A live run of the index in the work tree root, or nil.
-local function running_in(root)
-  local index = require "beat.runs.index"
-  for _, e in ipairs(index.all()) do
-    if e.root == root and (e.status == nil or e.status == "running") and e.dir then
-      local st = require("beat.runs.status").inspect(e.dir, e)
-      if st.alive then return st end
-    end
-  end
-  return nil
-end
-
 --- Checks what a run needs before anything is written: the directory, the
 --- agent's program, the git repository (not started inside .git), a usable
 --- `.beat`, and — with `opts.probe_lock` — that no other run holds the work
 --- tree. Raises a usage error (one line, exit 2) naming what is wrong.
 --- `beat loop --detach` calls it (probe_lock) in the starting process so
 --- mistakes are reported there, not in the detached run's log; a probe
---- finds the work tree without libgit2 where it can and looks for a live
---- run of the work tree in the index (the run's own start takes the lock).
+--- finds the work tree without libgit2 where it can and asks the work
+--- tree's lock whether a run holds it (the run's own start takes the lock).
 ---@param strategy string
 ---@param opts table
 ---@return beat.LoopPlace
@@ -130,9 +118,9 @@ function M.preflight(strategy, opts)
   for _, k in ipairs { "check", "eval" } do   -- a judge's agent
     if type(opts[k]) == "table" and R.callable(opts[k]) then preflight(opts[k].agent, place.cwd) end
   end
+  local gitdir
   if opts.git ~= false then
     local found = opts.probe_lock and find_git(place.cwd)
-    local gitdir
     if found then
       place.root, gitdir = found.root, found.gitdir
     else
@@ -169,14 +157,9 @@ function M.preflight(strategy, opts)
     end
   end
   if opts.probe_lock and opts.git ~= false then
-    local busy = running_in(place.root)
-    if busy then
-      usage_error(lock_message(place.root, ("work tree is in use by run %s (pid %d)"):format(busy.id, busy.pid)))
-    end
+    local busy = require("beat.git.lock").in_use(gitdir)
+    if busy then usage_error(lock_message(place.root, busy)) end
     if place.repo then
-      local lock, lerr = place.repo:lock { id = "probe" }
-      if not lock then usage_error(lock_message(place.root, lerr)) end
-      lock:release()
       place.repo:close()
       place.repo = nil
     end
