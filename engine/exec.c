@@ -17,18 +17,19 @@
  * signals beat ignores, where posix_spawn makes 64 sigaction calls.
  *
  * The shim writes "pid N" and later the command's fate to a pipe (fd 3 in
- * the shim, its only writer), and exits. beat does not wake for those
- * lines: it watches the pipe for the hang-up alone (uv_poll with
- * UV_DISCONNECT), which comes when the shim exits, and reads the lines
- * then (the pid earlier only when proc:kill needs it). A hang-up means the
- * shim is in the kernel's exit path, so the waitpid that reaps it then
- * returns at once (libuv never reaps here; beat installs no SIGCHLD
- * handler). One wake-up per command, where reading the lines as they came
- * took three.
+ * the shim, its only writer), and closes it: by exiting, or, a shim that
+ * runs command after command (below), to wait for the next. beat does not
+ * wake for those lines: it watches the pipe for the hang-up alone (uv_poll
+ * with UV_DISCONNECT) and reads the lines then (the pid earlier only when
+ * proc:kill needs it). A hang-up without the fate means the shim is in the
+ * kernel's exit path, so the waitpid that reaps it then returns at once
+ * (libuv never reaps here; beat installs no SIGCHLD handler). One wake-up
+ * per command, where reading the lines as they came took three.
  *
- * A proc completes when the shim has been reaped and every pipe has
- * reached end of file; then on_exit(result) runs once, and the memory is
- * freed in the last uv_close callback.
+ * A proc completes when its shim is done with it (reaped, or waiting for
+ * the next command) and every pipe has reached end of file; then
+ * on_exit(result) runs once, and the memory is freed in the last uv_close
+ * callback.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -287,45 +288,71 @@ static void decimal(char buf[32], long long n)
     *buf = '\0';
 }
 
-/* ---- a shim started ahead of need -------------------------------------
- * After a command has started, the next one's shim is started at once
- * (`beat-shim warm PID`, shim.c), while that command runs, and waits on a
- * socket. The next command then costs a message (its descriptors with
- * SCM_RIGHTS, its arguments, environment and directory) instead of the
- * shim's exec on the way to it. It is beat's child like any shim, in a
- * session of its own, killed if beat dies; beat lets it go (closes the
- * socket, reaps it) before its exit sweep. Only the embedded shim is
- * started so; a command whose message would be too long, or a shim that
- * died waiting, falls back to starting one as usual. */
+/* ---- shims that run command after command ------------------------------
+ * The embedded shim is started as `beat-shim warm PID` (shim.c): it waits
+ * on a socket for a command (its descriptors with SCM_RIGHTS, its
+ * arguments, environment and directory), runs it with every guarantee of
+ * the one-shot shim, and when the command and its leftovers are gone, says
+ * so with its last report line and the hang-up of the command's status
+ * pipe, and waits for the next. A command then costs a message, where it
+ * cost starting a shim (an exec) and its exit. The shims waiting are kept
+ * here, at most IDLE_MAX; when none waits as a command starts, one is
+ * started for the next, while this one runs. Each is beat's child like any
+ * shim, in a session of its own, killed if beat dies; beat lets them go
+ * (closes the socket, kills and reaps them) before its exit sweep and when
+ * a run pauses. A command whose message would be too long, or when no
+ * shim can be had, starts a one-shot shim as before. */
+
+#define IDLE_MAX 4
 
 static struct {
-    pid_t pid;   /* -1: none waiting */
+    pid_t pid;
     int sock;
-} warm = {-1, -1};
+} idle[IDLE_MAX];
+static int nidle;
 
-/* Lets the waiting shim go. It holds nothing but the socket, and is killed
- * rather than told: a stopped one could not read the end of file, and the
- * reap must not wait. */
-void beat_exec_dismiss_warm(void)
+/* Lets one shim go. It holds nothing but the socket, and is killed rather
+ * than told: a stopped one could not read the end of file, and the reap
+ * must not wait. */
+static void dismiss(pid_t pid, int sock)
 {
-    if (warm.pid < 0)
-        return;
-    close(warm.sock);
-    kill(warm.pid, SIGKILL);
-    while (waitpid(warm.pid, NULL, 0) < 0 && errno == EINTR)
+    close(sock);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    warm.pid = warm.sock = -1;
 }
 
-/* Starts the next command's shim, if none is waiting. */
+/* Lets every waiting shim go. */
+void beat_exec_dismiss_warm(void)
+{
+    while (nidle > 0) {
+        nidle--;
+        dismiss(idle[nidle].pid, idle[nidle].sock);
+    }
+}
+
+/* A shim done with its command waits for the next (or goes, when enough
+ * wait). */
+static void idle_return(pid_t pid, int sock)
+{
+    if (nidle < IDLE_MAX) {
+        idle[nidle].pid = pid;
+        idle[nidle].sock = sock;
+        nidle++;
+    } else {
+        dismiss(pid, sock);
+    }
+}
+
+/* Starts a shim to wait for commands, if none waits. */
 static void warm_start(void)
 {
-    int sv[2], high, at_exec, child[4] = {-1, -1, -1, -1};
+    int sv[2], high, at_exec, err, child[4] = {-1, -1, -1, -1};
     char parent[32];
     char *argv[] = {"beat-shim", "warm", parent, NULL};
     pid_t pid;
 
-    if (warm.pid >= 0 || shim_memfd() < 0)
+    if (nidle > 0 || shim_memfd() < 0)
         return;
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return;
@@ -337,14 +364,19 @@ static void warm_start(void)
     }
     child[3] = high;
     decimal(parent, getpid());
-    if (spawn_shim(&pid, shim_fd, NULL, argv, NULL, NULL, child, &at_exec) != 0) {
+    err = spawn_shim(&pid, shim_fd, NULL, argv, NULL, NULL, child, &at_exec);
+    close(high);
+    if (err != 0) {
         close(sv[0]);
-        close(high);
+        if (at_exec) { /* the kernel will not execute the memfd: beat's binary is the shim */
+            close(shim_fd);
+            shim_fd = -1;
+        }
         return;
     }
-    close(high);
-    warm.pid = pid;
-    warm.sock = sv[0];
+    idle[nidle].pid = pid;
+    idle[nidle].sock = sv[0];
+    nidle++;
 }
 
 /* Appends s and its NUL to buf[*len..cap); 0, or -1 when it does not fit. */
@@ -358,11 +390,12 @@ static int put_string(char *buf, size_t *len, size_t cap, const char *s)
     return 0;
 }
 
-/* Hands a command to the waiting shim: args = {GRACE_MS, PARENT_PID, FILE,
- * ARGV0, ARGS..., NULL}. 0 (and *pid) when it took it; EAGAIN when there is
- * no waiting shim or the message cannot be sent (then start one as usual);
- * another errno when a descriptor cannot be had. */
-static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const int child[4])
+/* Hands a command to a waiting shim: args = {GRACE_MS, PARENT_PID, FILE,
+ * ARGV0, ARGS..., NULL}. 0 (and *pid, *sock) when one took it; EAGAIN when
+ * none waits, E2BIG when the message would be too long (then start one as
+ * usual); another errno when a descriptor cannot be had. */
+static int warm_send(pid_t *pid, int *sock, char **args, char **env, const char *cwd,
+                     const int child[4])
 {
     static char buf[BEAT_WARM_MAX], here[PATH_MAX];
     union {
@@ -375,15 +408,14 @@ static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const
     struct iovec io;
     struct msghdr m;
     struct cmsghdr *c;
-    ssize_t w;
 
-    if (warm.pid < 0)
+    if (nidle == 0)
         return EAGAIN;
     if (env == NULL)
         env = environ;
     if (cwd == NULL) {  /* beat's directory now, not when the shim started */
         if (getcwd(here, sizeof here) == NULL)
-            return EAGAIN;
+            return E2BIG;
         cwd = here;
     }
     while (args[3 + nargs] != NULL)
@@ -402,7 +434,7 @@ static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const
         fail |= put_string(buf, &len, sizeof buf, env[i]);
     fail |= put_string(buf, &len, sizeof buf, cwd);
     if (fail)
-        return EAGAIN;  /* too long for one message: started as usual */
+        return E2BIG;
     for (int i = 0; i < 4; i++) {
         fds[i] = child[i] >= 0 ? child[i] : dev_null(i > 0);
         if (fds[i] < 0)
@@ -420,17 +452,20 @@ static int warm_send(pid_t *pid, char **args, char **env, const char *cwd, const
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof fds);
     memcpy(CMSG_DATA(c), fds, sizeof fds);
-    do
-        w = sendmsg(warm.sock, &m, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)len) {  /* it died waiting: let it go, start one as usual */
-        beat_exec_dismiss_warm();
-        return EAGAIN;
+    while (nidle > 0) {
+        ssize_t w;
+        nidle--;
+        do
+            w = sendmsg(idle[nidle].sock, &m, MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w == (ssize_t)len) {
+            *pid = idle[nidle].pid;
+            *sock = idle[nidle].sock;
+            return 0;
+        }
+        dismiss(idle[nidle].pid, idle[nidle].sock);  /* it died waiting: the next one */
     }
-    *pid = warm.pid;
-    close(warm.sock);
-    warm.pid = warm.sock = -1;
-    return 0;
+    return EAGAIN;
 }
 
 static proc **checkproc(lua_State *L)
@@ -628,16 +663,19 @@ static pid_t command_pid(proc *p)
     return p->cmd_pid;
 }
 
-/* The status pipe hung up: the shim closed it by exiting (it is its only
- * writer). The kernel closes an exiting process's descriptors in order,
- * flushing each (an output file on NFS: its data), so fd 3 goes after
- * stdout and stderr, and the shim's pipes to beat hang up together: one
- * wake-up. What is left of the exit is short and waits on nothing in user
- * space, so the waitpid below, blocking, returns at once. */
+/* The status pipe hung up: the shim closed it (it is its only writer),
+ * by exiting or, a shim that runs command after command, once the command
+ * and its leftovers were gone, after the command's fate and "idle": then
+ * it waits for the next command. The kernel closes an exiting
+ * process's descriptors in order, flushing each (an output file on NFS:
+ * its data), so fd 3 goes after stdout and stderr, and the shim's pipes to
+ * beat hang up together: one wake-up. What is left of the exit is short
+ * and waits on nothing in user space, so the waitpid below, blocking,
+ * returns at once. */
 static void on_status(uv_poll_t *h, int status, int events)
 {
     proc *p = h->data;
-    int wstatus;
+    int wstatus, idle_line;
     pid_t r;
     (void)status;
     (void)events;
@@ -645,6 +683,17 @@ static void on_status(uv_poll_t *h, int status, int events)
         return; /* not the end yet */
     uv_poll_stop(h);
     p->status_open = 0;
+    if (p->sock >= 0) {
+        if (!p->abandoned && report_value(p->report, "idle", &idle_line)) {
+            /* done with the command, it waits for the next */
+            idle_return(p->pid, p->sock);
+            p->sock = -1;
+            shim_exited(p, -1);
+            return;
+        }
+        close(p->sock); /* it exits, died or was killed: reaped below */
+        p->sock = -1;
+    }
     do
         r = waitpid(p->pid, &wstatus, 0);
     while (r < 0 && errno == EINTR);
@@ -779,6 +828,7 @@ static int exec_spawn(lua_State *L)
     if (p == NULL)
         return luaL_error(L, "out of memory");
     p->L = beat_main_thread(L);
+    p->sock = -1;
     p->box = box;
     p->self_ref = p->on_exit_ref = LUA_NOREF;
 
@@ -820,11 +870,15 @@ static int exec_spawn(lua_State *L)
         shim_args[a++] = (char *)file;
         for (int i = 0; i < nargs; i++)
             shim_args[a++] = args[i];
-        rc = -warm_send(&p->pid, shim_args + 2, env, cwd, child);
-        if (rc == -EAGAIN)
+        rc = -warm_send(&p->pid, &p->sock, shim_args + 2, env, cwd, child);
+        if (rc == -EAGAIN) { /* none waits: start one, and it takes this command */
+            warm_start();
+            rc = -warm_send(&p->pid, &p->sock, shim_args + 2, env, cwd, child);
+        }
+        if (rc == -EAGAIN || rc == -E2BIG)
             rc = -start_shim(&p->pid, shim_args, env, cwd, child);
         if (rc == 0)
-            warm_start();  /* the next command's, while this one runs */
+            warm_start();  /* for the next command, while this one runs */
     }
     free(args);
     free(env);
@@ -961,7 +1015,7 @@ static const luaL_Reg proc_meth[] = {
     {NULL, NULL}
 };
 
-/* release_warm(): lets go the shim waiting for the next command (a run
+/* release_warm(): lets go the shims waiting for the next command (a run
  * about to wait a long while, paused, keeps nothing below it). */
 static int exec_release_warm(lua_State *L)
 {

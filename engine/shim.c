@@ -21,7 +21,9 @@
  * job-control signals such as SIGSTOP straight to that process group), and
  * the command's fate as one line: "exit N", "signal N" or "error ERRNO" (it
  * could not be executed); then it exits with the same status (128+N for a
- * signal).
+ * signal). The shim beat embeds is started as `beat-shim warm PARENT_PID`
+ * instead and runs one command after another, each sent on a socket, with
+ * the same guarantees for each (beat_shim_warm below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -113,39 +115,41 @@ static pid_t start_command(const char *file, char **argv)
     return pid;
 }
 
-int beat_shim_main(int argc, char **argv)
+/* The signals a shim takes from sigwaitinfo: every other is unblocked. */
+static sigset_t handled;
+
+/* What a shim does once, before its first command: its name (started from
+ * a memfd, it would be named "12"), its signal mask (beat starts it with
+ * every signal blocked), the child subreaper and the death signal. -1 when
+ * beat died before the death signal was armed. */
+static int shim_setup(pid_t parent)
 {
-    sigset_t set;
-    long long grace_ms, deadline = -1;
-    pid_t parent, child;
-    int child_status = 0, child_done = 0, code;
-
-    if (argc < 5) {
-        fprintf(stderr, "beat shim: internal use only\n");
-        return 2;
-    }
-    prctl(PR_SET_NAME, "beat-shim"); /* started from a memfd, it would be named "12" */
-    grace_ms = atoll(argv[1]);
-    parent = (pid_t)atoi(argv[2]);
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, BEAT_SIG_KILLALL);
-    sigprocmask(SIG_SETMASK, &set, NULL); /* beat starts it with all blocked */
-
+    prctl(PR_SET_NAME, "beat-shim");
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGQUIT);
+    sigaddset(&handled, SIGUSR1);
+    sigaddset(&handled, SIGUSR2);
+    sigaddset(&handled, BEAT_SIG_KILLALL);
+    sigprocmask(SIG_SETMASK, &handled, NULL);
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_PDEATHSIG, BEAT_SIG_KILLALL);
-    if (getppid() != parent) /* beat died before the death signal was armed */
-        return 137;
-    fcntl(3, F_SETFD, FD_CLOEXEC);
+    return getppid() == parent ? 0 : -1;
+}
 
-    child = start_command(argv[3], argv + 4);
+/* Runs one command to its end and its leftovers' (fd 3, close-on-exec, is
+ * the status pipe): reports "pid N", then its fate, and returns the exit
+ * status the one-shot shim exits with. */
+static int supervise(long long grace_ms, const char *file, char **argv)
+{
+    long long deadline = -1;
+    pid_t child;
+    int child_status = 0, child_done = 0;
+
+    child = start_command(file, argv);
     if (child < 0) {
         report("error", (int)-child);
         return 127;
@@ -166,9 +170,9 @@ int beat_shim_main(int argc, char **argv)
             }
             ts.tv_sec = (time_t)(left / 1000);
             ts.tv_nsec = (long)(left % 1000) * 1000000;
-            sig = sigtimedwait(&set, &info, &ts);
+            sig = sigtimedwait(&handled, &info, &ts);
         } else {
-            sig = sigwaitinfo(&set, &info);
+            sig = sigwaitinfo(&handled, &info);
         }
         if (sig < 0) {
             if (errno != EAGAIN && errno != EINTR)
@@ -202,12 +206,22 @@ int beat_shim_main(int argc, char **argv)
 
     if (WIFSIGNALED(child_status)) {
         report("signal", WTERMSIG(child_status));
-        code = 128 + WTERMSIG(child_status);
-    } else {
-        report("exit", WEXITSTATUS(child_status));
-        code = WEXITSTATUS(child_status);
+        return 128 + WTERMSIG(child_status);
     }
-    return code;
+    report("exit", WEXITSTATUS(child_status));
+    return WEXITSTATUS(child_status);
+}
+
+int beat_shim_main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "beat shim: internal use only\n");
+        return 2;
+    }
+    if (shim_setup((pid_t)atoi(argv[2])) != 0)
+        return 137;
+    fcntl(3, F_SETFD, FD_CLOEXEC);
+    return supervise(atoll(argv[1]), argv[3], argv + 4);
 }
 
 /* The next NUL-terminated string of the message at *at (before end), or
@@ -221,31 +235,125 @@ static char *next_string(char **at, char *end)
     return s;
 }
 
-/* n strings of the message into a NULL-terminated array (after the `skip`
- * first slots, left NULL), or NULL. */
-static char **string_list(char **at, char *end, long n, int skip)
+/* n strings of the message into a NULL-terminated array, or NULL. */
+static char **string_list(char **at, char *end, long n)
 {
     char **v;
     if (n < 0 || n > BEAT_WARM_MAX)
         return NULL;
-    v = calloc((size_t)(n + skip + 1), sizeof *v);
+    v = calloc((size_t)(n + 1), sizeof *v);
     for (long i = 0; v != NULL && i < n; i++)
-        if ((v[skip + i] = next_string(at, end)) == NULL) {
+        if ((v[i] = next_string(at, end)) == NULL) {
             free(v);
             v = NULL;
         }
     return v;
 }
 
+/* Signals that came while the shim waited for a command: a death signal
+ * from a beat that is gone ends it (1); children that ended (detached runs
+ * it adopted) are reaped; anything else was meant for the command before,
+ * which had ended when it came, and is dropped. */
+static int drain_signals(pid_t parent)
+{
+    struct timespec zero = {0, 0};
+    siginfo_t info;
+    int sig;
+    while ((sig = sigtimedwait(&handled, &info, &zero)) > 0) {
+        if (sig == SIGCHLD)
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+        else if (sig == BEAT_SIG_KILLALL && getppid() != parent)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether the shim has a child left (reaping those that ended): between
+ * commands, only a detached beat run it adopted can be one. */
+static int has_children(void)
+{
+    pid_t pid;
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+        ;
+    return pid == 0;
+}
+
+/* Takes one command from the message in buf (n bytes) and its descriptors,
+ * runs it, and lets go of what it was given. 1 when the shim is free for the
+ * next command, and has said so ("idle" on the report pipe); 0 when it must
+ * go instead: it adopted a detached run (beat loop --detach) that still
+ * lives, and a shim waiting for commands would be the subreaper of what
+ * that run leaves when it ends, and end it with a later command's
+ * leftovers; exiting, it hands the run up to beat, as a one-shot shim
+ * does. -1 when the message is not one beat sends. */
+static int run_message(char *buf, ssize_t n, const int fds[4], int devnull)
+{
+    static char *no_env[] = {NULL};
+    char *at = buf, *end = buf + n, *grace, *parent_pid, *file, *count, *cwd;
+    char **argv, **envv = NULL;
+    int rc = -1;
+
+    /* descriptors 0-2 are open (/dev/null between commands), so each
+     * received one is 3 or above, and one at 3 is moved before fd 3 is
+     * replaced */
+    for (int i = 0; i < 4; i++)
+        if (dup2(fds[i], i) < 0)
+            goto out;
+    for (int i = 0; i < 4; i++)
+        if (fds[i] > 3)
+            close(fds[i]);
+    fcntl(3, F_SETFD, FD_CLOEXEC);
+    *end = '\0';
+    grace = next_string(&at, end);
+    parent_pid = next_string(&at, end);
+    file = next_string(&at, end);
+    count = next_string(&at, end);
+    if (parent_pid == NULL || count == NULL || (argv = string_list(&at, end, atol(count))) == NULL)
+        goto out;
+    count = next_string(&at, end);
+    if (count == NULL || (envv = string_list(&at, end, atol(count))) == NULL)
+        goto out_argv;
+    cwd = next_string(&at, end);
+    if (cwd == NULL)
+        goto out_env;
+    rc = 0;
+    if (cwd[0] != '\0' && chdir(cwd) != 0) {
+        report("error", errno);
+    } else {
+        environ = envv;
+        supervise(atoll(grace), file, argv);
+        environ = no_env;
+    }
+out_env:
+    free(envv);
+out_argv:
+    free(argv);
+out:
+    /* the command's descriptors go: its pipes to beat reach their end,
+     * the report pipe last, so that beat wakes once for all of them */
+    for (int i = 0; i < 3; i++)
+        dup2(devnull, i);
+    if (rc == 0 && !has_children()) {
+        chdir("/"); /* it holds no directory of the command's while it waits */
+        report("idle", 0);
+        rc = 1;
+    }
+    close(3);
+    return rc;
+}
+
 /*
- * A shim started ahead of need, by beat's side of the spawn while an
- * earlier command runs, so that starting the next command costs a message
- * instead of an exec (see exec.c). It waits, every signal blocked and
- * killed if beat dies, for one message on fd 3 (see shim.h), puts the
- * command's descriptors at 0-3, its directory and environment in place,
- * and from there on is the shim of that command. No message (beat let it
- * go, or died): it exits. beat started it in a session of its own, as it
- * starts every shim.
+ * A shim that runs command after command, each when beat sends it: started
+ * ahead of need, while an earlier command runs, it waits on the socket at
+ * fd 3 for a message (see shim.h): the command's descriptors 0-3
+ * (SCM_RIGHTS), its arguments, environment and directory. It runs it as
+ * the one-shot shim does (its session, the subreaper, the death signal
+ * are set up once), reports on fd 3, says "idle", closes fd 3 — beat takes
+ * that hang-up after "idle" as "done, and free again" — and waits for the
+ * next. Between commands it holds nothing of theirs (0-2
+ * are /dev/null) and no child but detached runs it adopted. It exits when
+ * beat closes the socket (beat let it go, or died) or kills it.
  */
 int beat_shim_warm(pid_t parent)
 {
@@ -257,64 +365,43 @@ int beat_shim_warm(pid_t parent)
     struct iovec io = {buf, BEAT_WARM_MAX};
     struct msghdr m;
     struct cmsghdr *c;
-    int fds[4];
+    int fds[4], sock, devnull;
     ssize_t n;
-    char *at = buf, *end, *grace, *parent_pid, *file, *count, *cwd;
-    char **argv, **envv;
 
-    prctl(PR_SET_NAME, "beat-shim");
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) /* beat died before the death signal was armed */
+    if (shim_setup(parent) != 0)
         return 137;
-    memset(&m, 0, sizeof m);
-    m.msg_iov = &io;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl.space;
-    m.msg_controllen = sizeof ctl.space;
-    do
-        n = recvmsg(3, &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        return 0;
-    c = CMSG_FIRSTHDR(&m);
-    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-        c->cmsg_len != CMSG_LEN(sizeof fds) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+    sock = fcntl(3, F_DUPFD_CLOEXEC, 10); /* fd 3 is each command's status pipe */
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sock < 0 || devnull < 0)
         return 126;
-    memcpy(fds, CMSG_DATA(c), sizeof fds);
-    close(3);  /* the socket: received descriptors are 4 and above (0-2 are open) */
-    for (int i = 0; i < 4; i++)
-        if (dup2(fds[i], i) < 0)
+    close(3);
+    for (;;) {
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.space;
+        m.msg_controllen = sizeof ctl.space;
+        do
+            n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            return 0;
+        c = CMSG_FIRSTHDR(&m);
+        if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+            c->cmsg_len != CMSG_LEN(sizeof fds) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
             return 126;
-    for (int i = 0; i < 4; i++)
-        if (fds[i] > 3)
-            close(fds[i]);
-    end = buf + n;
-    *end = '\0';
-    grace = next_string(&at, end);
-    parent_pid = next_string(&at, end);
-    file = next_string(&at, end);
-    count = next_string(&at, end);
-    if (count == NULL || (argv = string_list(&at, end, atol(count), 4)) == NULL)
-        return 126;
-    argv[0] = "beat-shim";
-    argv[1] = grace;
-    argv[2] = parent_pid;
-    argv[3] = file;
-    count = next_string(&at, end);
-    if (count == NULL || (envv = string_list(&at, end, atol(count), 0)) == NULL)
-        return 126;
-    cwd = next_string(&at, end);
-    if (cwd == NULL)
-        return 126;
-    if (cwd[0] != '\0' && chdir(cwd) != 0) {
-        report("error", errno);
-        return 127;
+        memcpy(fds, CMSG_DATA(c), sizeof fds);
+        if (drain_signals(parent))
+            return 137;
+        switch (run_message(buf, n, fds, devnull)) {
+        case 1:
+            break;
+        case 0:
+            return 0;
+        default:
+            return 126;
+        }
     }
-    environ = envv;
-    int argc = 0;
-    while (argv[argc] != NULL)
-        argc++;
-    return beat_shim_main(argc, argv);
 }
 
 #ifdef BEAT_SHIM_STANDALONE

@@ -20,11 +20,13 @@
 /* shim.c: argv = {name, GRACE_MS, PARENT_PID, FILE, ARGV0, ARGS...} */
 int beat_shim_main(int argc, char **argv);
 
-/* shim.c: a shim started ahead of need (`beat-shim warm PARENT_PID`),
- * which takes its command from one message on the socket at fd 3: the
- * command's descriptors 0-3 (SCM_RIGHTS) and BEAT_WARM_MAX bytes at most
- * of NUL-terminated strings: GRACE_MS, PARENT_PID, FILE, ARGC, the ARGC
- * arguments, ENVC, the ENVC variables, the directory ("" for none). */
+/* shim.c: a shim that runs commands one after another (`beat-shim warm
+ * PARENT_PID`), each from one message on the socket at fd 3: the command's
+ * descriptors 0-3 (SCM_RIGHTS) and BEAT_WARM_MAX bytes at most of
+ * NUL-terminated strings: GRACE_MS, PARENT_PID, FILE, ARGC, the ARGC
+ * arguments, ENVC, the ENVC variables, the directory ("" for none). Once a
+ * command and its leftovers are gone it has written its last report line
+ * and closed the command's fd 3, and waits for the next message. */
 #define BEAT_WARM_MAX (128 * 1024)
 int beat_shim_warm(pid_t parent);
 

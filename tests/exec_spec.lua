@@ -364,18 +364,19 @@ describe("the shim every command starts through", function()
     assert.same({}, H.wait_gone(m, 2))
   end)
 
-  it("hands each command to a shim started while the one before ran, copes when that shim is killed, and lets it go at exit", function()
-    -- the processes whose command line is "beat-shim warm PID": shims waiting for beat PID's next command
+  it("runs command after command in the same waiting shim, copes when one is killed, and lets them go at exit", function()
+    -- the processes whose command line is "beat-shim warm PID": shims of beat PID that run commands it sends
     local WAITING = [[
       local function waiting(pid)
         local out = {}
         for _, name in ipairs(require("beat").fs.list("/proc") or {}) do
           local f = name:match("^%d+$") and io.open("/proc/" .. name .. "/cmdline", "rb")
           if f then
-            if f:read("a") == ("beat-shim\0warm\0%d\0"):format(pid) then out[#out + 1] = name end
+            if f:read("a") == ("beat-shim\0warm\0%d\0"):format(pid) then out[#out + 1] = tonumber(name) end
             f:close()
           end
         end
+        table.sort(out)
         return out
       end
     ]]
@@ -383,33 +384,88 @@ describe("the shim every command starts through", function()
     local dir = H.tmpdir()
     local recipe = H.recipe(dir, WAITING .. [[
       local beat = require "beat"
+      local procs = require "beat.runs.proc"
       local me = beat.pid()
       io.write(me, " ")
-      assert(beat.exec { "true" }.code == 0)
-      local w = waiting(me)
-      io.write(#w, " ")
-      -- killed while it waits (not by a command: its shim would be that one)
-      local procs = require "beat.runs.proc"
-      procs.kill(tonumber(w[1]), 9)
-      for _ = 1, 500 do   -- until it is a zombie (beat, its parent, reaps it)
-        if (procs.stat(tonumber(w[1])) or {}).state == "Z" then break end
+      -- one shim, then the same one again: done with a command, it waits for the next
+      local first = assert(beat.spawn { "true" })
+      assert(first:wait().code == 0)
+      local again = assert(beat.spawn { "sh", "-c", "exit 3" })
+      io.write(again:wait().code, " ", tostring(again.pid == first.pid), " ")
+      -- it holds nothing of the command's while it waits: no directory, no descriptor but its own
+      local shim = "/proc/" .. first.pid
+      local fds = {}
+      for fd = 0, 3 do fds[#fds + 1] = beat.fs.realpath(("%s/fd/%d"):format(shim, fd)) or "-" end
+      io.write(beat.fs.realpath(shim .. "/cwd"), " ", table.concat(fds, ","), " ")
+      -- killed while it waits (not by a command: its shim would be that one); so is every other
+      for _, pid in ipairs(waiting(me)) do procs.kill(pid, 9) end
+      for _ = 1, 500 do   -- until they are zombies (beat, their parent, reaps them)
+        local left = 0
+        for _, pid in ipairs(waiting(me)) do
+          if (procs.stat(pid) or {}).state ~= "Z" then left = left + 1 end
+        end
+        if left == 0 then break end
         beat.sleep(0.01)
       end
       local r = assert(beat.exec({ "sh", "-c", "pwd; echo $X; exit 7" }, { cwd = "/", env = { X = "from the env" } }))
       io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ")
-      -- and the one after it from a waiting shim again, in its own directory and environment
+      -- and the next in its own directory and environment
       r = assert(beat.exec({ "sh", "-c", "pwd; echo $X; exit 5" }, { cwd = "/usr", env = { X = "again" } }))
       io.write(r.code, " ", (r.stdout:gsub("\n", "|")), " ")
       -- with no directory given, in beat's as it is now, not as it was when that shim started
       assert(beat.fs.chdir("/etc"))
       r = assert(beat.exec { "pwd" })
-      io.write(r.stdout:gsub("\n", "|"), #waiting(me), "\n")
+      io.write(r.stdout:gsub("\n", "|"), #waiting(me) > 0 and "waiting" or "none", "\n")
     ]])
     local r = H.beat { "run", recipe }
     assert.equal(0, r.code, r.stderr)
     local pid, rest = r.stdout:match("^(%d+) (.*)$")
-    assert.equal("1 7 /|from the env| 5 /usr|again| /etc|1\n", rest)
+    -- while it waits its 0-2 are /dev/null and it has no fd 3 (the command's report pipe)
+    assert.equal("3 true / /dev/null,/dev/null,/dev/null,- 7 /|from the env| 5 /usr|again| /etc|waiting\n", rest)
     assert.same({}, waiting(tonumber(pid)))   -- none is left once beat has exited
+  end)
+
+  it("gives a waiting shim's next command nothing of signals that came while it waited", function()
+    -- a kill meant for a command that had just ended reaches its shim once
+    -- it waits for the next: the next must not take it
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, [[
+      local beat = require "beat"
+      local procs = require "beat.runs.proc"
+      local sig = require("beat._runtime").signals
+      local p = assert(beat.spawn { "true" })
+      assert(p:wait().code == 0)
+      for _, s in ipairs { sig.SIGTERM, sig.SIGINT, sig.SIGHUP, sig.SIGUSR1, 35 } do procs.kill(p.pid, s) end
+      beat.sleep(0.05)
+      local q = assert(beat.spawn { "sh", "-c", "sleep 0.2; echo alive" })
+      local r = q:wait()
+      io.write(tostring(q.pid == p.pid), " ", r.code, " ", r.stdout)
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("true 0 alive\n", r.stdout)
+  end)
+
+  it("ends with beat killed by SIGKILL while it waits for a command", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, ([[
+      local beat = require "beat"
+      assert(beat.exec { "true" }.code == 0)
+      beat.fs.write("%s/ran", "")
+      beat.sleep(60)
+    ]]):format(dir))
+    local p = assert(beat.spawn { H.bin, "run", recipe })
+    for _ = 1, 600 do
+      if beat.fs.exists(dir .. "/ran") then break end
+      beat.sleep(0.05)
+    end
+    local recs = beat.exec({ "sh", "-c", "cat /proc/" .. p.pid .. "/task/*/children" }).stdout
+    local beat_pid = assert(recs:match("%d+"), "beat's pid")
+    local cmdline = ("beat-shim warm %s"):format(beat_pid)
+    assert.is_true(#H.pids_with(cmdline) > 0)
+    beat.exec { "kill", "-KILL", beat_pid }
+    assert.equal(137, p:wait().code)
+    assert.same({}, H.wait_gone(cmdline, 5))
   end)
 
   it("passes no descriptor of beat's to the command", function()
