@@ -468,6 +468,54 @@ static int warm_send(pid_t *pid, int *sock, char **args, char **env, const char 
     return EAGAIN;
 }
 
+/* ---- children beat does not know ----------------------------------------
+ * beat is a child subreaper, so a process orphaned below it becomes its
+ * child. Shims end every such process but one kind: a detached beat run
+ * (`beat loop --detach` run as a command) that a shim adopted is handed up
+ * to beat, alive, and when it ends it is a zombie child of beat, which
+ * reaps only its shims. At each command's end beat reaps the children that
+ * ended and are not its shims, so a long-lived beat that starts detached
+ * runs that way does not pile up zombies. */
+
+static proc *live;  /* procs whose shim is busy with their command */
+
+static int is_shim(pid_t pid)
+{
+    for (int i = 0; i < nidle; i++)
+        if (idle[i].pid == pid)
+            return 1;
+    for (proc *q = live; q != NULL; q = q->next_live)
+        if (q->pid == pid)
+            return 1;
+    return 0;
+}
+
+static void unlist(proc *p)
+{
+    for (proc **at = &live; *at != NULL; at = &(*at)->next_live)
+        if (*at == p) {
+            *at = p->next_live;
+            return;
+        }
+}
+
+/* Reaps the children that ended and are not shims. waitid with WNOWAIT
+ * names one that ended without reaping it; a shim that ended is left for
+ * its proc (it is reaped at once, when its pipe hangs up), and the rest
+ * wait for the next command's end. */
+static void reap_strays(void)
+{
+    for (;;) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0 ||
+            is_shim(si.si_pid))
+            return;
+        while (waitpid(si.si_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+}
+
 static proc **checkproc(lua_State *L)
 {
     return luaL_checkudata(L, 1, "beat.proc");
@@ -683,11 +731,13 @@ static void on_status(uv_poll_t *h, int status, int events)
         return; /* not the end yet */
     uv_poll_stop(h);
     p->status_open = 0;
+    unlist(p);
     if (p->sock >= 0) {
         if (!p->abandoned && report_value(p->report, "idle", &idle_line)) {
             /* done with the command, it waits for the next */
             idle_return(p->pid, p->sock);
             p->sock = -1;
+            reap_strays();
             shim_exited(p, -1);
             return;
         }
@@ -697,6 +747,7 @@ static void on_status(uv_poll_t *h, int status, int events)
     do
         r = waitpid(p->pid, &wstatus, 0);
     while (r < 0 && errno == EINTR);
+    reap_strays();
     shim_exited(p, r == p->pid ? wstatus : -1);
 }
 
@@ -914,6 +965,8 @@ static int exec_spawn(lua_State *L)
         return 3;
     }
     *box = p;
+    p->next_live = live;
+    live = p;
     if (p->out.open)
         uv_read_start((uv_stream_t *)&p->out.pipe, exec_alloc_cb, exec_on_read);
     if (p->err.open)

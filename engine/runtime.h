@@ -54,6 +54,7 @@ typedef struct {
 struct proc {
     pid_t pid;                /* the shim */
     int sock;                 /* a shim that runs command after command: its socket; else -1 */
+    struct proc *next_live;   /* the procs whose shim is busy with their command (exec.c) */
     uv_pipe_t in;
     uv_poll_t status;         /* the shim's report pipe, watched for its hang-up */
     int status_fd;

@@ -468,6 +468,31 @@ describe("the shim every command starts through", function()
     assert.same({}, H.wait_gone(cmdline, 5))
   end)
 
+  it("reaps a detached run handed up to beat once it has ended, at the next command's end", function()
+    -- a shim leaves a detached beat run (its argv says --detached-run) alive and hands it
+    -- up to beat, the subreaper; ended, it is beat's zombie child until beat reaps it
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, ([[
+      local beat = require "beat"
+      local procs = require "beat.runs.proc"
+      local stray = "%s/stray"
+      assert(beat.exec({ "sh", "-c", "(sh -c 'echo $$ > \"$STRAY\"; sleep 0.3' --detached-run &)" },
+        { env = { STRAY = stray } }).code == 0)
+      local deadline = beat.clock() + 30
+      while not (beat.fs.read(stray) or ""):match("\n$") and beat.clock() < deadline do beat.sleep(0.02) end
+      local pid = math.tointeger(tonumber(beat.fs.read(stray)))
+      local st = procs.stat(pid)
+      while st and st.state ~= "Z" and beat.clock() < deadline do beat.sleep(0.02); st = procs.stat(pid) end
+      io.write(st and st.state or "-", " ", st and tostring(st.ppid == beat.pid()) or "-", " ")
+      assert(beat.exec { "true" }.code == 0)
+      st = procs.stat(pid)
+      io.write(st and st.state or "reaped", "\n")
+    ]]):format(dir))
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("Z true reaped\n", r.stdout)
+  end)
+
   it("passes no descriptor of beat's to the command", function()
     local r = assert(beat.exec({ "sh", "-c", "ls -l /proc/$$/fd" }))
     assert.not_matches("memfd", r.stdout)
