@@ -48,6 +48,17 @@ function M.write(path, data, mode)
   if mode then M.sh(("chmod %o %s"):format(mode, M.q(path))) end
 end
 
+--- Writes files ({path = content}, in the order of their paths) in dir and
+--- commits everything with message.
+function M.commit_files(dir, files, message)
+  local paths = {}
+  for path in pairs(files) do paths[#paths + 1] = path end
+  table.sort(paths)
+  for _, path in ipairs(paths) do M.write(dir .. "/" .. path, files[path]) end
+  M.G(dir, { "add", "-A" })
+  M.G(dir, { "commit", "-q", "-m", message })
+end
+
 --- Leaves the repository at dir (branch main, a README.md committed) in a
 --- merge that stopped on a conflict in README.md: the index holds its
 --- stages 1-3, the file git's conflict markers.

@@ -14,13 +14,11 @@ local function new_repo()
   local dir = assert(beat.fs.tmpdir("beat-scan"))
   dirs[#dirs + 1] = dir
   G(dir, { "init", "-q", "-b", "main" })
-  write(dir .. "/README.md", "# project\n")
-  write(dir .. "/src/main.c", "int main(void) { return 0; }\n")
-  write(dir .. "/src/util/helper.c", "int helper(void) { return 1; }\n")
-  write(dir .. "/docs/guide.md", "guide\n")
-  write(dir .. "/.gitignore", "build/\n*.log\n")
-  G(dir, { "add", "-A" })
-  G(dir, { "commit", "-q", "-m", "initial" })
+  cli.commit_files(dir, {
+    ["README.md"] = "# project\n", ["src/main.c"] = "int main(void) { return 0; }\n",
+    ["src/util/helper.c"] = "int helper(void) { return 1; }\n", ["docs/guide.md"] = "guide\n",
+    [".gitignore"] = "build/\n*.log\n",
+  }, "initial")
   beat.sleep(1.1)
   return dir
 end

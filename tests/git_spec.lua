@@ -583,13 +583,11 @@ describe("beat.git", function()
 
   it("stores every file's bytes as they are under .gitattributes eol rules and restores them byte for byte", function()
     dir = new_repo()
-    write(dir .. "/.gitattributes", "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n")
-    write(dir .. "/win.bat", "@echo off\r\necho hi\r\n")
-    write(dir .. "/unix.sh", "echo hi\n")
-    write(dir .. "/data.bin", "a\r\nb\r\n")
-    write(dir .. "/plain.txt", "line\n")
-    G(dir, { "add", "-A" })
-    G(dir, { "commit", "-q", "-m", "attributes" })
+    cli.commit_files(dir, {
+      [".gitattributes"] = "* text=auto\n*.bat text eol=crlf\n*.sh text eol=lf\n*.bin binary\n",
+      ["win.bat"] = "@echo off\r\necho hi\r\n", ["unix.sh"] = "echo hi\n",
+      ["data.bin"] = "a\r\nb\r\n", ["plain.txt"] = "line\n",
+    }, "attributes")
     assert.equal("@echo off\necho hi\n", G(dir, { "show", "HEAD:win.bat" })) -- git add normalized it
     local want = manifest(dir)
     local repo = open(dir)
@@ -1049,13 +1047,10 @@ describe("beat.git", function()
 
   it("counts lines as git diff --numstat does under .gitattributes, from the work tree or only the index", function()
     dir = new_repo()
-    write(dir .. "/data.txt", "one\n")
-    write(dir .. "/notes.txt", "one\n")
-    write(dir .. "/sub/table.csv", "a,b\n")
-    write(dir .. "/.gitattributes", "data.txt binary\n")
-    write(dir .. "/sub/.gitattributes", "*.csv -diff\n")
-    G(dir, { "add", "-A" })
-    G(dir, { "commit", "-qm", "attributes" })
+    cli.commit_files(dir, {
+      ["data.txt"] = "one\n", ["notes.txt"] = "one\n", ["sub/table.csv"] = "a,b\n",
+      [".gitattributes"] = "data.txt binary\n", ["sub/.gitattributes"] = "*.csv -diff\n",
+    }, "attributes")
     local repo = open(dir)
     local function numstat(a, b)   -- git's, and beat's, as "path added deleted" lines
       local theirs = G(dir, { "diff", "--numstat", a, b }):gsub("\t", " ")
