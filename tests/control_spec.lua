@@ -284,6 +284,21 @@ describe("beat loop --detach", function()
     assert.equal("passed", wait_status(s, id, function(x) return x.final end).state)
     assert.is_nil(H.read(trace):find("/old%d+/run%.json"), "the start read the index of every run")
   end)
+
+  it("names a run that holds the work tree but has no id yet as starting", function()
+    local s = session()
+    local repo = user_repo()
+    local held = assert(beat.git.open { dir = repo, watch = false })
+    local lock = assert(held:lock { id = "starting" })   -- as a run's start takes it
+    local r = run_beat(s, { "loop", "fix", "--until", "true", "-a", AGENT, "--detach" }, { cwd = repo })
+    lock:release()
+    held:close()
+    assert.equal(2, r.code, r.stderr)
+    assert.matches(("^beat: loop: work tree is in use by a run that is starting %%(pid %d%%) %%(one loop per work tree, ")
+      :format(beat.pid()), r.stderr)
+    assert.matches("see 'beat loop list' in a moment\n$", r.stderr)
+    assert.is_false(beat.fs.exists(repo .. "/.beat/runs"))   -- nothing written
+  end)
 end)
 
 describe("beat loop list, status, pause, resume, cancel", function()

@@ -810,6 +810,8 @@ describe("CreateLoop's arguments as a beat loop command line (control.loop_argv)
       { "loop: --eval-timeout must be a duration, got 'x'", "argument evalTimeout: must be a duration, got 'x'" },
       { "work tree is in use by run mx1 (pid 42) (one loop per work tree, /w): see 'beat loop status mx1', or stop it with 'beat loop cancel mx1'",
         'the work tree /w is in use by loop mx1 (pid 42): one loop per work tree. LoopStatus {"loopId": "mx1"} shows it; CancelLoop {"loopId": "mx1"} stops it' },
+      { "work tree is in use by a run that is starting (pid 42) (one loop per work tree, /w): see 'beat loop list' in a moment",
+        "the work tree /w is in use by a loop that is starting (pid 42): one loop per work tree. ListLoops shows it in a moment" },
       { "the file my-file--x is odd", "the file my-file--x is odd" },
     } do
       assert.equal(case[2], control.loop_message(case[1]))

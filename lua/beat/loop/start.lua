@@ -60,6 +60,10 @@ end
 local function lock_message(root, err)
   err = tostring(err)
   local id, pid = err:match("in use by run ([%w_%-]+)"), err:match("%(pid (%d+)%)")
+  if id == "starting" then   -- a run that has the lock and no id yet
+    return ("work tree is in use by a run that is starting%s (one loop per work tree, %s): see 'beat loop list' in a moment")
+      :format(pid and (" (pid " .. pid .. ")") or "", root)
+  end
   if id and id ~= "restore" and id ~= "probe" then
     return ("work tree is in use by run %s%s (one loop per work tree, %s): see 'beat loop status %s', or stop it with 'beat loop cancel %s'")
       :format(id, pid and (" (pid " .. pid .. ")") or "", root, id, id)

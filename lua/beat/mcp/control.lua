@@ -48,6 +48,12 @@ function M.loop_message(msg)
     return ("the work tree %s is in use by loop %s (pid %s): one loop per work tree. "
       .. 'LoopStatus {"loopId": "%s"} shows it; CancelLoop {"loopId": "%s"} stops it'):format(root, id, pid, id, id)
   end
+  pid = msg:match("in use by a run that is starting %(pid (%d+)%)")
+  if pid then
+    local root = msg:match("one loop per work tree, ([^)]+)%)") or "the work tree"
+    return ("the work tree %s is in use by a loop that is starting (pid %s): one loop per work tree. "
+      .. "ListLoops shows it in a moment"):format(root, pid)
+  end
   local text = msg
   msg = msg:gsub("()(%-%-?[%a][%w%-]*)", function(at, flag)
     local arg = FLAG_ARG[flag]
