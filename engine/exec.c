@@ -392,8 +392,9 @@ static int put_string(char *buf, size_t *len, size_t cap, const char *s)
 
 /* Hands a command to a waiting shim: args = {GRACE_MS, PARENT_PID, FILE,
  * ARGV0, ARGS..., NULL}. 0 (and *pid, *sock) when one took it; EAGAIN when
- * none waits, E2BIG when the message would be too long (then start one as
- * usual); another errno when a descriptor cannot be had. */
+ * none waits, E2BIG when the message cannot be made (too long, or beat's
+ * directory cannot be named: then start one as usual); another errno when a
+ * descriptor cannot be had. */
 static int warm_send(pid_t *pid, int *sock, char **args, char **env, const char *cwd,
                      const int child[4])
 {
