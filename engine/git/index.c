@@ -213,9 +213,10 @@ static int parse(bindex *ix, const char *path, size_t len, errbuf *e)
             return bad(e, path, "extension out of bounds");
         if (memcmp(p, "TREE", 4) == 0)
             read_tree_ext(ix, p + 8, sz);
-        else if (p[0] < 'A' || p[0] > 'Z')
-            return err_set(e, "snapshot: index %s: extension '%.4s' is not supported "
-                "(split or sparse index)", path, (const char *)p);
+        else if (p[0] < 'A' || p[0] > 'Z')  /* one git requires its readers to know */
+            return err_set(e, "snapshot: index %s: extension '%.4s' is not supported (%s)", path,
+                (const char *)p, memcmp(p, "link", 4) == 0 ? "a split index"
+                : memcmp(p, "sdir", 4) == 0 ? "a sparse index" : "an index beat cannot read");
         p += 8 + (size_t)sz;
     }
     if (p != end)
