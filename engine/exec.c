@@ -46,6 +46,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "runtime.h"
 #include "shim.h"
 
@@ -399,16 +400,9 @@ static int warm_send(pid_t *pid, int *sock, char **args, char **env, const char 
                      const int child[4])
 {
     static char buf[BEAT_WARM_MAX], here[PATH_MAX];
-    union {
-        char space[CMSG_SPACE(4 * sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
     char count[32];
     size_t len = 0;
     int fds[4], nargs = 0, nenv = 0, fail = 0;
-    struct iovec io;
-    struct msghdr m;
-    struct cmsghdr *c;
 
     if (nidle == 0)
         return EAGAIN;
@@ -441,25 +435,9 @@ static int warm_send(pid_t *pid, int *sock, char **args, char **env, const char 
         if (fds[i] < 0)
             return errno;
     }
-    memset(&m, 0, sizeof m);
-    io.iov_base = buf;
-    io.iov_len = len;
-    m.msg_iov = &io;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl.space;
-    m.msg_controllen = sizeof ctl.space;
-    c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
     while (nidle > 0) {
-        ssize_t w;
         nidle--;
-        do
-            w = sendmsg(idle[nidle].sock, &m, MSG_NOSIGNAL);
-        while (w < 0 && errno == EINTR);
-        if (w == (ssize_t)len) {
+        if (fs_send_fds(idle[nidle].sock, buf, len, fds, 4) == (ssize_t)len) {
             *pid = idle[nidle].pid;
             *sock = idle[nidle].sock;
             return 0;

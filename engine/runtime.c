@@ -200,11 +200,13 @@ lua_State *beat_new_state(int argc, char **argv)
 }
 
 /* Closes the state (running every __gc, which closes handles) and lets the
- * loop run the close callbacks that free handle memory. */
+ * loop run the close callbacks that free handle memory. The repositories
+ * closed now hand their watches to the kernel (git/watch.c). */
 void beat_close_state(lua_State *L)
 {
     uv_loop_t *loop = beat_loop(L);
     beat_interrupts_close();
+    beat_git_ending();
     lua_close(L);
     uv_run(loop, UV_RUN_NOWAIT);
     uv_loop_close(loop);

@@ -98,4 +98,7 @@ void beat_kill_all_descendants(void);
 /* exec.c: lets go the shim started ahead of need, if one waits */
 void beat_exec_dismiss_warm(void);
 
+/* git/watch.c */
+void beat_git_ending(void);
+
 #endif

@@ -80,6 +80,21 @@ function H.beat(args, opts)
   return assert(beat.exec(argv, opts))
 end
 
+--- Runs argv (beat.exec's opts) under `strace -f -e trace=CALLS`: the trace
+--- and the result; nil and why when strace is not installed or cannot trace
+--- here (LeakSanitizer, for one, refuses to run under ptrace).
+function H.strace(calls, argv, opts)
+  if not require("beat.exec").which("strace") then return nil, "strace is not installed" end
+  local out = H.tmpdir() .. "/trace"
+  local cmd = { "strace", "-f", "-qq", "-e", "trace=" .. calls, "-o", out }
+  for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+  local r = assert(beat.exec(cmd, opts))
+  if r.code ~= 0 and (r.stderr:find("strace", 1, true) or r.stderr:find("ptrace", 1, true)) then
+    return nil, "strace cannot trace here: " .. r.stderr
+  end
+  return H.read(out) or "", r
+end
+
 --- Runs `beat loop ARGS...` in dir with extra environment.
 function H.loop(dir, args, env)
   local argv = { "loop" }

@@ -14,7 +14,9 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "git.h"
+#include "runtime.h"
 
 #define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | \
     IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
@@ -46,11 +48,54 @@ static int pend_cmp(const void *a, const void *b)
     return strcmp(((const pending *)a)->path, ((const pending *)b)->path);
 }
 
+/* ---- letting the kernel free a watch at exit ---------------------------
+ * Closing the last descriptor of an inotify instance frees its marks and
+ * waits for an SRCU grace period (fsnotify_destroy_group): ~0.1 ms on an
+ * idle machine, 5-25 ms on a loaded one. beat closes its repositories as
+ * it ends (lua_close), and a process's exit waits the same way for what is
+ * left open: once per run, a third of what a short `beat loop` cost beyond
+ * its commands (docs/performance.md). So once beat is ending, a watch is
+ * not closed but handed to the kernel: its descriptor is sent, with the
+ * receiving end of a new socket pair, to that end, and every descriptor is
+ * closed. The receiving socket is then held only by its own queue, a cycle
+ * that the kernel's unix-socket garbage collector ends, started by the
+ * release of the sending end; the instance's last reference, and the wait,
+ * go there, in a kernel worker since Linux 6.10: no process waits. Before
+ * that, the collector ran in the closing process and the wait is where it
+ * was. A process that goes on closes its watches itself: the kernel then
+ * frees them in step with it, so a loop of opens and closes never holds
+ * more instances than the user may have (fs.inotify.max_user_instances). */
+static int ending;
+
+void beat_git_ending(void)
+{
+    ending = 1;
+}
+
+static int hand_to_kernel(int fd)
+{
+    char byte = 0;
+    int sv[2], fds[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    fds[0] = fd;
+    fds[1] = sv[0];
+    if (fs_send_fds(sv[1], &byte, 1, fds, 2) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    close(fd);
+    close(sv[0]);
+    close(sv[1]);  /* the sending end last: its release starts the collector */
+    return 0;
+}
+
 /* Stops the watch and forgets what it saw: the next tree is a full scan.
  * Idempotent; the pending list's storage is kept for reuse. */
 void watch_stop(watch *w)
 {
-    if (w->fd >= 0)
+    if (w->fd >= 0 && !(ending && hand_to_kernel(w->fd) == 0))
         close(w->fd);
     w->fd = -1;
     for (size_t i = 0; i < w->ndirs; i++)
