@@ -525,6 +525,7 @@ static proc *new_proc(void)
 
 static void free_proc(proc *p)
 {
+    unlist(p);  /* freed with its command still running: the loop closed at exit */
     free(p->out.head);
     free(p->out.tail);
     free(p->out.line);

@@ -306,7 +306,7 @@ static int run_message(char *buf, ssize_t n, const int fds[4], int devnull)
     fcntl(3, F_SETFD, FD_CLOEXEC);
     *end = '\0';
     grace = next_string(&at, end);
-    parent_pid = next_string(&at, end);
+    parent_pid = next_string(&at, end);  /* the one-shot shim's; this one checked its parent once */
     file = next_string(&at, end);
     count = next_string(&at, end);
     if (parent_pid == NULL || count == NULL || (argv = string_list(&at, end, atol(count))) == NULL)
