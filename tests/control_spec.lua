@@ -257,10 +257,6 @@ describe("beat loop --detach", function()
   end)
 
   it("asks the work tree's lock, not every run the user ever had, whether the work tree is busy", function()
-    if not require("beat.exec").which("strace") then
-      pending("strace is not installed")
-      return
-    end
     local s = session()
     local repo = user_repo()
     -- the per-user index of a user with many runs
@@ -270,19 +266,15 @@ describe("beat loop --detach", function()
       H.write(dir .. "/run.json", json.encode { id = ("old%03d"):format(i), root = repo, status = "running",
         dir = repo .. "/.beat/runs/old", pid = 1 })
     end
-    local trace = H.tmpdir() .. "/trace"
     local env = { SYNC = s.sync }
     for k, v in pairs(s.env) do env[k] = v end
-    local r = assert(beat.exec({ "strace", "-f", "-qq", "-e", "trace=%file", "-o", trace, H.bin, "loop", "fix",
-      "--until", "true", "-a", AGENT, "--detach" }, { cwd = repo, env = env }))
-    if r.code ~= 0 and r.stderr:find("strace", 1, true) then
-      pending("strace cannot trace here: " .. r.stderr)
-      return
-    end
+    local trace, r = H.strace("%file", { H.bin, "loop", "fix", "--until", "true", "-a", AGENT, "--detach" },
+      { cwd = repo, env = env })
+    if not trace then return pending(r) end
     assert.equal(0, r.code, r.stderr)
     local id = r.stdout:match("^(%w+)\n$")
     assert.equal("passed", wait_status(s, id, function(x) return x.final end).state)
-    assert.is_nil(H.read(trace):find("/old%d+/run%.json"), "the start read the index of every run")
+    assert.is_nil(trace:find("/old%d+/run%.json"), "the start read the index of every run")
   end)
 
   it("names a run that holds the work tree but has no id yet as starting", function()

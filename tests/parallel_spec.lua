@@ -228,10 +228,6 @@ describe("parallel candidates", function()
   end)
 
   it("are looked for at a run's start only in the runs that may have them, not in every run", function()
-    if not require("beat.exec").which("strace") then
-      pending("strace is not installed")
-      return
-    end
     local dir = H.git_repo { ["value.txt"] = "100\n" }
     -- a parallel run that ended: its worktrees are gone, and so is its mark
     local r = H.loop(dir, { "lower it", "--eval", EVAL, "-a", AGENT, "--candidates", "2",
@@ -243,15 +239,10 @@ describe("parallel candidates", function()
     for i = 1, 300 do assert(beat.fs.mkdir_p(("%s/.beat/runs/old%03d"):format(dir, i))) end
     assert(beat.fs.mkdir_p(dir .. "/.beat/runs/dead/wt/1.1"))
     H.write(dir .. "/.beat/runs/.worktrees/dead", "")
-    local trace = H.tmpdir() .. "/trace"
-    local st = assert(beat.exec({ "strace", "-f", "-qq", "-e", "trace=%stat,%file", "-o", trace,
-      H.bin, "loop", "again", "--until", "true", "-a", AGENT }, { cwd = dir }))
-    if st.code ~= 0 and st.stderr:find("strace", 1, true) then
-      pending("strace cannot trace here: " .. st.stderr)
-      return
-    end
+    local seen, st = H.strace("%stat,%file", { H.bin, "loop", "again", "--until", "true", "-a", AGENT },
+      { cwd = dir })
+    if not seen then return pending(st) end
     assert.equal(0, st.code, st.stdout .. st.stderr)
-    local seen = H.read(trace)
     assert.is_nil(seen:find("/old%d+/"), "the start looked into every run directory")
     assert.is_nil(seen:find(ended:match("[^/]+$") .. "/wt", 1, true))
     assert.is_false(beat.fs.exists(dir .. "/.beat/runs/dead/wt"))
