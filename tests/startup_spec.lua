@@ -1,6 +1,7 @@
 -- What beat does at start: its Lua embedded as bytecode (tools/embed.c),
 -- the CLI loading a command's module only when that command runs, and
--- libgit2 initialised without the system's CA bundle (engine/git/init.c).
+-- libgit2 initialised without what only a remote would use: the system's CA
+-- bundle, libssh2's start, HAVEGE entropy (engine/git/init.c).
 local beat = require "beat"
 local H = require "tests.helpers"
 
@@ -146,5 +147,35 @@ describe("beat's start", function()
     local bundle = r.stderr:match('stat%w*%([^"]*"([^"]*/certs/[^"]*)"')
     if not bundle then pending("this libgit2 looks for no CA bundle at start") return end
     assert.is_nil(r.stderr:match('open%w*%([^"]*"' .. bundle:gsub("%p", "%%%0") .. '"'), "libgit2 read " .. bundle)
+  end)
+
+  it("opening a repository neither starts libssh2's crypto nor fills HAVEGE's pool (beat never uses SSH or TLS)", function()
+    if not require("beat.exec").which("gdb") then pending("gdb is not installed") return end
+    local repo = H.git_repo { ["a.txt"] = "a\n" }
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, ([[
+      local repo = assert(require("beat").git.open(%q))
+      print("snapshot", assert(repo:snapshot { ref = "t/base" }) ~= nil)
+    ]]):format(repo))
+    -- each function prints "reached NAME" when called; libgit2's start called both
+    local watched = { "_libssh2_openssl_crypto_init", "havege_fill" }
+    local script = {}
+    for _, fn in ipairs(watched) do
+      script[#script + 1] = ("break %s\ncommands\nsilent\necho reached %s\\n\ncontinue\nend"):format(fn, fn)
+    end
+    script[#script + 1] = "run"
+    H.write(dir .. "/gdb.cmd", table.concat(script, "\n") .. "\n")
+    -- (LeakSanitizer cannot run under ptrace: the ASan build's leak check is off here)
+    local r = assert(beat.exec({ "gdb", "-batch", "-nx", "-x", dir .. "/gdb.cmd", "--args", H.bin, "run", recipe },
+      { env = { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":detect_leaks=0" } }))
+    local out = r.stdout .. r.stderr
+    if out:find("ptrace", 1, true) and not out:find("snapshot\ttrue", 1, true) then
+      pending("gdb cannot trace here: " .. out:sub(1, 200)) return
+    end
+    for i, fn in ipairs(watched) do   -- gdb found each function, so a call would be seen
+      assert.matches(("Breakpoint %d at 0x"):format(i), out, 1, true)
+    end
+    assert.matches("snapshot\ttrue", out, 1, true)
+    for _, fn in ipairs(watched) do assert.is_nil(out:find("reached " .. fn, 1, true), fn .. " ran") end
   end)
 end)
