@@ -323,13 +323,17 @@ static void dismiss(pid_t pid, int sock)
         ;
 }
 
-/* Lets every waiting shim go. */
+/* Lets every waiting shim go: all are killed, then all reaped, so their
+ * exits overlap. */
 void beat_exec_dismiss_warm(void)
 {
-    while (nidle > 0) {
-        nidle--;
-        dismiss(idle[nidle].pid, idle[nidle].sock);
+    for (int i = 0; i < nidle; i++) {
+        close(idle[i].sock);
+        kill(idle[i].pid, SIGKILL);
     }
+    for (; nidle > 0; nidle--)
+        while (waitpid(idle[nidle - 1].pid, NULL, 0) < 0 && errno == EINTR)
+            ;
 }
 
 /* A shim done with its command waits for the next (or goes, when enough
