@@ -158,12 +158,16 @@ describe("an idle loop", function()
     local m = H.marker()
     local p = start(dir, ([[
       local beat = require "beat"
+      local f = io.open("pid", "w"); f:write(require("beat._runtime").pid()); f:close()
       io.open("ready", "w"):close()
       local ok, err = pcall(beat.exec, "sleep %s")
       io.stderr:write("exec returned: ", tostring(err), "\n")
     ]]):format(m))
     assert.is_true(H.wait_started(m))
-    p:kill("INT")
+    -- to beat alone, as Ctrl-C (its commands run in sessions of their own):
+    -- p:kill would signal the whole tree, and the sleep ending on its own
+    -- SIGINT would race beat's cancel of the exec
+    assert.equal(0, beat.exec({ "kill", "-INT", H.read(dir .. "/pid") }).code)
     local r = assert(p:wait(20))
     assert.equal(130, r.code, r.stderr)
     assert.matches("exec returned: task cancelled", r.stderr)
