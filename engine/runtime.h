@@ -95,7 +95,7 @@ int beat_shim_main(int argc, char **argv);
 int beat_kill_descendants(pid_t root, int sig, pid_t skip_group);
 int beat_live_children(pid_t parent);
 void beat_kill_all_descendants(void);
-/* exec.c: lets go the shim started ahead of need, if one waits */
+/* exec.c: lets go every shim waiting for a command (killed, then reaped) */
 void beat_exec_dismiss_warm(void);
 
 /* git/watch.c */
