@@ -24,12 +24,13 @@ OBJ      += $(BUILD)/shim_blob.o
 # http-parser, PCRE2, zlib) are linked statically, from the archives of
 # Debian's -dev packages that libgit2-dev depends on: loading them as ~17
 # shared libraries cost ~3 ms at every `beat loop`, mostly the dynamic
-# loader relocating them. Only Kerberos (GSSAPI), which Debian ships without
-# an archive, stays a shared library. While libgit2 initialises, init.c
-# leaves out what only a remote would use: the CA bundle, libssh2's start,
-# HAVEGE entropy (--wrap; see there).
+# loader relocating them. Kerberos (GSSAPI), which Debian ships without an
+# archive, is not linked: gss.c loads it with dlopen when libgit2 first calls
+# it (only a remote would). While libgit2 initialises, init.c leaves out what
+# only a remote would use: the CA bundle, libssh2's start, HAVEGE entropy
+# (--wrap; see there).
 GIT_LIBS := -l:libgit2.a -l:libmbedtls.a -l:libmbedx509.a -l:libmbedcrypto.a -l:libhttp_parser.a \
-            -l:libssh2.a -l:libcrypto.a -l:libpcre2-8.a -l:libz.a -l:libgssapi_krb5.so.2 -lrt -ldl -pthread \
+            -l:libssh2.a -l:libcrypto.a -l:libpcre2-8.a -l:libz.a -lrt -ldl -pthread \
             -Wl,--wrap=mbedtls_x509_crt_parse_file -Wl,--wrap=libssh2_init \
             -Wl,--wrap=mbedtls_havege_init -Wl,--wrap=mbedtls_ctr_drbg_seed
 BEAT_LIBS := $(filter-out -lgit2,$(BEAT_LIBS)) $(GIT_LIBS)
