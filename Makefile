@@ -9,8 +9,10 @@ DEB_PKGS := pkg-config liblua5.4-dev lua5.4 libuv1-dev libgit2-dev zlib1g-dev lu
 WARN     := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Werror
 CFLAGS   ?= -O2 -g
 BEAT_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iengine -Ibuild
-# lua-cjson is linked statically, from Debian's liblua5.4-cjson.a
-BEAT_LIBS   = -l:liblua5.4-cjson.a $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lreadline
+# lua-cjson is linked statically, from Debian's liblua5.4-cjson.a; so are
+# readline and its terminfo (libreadline-dev's and libncurses-dev's archives),
+# which only `beat repl` uses: as shared libraries every start loaded them
+BEAT_LIBS   = -l:liblua5.4-cjson.a $(shell pkg-config --libs $(PKGS) 2>/dev/null) -l:libreadline.a -l:libtinfo.a
 
 BUILD    ?= build
 # engine/*.c and engine/git/*.c build to $(BUILD)/*.o and $(BUILD)/git/*.o;
