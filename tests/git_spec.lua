@@ -1170,6 +1170,11 @@ describe("beat.git", function()
     local names = {}
     for _, r in ipairs(repo:refs("refs/beat/run-1/")) do names[#names + 1] = r.name end
     assert.same({ "refs/beat/run-1/base", "refs/beat/run-1/iter-1" }, names)
+    assert.same({ "run-1", "run-2" }, repo:ref_children("refs/beat/"))   -- from the ref directory
+    assert.same({ "base", "iter-1" }, repo:ref_children("refs/beat/run-1/"))
+    assert.same({ "main" }, repo:ref_children("refs/heads/"))
+    assert.has_error(function() repo:ref_children("refs/beat") end,
+      "repo:ref_children: prefix must end in '/', got \"refs/beat\"")
     assert.equal(id, repo:refs("refs/beat/run-1/base")[1].id)
     assert.equal(id, repo:ref("run-1/base"))          -- one ref, looked up alone
     assert.equal(id, repo:ref("refs/beat/run-1/base"))

@@ -93,6 +93,37 @@ describe("beat show RUN", function()
     assert.matches("\n3 iterations in ", r.stdout)
   end)
 
+  it("finds a run without reading other runs' refs; runs known only by their refs, loose or packed, are still listed", function()
+    local dir = optimize_run()
+    local first = loop(dir, { "90" })
+    local second = loop(dir, { "80" })
+    local trace, r = H.strace("openat,open", { H.bin, "show", second }, { cwd = dir })
+    if not trace then pending(r) return end
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("refs/beat/" .. second .. "/", trace, 1, true)           -- its own snapshots
+    assert.is_nil(trace:find("refs/beat/" .. first .. "/", 1, true), "read the other run's refs")
+    -- the first run's journal gone: its refs still make it a run, loose and then packed;
+    -- a directory that deleted refs left empty makes none
+    assert(beat.fs.rm_rf(dir .. "/.beat/runs/" .. first))
+    assert(beat.fs.mkdir_p(dir .. "/.git/refs/beat/zzzzzzzz"))
+    local function ids()
+      local out = H.beat({ "runs", "--json" }, { cwd = dir })
+      assert.equal(0, out.code, out.stderr)
+      local list = {}
+      for _, run in ipairs(beat.json.decode(out.stdout).runs) do list[#list + 1] = run.id end
+      table.sort(list)
+      return list
+    end
+    assert.same({ first, second }, ids())
+    local packed = assert(beat.exec({ "git", "pack-refs", "--all" }, { cwd = dir }))
+    assert.equal(0, packed.code, packed.stderr)
+    assert.is_nil(beat.fs.stat(dir .. "/.git/refs/beat/" .. first .. "/base"))
+    assert.same({ first, second }, ids())
+    r = show(dir, { first })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("its journal is gone; its snapshots are in refs/beat/" .. first .. "/", r.stdout, 1, true)
+  end)
+
   it("--json prints one document with the iterations, the count, the diff stat and the logs", function()
     local dir = optimize_run()
     local id, rundir = loop(dir, { "90", "95" })

@@ -372,6 +372,7 @@ static const luaL_Reg repo_meth[] = {
     {"get_ref", repo_get_ref},
     {"delete_ref", repo_delete_ref},
     {"refs", repo_refs},
+    {"ref_children", repo_ref_children},
     {"head", repo_head},
     {"resolve", repo_resolve},
     {"signature", repo_signature},

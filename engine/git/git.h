@@ -309,6 +309,7 @@ int repo_set_ref(lua_State *L);
 int repo_get_ref(lua_State *L);
 int repo_delete_ref(lua_State *L);
 int repo_refs(lua_State *L);
+int repo_ref_children(lua_State *L);
 int repo_head(lua_State *L);
 int repo_resolve(lua_State *L);
 int repo_signature(lua_State *L);

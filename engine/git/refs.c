@@ -3,9 +3,11 @@
  * thin Lua-facing wrappers of libgit2 (registered by bind.c).  Failures of
  * the world return nil, "what: why"; bad arguments raise.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -236,7 +238,11 @@ int repo_delete_ref(lua_State *L)
     return 1;
 }
 
-/* repo:refs(prefix) -> { {name=, id=}, ... } sorted by name */
+/* repo:refs(prefix) -> { {name=, id=}, ... } in no particular order (the
+ * Lua side sorts). The iterator is given the glob "<prefix>*" (the prefix's
+ * wildcard characters escaped), so libgit2 reads the loose refs under the
+ * prefix's directory only: an iterator over every ref opens and reads each
+ * ref file of the repository, ~60,000 for a repository that had ~1,300 runs. */
 int repo_refs(lua_State *L)
 {
     brepo *r = check_repo(L);
@@ -245,9 +251,18 @@ int repo_refs(lua_State *L)
     git_reference_iterator *it = NULL;
     const char *name;
     lua_Integer n = 0;
+    luaL_Buffer glob;
     int rc;
 
-    if (git_reference_iterator_new(&it, r->repo) < 0)
+    luaL_buffinit(L, &glob);
+    for (size_t i = 0; i < plen; i++) {
+        if (strchr("*?[]\\", prefix[i]) != NULL)
+            luaL_addchar(&glob, '\\');
+        luaL_addchar(&glob, prefix[i]);
+    }
+    luaL_addchar(&glob, '*');
+    luaL_pushresult(&glob);
+    if (git_reference_iterator_glob_new(&it, r->repo, lua_tostring(L, -1)) < 0)
         return push_gitfail(L, "refs");
     lua_newtable(L);
     while ((rc = git_reference_next_name(&name, it)) == 0) {
@@ -266,6 +281,90 @@ int repo_refs(lua_State *L)
     git_reference_iterator_free(it);
     if (rc != GIT_ITEROVER)
         return push_gitfail(L, "refs");
+    return 1;
+}
+
+/* Adds the component of ref name `name` (length len) that follows `prefix`
+ * (plen bytes) to the set at the top of the stack, when name starts with it. */
+static void add_child(lua_State *L, const char *prefix, size_t plen, const char *name, size_t len)
+{
+    const char *end;
+    if (len <= plen || memcmp(name, prefix, plen) != 0)
+        return;
+    end = memchr(name + plen, '/', len - plen);
+    lua_pushlstring(L, name + plen, (size_t)((end ? end : name + len) - (name + plen)));
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+}
+
+/* repo:ref_children(prefix) -> { name, ... }: the distinct components that
+ * follow `prefix` (ending in '/') in the names of the repository's refs,
+ * unsorted: "refs/beat/" gives the run ids that have refs. Read from git's
+ * files, as git itself keeps them: the entries of the loose refs' directory
+ * <common dir>/<prefix> and the lines of <common dir>/packed-refs. One
+ * directory and one file, where an iterator over the refs reads every ref
+ * file (~18,000 for a repository that had ~1,300 runs). A loose entry may be
+ * a directory emptied by deleted refs: repo:refs(prefix .. name .. "/")
+ * says whether it still holds any. */
+int repo_ref_children(lua_State *L)
+{
+    brepo *r = check_repo(L);
+    size_t plen;
+    const char *prefix = luaL_checklstring(L, 2, &plen);
+    const char *common = git_repository_commondir(r->repo);
+    char *path = NULL;
+    lua_Integer n = 0;
+    DIR *dir;
+    FILE *packed;
+
+    if (plen == 0 || prefix[plen - 1] != '/' || memchr(prefix, '\0', plen) != NULL)
+        return luaL_error(L, "ref_children: the prefix must end in '/'");
+    lua_newtable(L); /* the set */
+    if (asprintf(&path, "%s%s", common, prefix) < 0)
+        return luaL_error(L, "out of memory");
+    dir = opendir(path);
+    free(path);
+    if (dir != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            size_t len = strlen(e->d_name);
+            if (e->d_name[0] == '.' || (len > 5 && strcmp(e->d_name + len - 5, ".lock") == 0))
+                continue;
+            lua_pushlstring(L, e->d_name, len);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        }
+        closedir(dir);
+    }
+    if (asprintf(&path, "%spacked-refs", common) < 0)
+        return luaL_error(L, "out of memory");
+    packed = fopen(path, "re");
+    free(path);
+    if (packed != NULL) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        /* "<object id> <ref name>" lines; '#' starts the header, '^' a peeled id */
+        while ((len = getline(&line, &cap, packed)) > 0) {
+            char *name = memchr(line, ' ', (size_t)len);
+            if (line[0] == '#' || line[0] == '^' || name == NULL)
+                continue;
+            name++;
+            len -= name - line;
+            while (len > 0 && (name[len - 1] == '\n' || name[len - 1] == '\r'))
+                len--;
+            add_child(L, prefix, plen, name, (size_t)len);
+        }
+        free(line);
+        fclose(packed);
+    }
+    lua_newtable(L); /* the set as a list */
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, ++n);
+    }
     return 1;
 }
 

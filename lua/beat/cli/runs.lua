@@ -88,9 +88,9 @@ local function known_runs(root, repo)
   if repo then
     local seen = {}
     for _, r in ipairs(runs) do seen[r.id] = true end
-    for _, ref in ipairs(repo:refs("refs/beat/") or {}) do
-      local id = ref.name:match("^refs/beat/([^/]+)/")
-      if id and not seen[id] then
+    -- the run ids under refs/beat/ (reading no ref), then the refs of those without a journal
+    for _, id in ipairs(repo:ref_children("refs/beat/")) do
+      if not seen[id] and #(repo:refs(("refs/beat/%s/"):format(id)) or {}) > 0 then
         seen[id] = true
         local from = repo:worktree_of(("refs/beat/%s/base"):format(id))
         runs[#runs + 1] = { id = id, dir = root .. "/.beat/runs/" .. id, journal_gone = true,

@@ -91,6 +91,23 @@ function Repo:refs(opts)
   return list
 end
 
+--- The distinct names that follow a prefix in the repository's ref names,
+--- sorted: `repo:ref_children("refs/beat/")` lists the run ids that have
+--- refs, from git's ref directory and packed-refs, without reading each ref
+--- (`repo:refs` reads them all). A name may be left by refs deleted since
+--- (an empty directory): `repo:refs(prefix .. name .. "/")` says what it holds.
+---@param prefix string ends in "/"
+---@return string[]
+function Repo:ref_children(prefix)
+  check.value("repo:ref_children", "prefix", prefix, "string")
+  if prefix:sub(-1) ~= "/" then
+    error(("repo:ref_children: prefix must end in '/', got %q"):format(prefix), 2)
+  end
+  local list = self._c:ref_children(prefix)
+  table.sort(list)
+  return list
+end
+
 local SET_REF = { ref = O.NAME, commit = O.NAME, create = "boolean" }
 
 --- Point a ref under refs/beat/ at an existing commit (a snapshot): how a
