@@ -1170,6 +1170,8 @@ describe("beat.git", function()
     local names = {}
     for _, r in ipairs(repo:refs("refs/beat/run-1/")) do names[#names + 1] = r.name end
     assert.same({ "refs/beat/run-1/base", "refs/beat/run-1/iter-1" }, names)
+    assert.same({}, repo:refs("refs/beat/run-*"))     -- a prefix is literal, never a glob
+    assert.same({}, repo:refs("refs/beat/run-?/"))
     assert.same({ "run-1", "run-2" }, repo:ref_children("refs/beat/"))   -- from the ref directory
     assert.same({ "base", "iter-1" }, repo:ref_children("refs/beat/run-1/"))
     assert.same({ "main" }, repo:ref_children("refs/heads/"))
