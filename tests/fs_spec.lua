@@ -16,6 +16,36 @@ describe("beat.fs", function()
     assert.matches("missing/f.txt", err)
   end)
 
+  it("appends with the fsync behind (\"later\"), and reports a failed one once, before the next durable write", function()
+    local path = H.tmpdir() .. "/j.jsonl"
+    local stamp, size = beat.fs.append(path, "one\n", "later", true)
+    assert.equal("string", type(stamp))
+    assert.equal(4, size)
+    assert.equal("one\n", beat.fs.read(path))             -- written at once, synced behind
+    assert.is_true(beat.fs.settle())
+    -- /dev/null takes the write but refuses fsync (EINVAL): the failure
+    -- comes back from settle, once
+    assert.is_true(beat.fs.append("/dev/null", "x", "later"))
+    local ok, err, code = beat.fs.settle()
+    assert.is_nil(ok)
+    assert.equal("/dev/null: Invalid argument", err)
+    assert.equal(22, code)                                    -- EINVAL
+    assert.is_true(beat.fs.settle())
+    -- or from the next durable append, which then writes nothing
+    assert.is_true(beat.fs.append("/dev/null", "x", "later"))
+    ok, err = beat.fs.append(path, "two\n", true)
+    assert.is_nil(ok)
+    assert.equal("/dev/null: Invalid argument", err)
+    assert.equal("one\n", beat.fs.read(path))
+    assert.is_true(beat.fs.append(path, "two\n", true))      -- reported once
+    assert.equal("one\ntwo\n", beat.fs.read(path))
+    -- a write that is not durable does not wait for it
+    assert.is_true(beat.fs.append("/dev/null", "x", "later"))
+    assert.is_true(beat.fs.append(path, "three\n", false))
+    assert.is_nil((beat.fs.settle()))
+    assert.error_matches(function() beat.fs.append(path, "x", "soon") end, 'must be a boolean or "later"')
+  end)
+
   it("writes atomically without fsync when asked, and no temp file stays", function()
     local dir = H.tmpdir()
     local path = dir .. "/f.txt"

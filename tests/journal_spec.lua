@@ -75,24 +75,32 @@ describe("beat.journal", function()
 end)
 
 describe("a loop's journal", function()
-  it("costs one fsync per iteration (progress records go to disk with the decision) and two per run", function()
+  it("costs one fsync per iteration (progress records go to disk with the decision, whose fsync runs behind the loop) and two per run", function()
     -- fsyncs of a 2- and a 5-iteration run: what a run costs once (run_start,
     -- run_end, the run's files and its index entry) cancels out
     local function fsyncs(iterations)
       local dir = H.git_repo { ["bug.txt"] = "broken\n" }
-      local trace, r = H.strace("fsync,fdatasync", { H.bin, "loop", "fix", "--until", "grep -q fixed bug.txt",
+      local trace, r = H.strace("execve,fsync,fdatasync", { H.bin, "loop", "fix", "--until", "grep -q fixed bug.txt",
         "-a", "sh " .. H.root .. "/tests/fixtures/loop/fix-on-3.sh", "--max-iterations", tostring(iterations), "-q" },
         { cwd = dir, env = { FIX_AT = "99" } })
       if not trace then return nil, r end
       assert.equal(1, r.code, r.stderr)   -- the check never passes: the run fails at its limit
-      return select(2, trace:gsub("sync%(", "")), dir
+      -- beat's own thread (the first execve's) and the one the decisions'
+      -- fsyncs run on, behind the loop
+      local main, own, behind = trace:match("^(%d+) execve"), 0, 0
+      for pid in trace:gmatch("\n(%d+) f%a*sync%(") do
+        if pid == main then own = own + 1 else behind = behind + 1 end
+      end
+      return own + behind, dir, own, behind
     end
-    local two, why = fsyncs(2)
+    local two, why, own2, behind2 = fsyncs(2)
     if not two then pending(why) return end
-    local five, dir = fsyncs(5)
+    local five, dir, own5, behind5 = fsyncs(5)
     assert.equal(3, five - two, ("%d fsyncs for 2 iterations, %d for 5"):format(two, five))
     -- and once per run, only run_start and run_end: 2 + the check before any change + 2 iterations
     assert.equal(5, two, ("%d fsyncs for a run of 2 iterations"):format(two))
+    -- the decisions' on a thread of their own, while the loop goes on; run_start's and run_end's in beat's
+    assert.same({ 2, 3, 2, 6 }, { own2, behind2, own5, behind5 })
     local recs = H.last_run(dir)
     local events = {}
     for _, rec in ipairs(recs) do

@@ -23,15 +23,24 @@ end
 ---@return true|nil ok, string? err
 M.write = core.write
 
---- Appends data; with durable=true it is on disk when this returns. With
---- mark=true, the file's mtime is set as fs.stamp(path, true) sets it and
---- its stamp and size after the write are returned.
+--- Appends data; with durable=true it is on disk when this returns; with
+--- durable="later" its fsync runs on a thread of beat's while the caller
+--- goes on (see fs.settle). A durable append (either kind) first waits for
+--- the fsync running behind, and fails, writing nothing, when that one
+--- failed. With mark=true, the file's mtime is set as fs.stamp(path, true)
+--- sets it and its stamp and size after the write are returned.
 ---@param path string
 ---@param data string
----@param durable? boolean
+---@param durable? boolean|"later"
 ---@param mark? boolean
 ---@return true|string|nil ok_or_stamp, string|integer|nil err_or_size
 M.append = core.append
+
+--- Waits for the fsync of a durable="later" append still running, if any:
+--- true, or nil, "path: why" when it failed (reported once: by this or by
+--- the next durable append). beat's exit waits for it too.
+---@return true|nil ok, string? err
+M.settle = core.settle
 
 --- A file's state as an opaque string (device, inode, size, mtime: for
 --- comparing) and its size: any write or replacement changes it. With

@@ -343,12 +343,14 @@ function Journal:tampering()
 end
 
 -- Appends data to one of the run's files (which: "path" or "tsv") and to
--- the run's copy of it; on disk when this returns. The stamp after the
+-- the run's copy of it; on disk when this returns (durable: nil or true),
+-- soon after (durable = "later": see M.BEHIND) or when the kernel writes
+-- it back (false). The stamp after the
 -- write is the copy's when the file grew by exactly data (else something
 -- else wrote meanwhile, and the next check writes the copy back).
 function Journal:_append(which, data, durable)
   local m = copy(self)[which]
-  local stamp, size = fs.append(self[which], data, durable ~= false, true)
+  local stamp, size = fs.append(self[which], data, durable == nil or durable, true)
   if not stamp then error(("cannot write %s: %s"):format(self[which], tostring(size)), 0) end
   local ok, werr = m.file:write(data)
   if not ok then error(("cannot keep a copy of %s: %s"):format(self[which], tostring(werr)), 0) end
@@ -364,8 +366,19 @@ end
 -- nothing decided.
 M.PROGRESS = { agent = true, check = true, eval = true, guard = true, rate_limited = true }
 
+-- Records whose fsync runs behind beat (fs.append's "later"): the decision
+-- is written at once and the disk takes it, ~0.4 ms, while the next
+-- iteration gets ready and its agent starts, instead of before. The next
+-- fsync'd record (the next decision, run_end), fs.settle and beat's exit
+-- wait for it, and one that failed stops the run there. A machine crash in
+-- that moment loses the decision, as one a moment before it would: the
+-- resumed run takes up that iteration again (what its agent had changed is
+-- set aside as a pre-restore snapshot); nothing decided before is lost.
+M.BEHIND = { decision = true }
+
 --- Appends one event and returns the record as written (sanitized, with
 --- `event` and `time`); it is on disk when this returns, unless it is a
+--- decision (M.BEHIND: on disk a moment later), a
 --- progress record (M.PROGRESS: on disk with the next record that is) or
 --- `opts.sync` is false (cheap records such as phase changes: written, not
 --- fsync'd — they survive beat being killed, not the machine crashing). A
@@ -388,6 +401,7 @@ function Journal:write(event, fields, opts)
   rec.time = require("beat._runtime").now()
   local line = json.encode(rec) .. "\n"
   local durable = not (M.PROGRESS[event] or (opts and opts.sync == false))
+  if durable and M.BEHIND[event] then durable = "later" end
   if opts and opts.repair == false then
     local m = copy(self).path
     -- (the append fails when the directory went meanwhile)
