@@ -103,8 +103,8 @@ static void mark_time(struct timespec ts[2])
 /*
  * The fsync that runs behind beat (fs.append with durable = "later"): the
  * data is written here and the file's fsync is handed to a thread of its
- * own, so that beat goes on while the disk takes the write (on this VM
- * ~0.4 ms, a third of a loop's own time per iteration). One at a time: the
+ * own, so that beat goes on while the disk takes the write (~0.4 ms on
+ * the development VM, once per iteration of a loop). One at a time: the
  * next one, fs.settle() and the process's exit wait for it first. A failed
  * one is reported once, by the next of these.
  */
