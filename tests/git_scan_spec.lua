@@ -109,6 +109,37 @@ describe("beat.git scans", function()
     assert.not_equal(first, full)
   end)
 
+  it("stat a large index's files on other threads while the walk goes on, and get git's tree", function()
+    -- 6,000 tracked files in 60 directories: a thread per 2,000 index
+    -- entries stats them while the walk queues them, a chunk of 256 at a
+    -- time (one thread on a machine with one processor: the same tree)
+    local dir = assert(beat.fs.tmpdir("beat-scan-many"))
+    dirs[#dirs + 1] = dir
+    G(dir, { "init", "-q", "-b", "main" })
+    for i = 0, 5999 do
+      local d = ("%s/m%02d"):format(dir, i // 100)
+      if i % 100 == 0 then assert(beat.fs.mkdir_p(d)) end
+      local f = assert(io.open(("%s/f%04d.c"):format(d, i), "wb"))
+      f:write(("int f%d(void) { return %d; }\n"):format(i, i))
+      f:close()
+    end
+    G(dir, { "add", "-A" })
+    G(dir, { "commit", "-q", "-m", "many" })
+    beat.sleep(1.1)   -- no entry racily clean
+    local function path(i) return ("%s/m%02d/f%04d.c"):format(dir, i // 100, i) end
+    for i = 13, 5999, 211 do write(path(i), "changed " .. i .. "\n") end      -- in many chunks
+    for i = 5, 5999, 997 do os.remove(path(i)) end                            -- gone
+    write(path(5998), "same size, new bytes\n")
+    sh("ln -sf f0000.c " .. cli.q(path(4242)))                               -- a file now a link
+    sh("chmod +x " .. cli.q(path(3001)))                                     -- mode only
+    for d = 0, 59, 7 do write(("%s/m%02d/new.c"):format(dir, d), "untracked\n") end
+    local repo = assert(git.open { dir = dir })
+    local tree, info = assert(repo:tree())
+    repo:close()
+    assert.equal("full", info.scan)
+    assert.equal(cli_tree(dir), tree)
+  end)
+
   it("keep the index's blob of assume-unchanged and skip-worktree files, with the watch as with a full scan", function()
     local dir = new_repo()
     G(dir, { "update-index", "--assume-unchanged", "README.md" })

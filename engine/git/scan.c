@@ -9,8 +9,9 @@
  *
  * The full scan walks the work tree once: each directory is watched (when
  * the watch starts with the scan) before it is read, its names are matched
- * with the index's entries below it, and the tracked files are stat'ed once
- * every directory is watched: a change after that is an event, a change
+ * with the index's entries below it, and its tracked files are queued, to
+ * be stat'ed by other threads while the walk goes on: each once its
+ * directory is watched, so a change after the stat is an event, a change
  * before it is seen by the scan.  The index is read by index.c, ignore
  * rules mostly answered by ignore.c.
  */
@@ -54,8 +55,7 @@ typedef struct {
     size_t plen, pcap;
     char *key;         /* room for a search key */
     size_t kcap;
-    struct sjob *jobs; /* tracked files to stat once every directory is watched */
-    size_t njobs, jcap;
+    struct jobq *q;    /* tracked files to stat, each once its directory is watched */
     ignstack *ign;     /* the ignore rules of the directories walked, or NULL */
     int attrs;         /* a directory with tracked files has a .gitattributes */
 } walker;
@@ -256,31 +256,19 @@ static int queue_dir(subdir **sv, size_t *ns, size_t *cap, size_t off, size_t le
     return 0;
 }
 
-/*
- * A tracked path (the walker's, stage-0 entry te) with a work-tree entry
- * that is not a directory: queued, to be stat'ed once every directory is
- * watched (see stat_jobs).  A submodule keeps its recorded commit, and an
- * entry marked assume-unchanged its index blob (as libgit2's diff did).
- */
-static int tracked_file(walker *w, const ientry *te)
-{
-    if ((te->mode & 0170000) == 0160000 || (te->flags & IENTRY_VALID))
-        return 0;
-    if (w->njobs == w->jcap) {
-        sjob *nv = vec_room(w->jobs, w->njobs, &w->jcap, sizeof *nv, 1024);
-        if (!nv)
-            return oom(w);
-        w->jobs = nv;
-    }
-    w->jobs[w->njobs++] = (sjob){te, JOB_CLEAN};
-    return 0;
-}
-
-/* The stat jobs, shared by the threads that run them. */
-typedef struct {
+/* The stat jobs: queued by the walk, taken a chunk at a time by the
+ * threads that stat them while it goes on, and by the walking thread once
+ * it is done.  v has room for every index entry (a tracked file is one), so
+ * it never moves while the threads read it. */
+typedef struct jobq {
     sjob *v;
-    size_t n;
-    atomic_size_t next;
+    size_t cap;
+    atomic_size_t n;     /* queued so far */
+    atomic_size_t next;  /* the first not yet taken */
+    atomic_int done;     /* the walk is over: n is final */
+    pthread_mutex_t mu;  /* a thread waits on more for its chunk */
+    pthread_cond_t more;
+    size_t nthreads;
     int root;
     const brepo *r;
     const fsig *isig;
@@ -288,15 +276,53 @@ typedef struct {
 
 #define JOB_CHUNK 256
 
-/* Stats jobs, a chunk at a time, until none is left.  Touches nothing but
- * the jobs' results: safe beside the other thread doing the same. */
+/* Wakes the threads waiting for jobs. */
+static void jobs_more(jobq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    pthread_cond_broadcast(&q->more);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/*
+ * A tracked path (the walker's, stage-0 entry te) with a work-tree entry
+ * that is not a directory: queued, to be stat'ed (its directory is watched
+ * by now, see run_jobs).  A submodule keeps its recorded commit, and an
+ * entry marked assume-unchanged its index blob (as libgit2's diff did).
+ */
+static int tracked_file(walker *w, const ientry *te)
+{
+    jobq *q = w->q;
+    if ((te->mode & 0170000) == 0160000 || (te->flags & IENTRY_VALID))
+        return 0;
+    size_t n = atomic_load_explicit(&q->n, memory_order_relaxed);
+    if (n == q->cap)
+        return err_set(w->e, "snapshot: more tracked files than index entries");
+    q->v[n] = (sjob){te, JOB_CLEAN};
+    atomic_store_explicit(&q->n, n + 1, memory_order_release);
+    if (q->nthreads && (n + 1) % JOB_CHUNK == 0)
+        jobs_more(q);
+    return 0;
+}
+
+/* Stats jobs, a chunk at a time (waiting for the walk to queue it), until
+ * none is left.  Touches nothing but the jobs' results: safe beside the
+ * walk and the other threads. */
 static void run_jobs(jobq *q)
 {
     for (;;) {
-        size_t i = atomic_fetch_add(&q->next, JOB_CHUNK);
-        if (i >= q->n)
+        size_t i = atomic_fetch_add(&q->next, JOB_CHUNK), end = i + JOB_CHUNK, n;
+        if (atomic_load(&q->n) < end && !atomic_load(&q->done)) {
+            pthread_mutex_lock(&q->mu);
+            while (atomic_load(&q->n) < end && !atomic_load(&q->done))
+                pthread_cond_wait(&q->more, &q->mu);
+            pthread_mutex_unlock(&q->mu);
+        }
+        n = atomic_load(&q->n);
+        if (i >= n)
             return;
-        size_t end = i + JOB_CHUNK < q->n ? i + JOB_CHUNK : q->n;
+        if (end > n)
+            end = n;
         for (; i < end; i++) {
             sjob *j = &q->v[i];
             const ientry *te = j->te;
@@ -319,26 +345,25 @@ static void *job_thread(void *arg)
     return NULL;
 }
 
-/* A thread per this many files, up to MAX_THREADS (counting this one) and
- * the processors there are: below that, starting one costs more than it
- * saves. */
+/* A thread per this many index entries, up to MAX_THREADS (counting the
+ * walking one) and the processors there are: below that, starting one
+ * costs more than it saves. */
 #define FILES_PER_THREAD 2000
 #define MAX_THREADS 4
 
-/*
- * Stats every queued tracked file (in up to MAX_THREADS threads when there
- * are many and processors to run them: the stats are most of a first scan's
- * time, and each is independent), then, in this thread, reads those whose
- * stat data differ from their entry's and notes the gone ones.  Every
- * directory is watched by then, so a change after a stat is an event.  The
- * other threads touch nothing but the jobs' results, and are joined here.
- */
-static int stat_jobs(walker *w)
+/* Sets up the queue for the index's entries and starts the threads that
+ * stat while the walk goes on.  0, or -1 when out of memory. */
+static int jobs_start(jobq *q, pthread_t *t, walker *w)
 {
-    jobq q = {w->jobs, w->njobs, 0, w->root, w->r, &w->ix->sig};
-    pthread_t t[MAX_THREADS - 1];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t want = q.n / FILES_PER_THREAD, nt = 0;
+    size_t want = w->ix->n / FILES_PER_THREAD;
+    q->cap = w->ix->n;
+    q->v = q->cap ? malloc(q->cap * sizeof *q->v) : NULL;
+    if (q->cap && !q->v)
+        return -1;
+    q->root = w->root;
+    q->r = w->r;
+    q->isig = &w->ix->sig;
     if (want > (size_t)(cpus > 0 ? cpus : 1))
         want = (size_t)(cpus > 0 ? cpus : 1);
     if (want > MAX_THREADS)
@@ -347,15 +372,37 @@ static int stat_jobs(walker *w)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);  /* signals stay with this thread */
-        while (nt + 1 < want && pthread_create(&t[nt], NULL, job_thread, &q) == 0)
-            nt++;
+        while (q->nthreads + 1 < want && pthread_create(&t[q->nthreads], NULL, job_thread, q) == 0)
+            q->nthreads++;
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
-    run_jobs(&q);
-    for (size_t k = 0; k < nt; k++)
+    return 0;
+}
+
+/* The walk is over (or failed): the threads take what is left, this one
+ * too, and are joined. */
+static void jobs_finish(jobq *q, pthread_t *t)
+{
+    atomic_store(&q->done, 1);
+    if (q->nthreads)
+        jobs_more(q);
+    run_jobs(q);
+    for (size_t k = 0; k < q->nthreads; k++)
         pthread_join(t[k], NULL);
-    for (size_t i = 0; i < q.n; i++) {
-        sjob *j = &q.v[i];
+    q->nthreads = 0;
+}
+
+/*
+ * With every job stat'ed: reads, in this thread (the only one that calls
+ * libgit2), those whose stat data differ from their entry's, and notes the
+ * gone ones.
+ */
+static int jobs_results(walker *w)
+{
+    jobq *q = w->q;
+    size_t n = atomic_load(&q->n);
+    for (size_t i = 0; i < n; i++) {
+        sjob *j = &q->v[i];
         if (j->res == JOB_CLEAN)
             continue;
         path_pop(w, 0);
@@ -626,8 +673,10 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
     strvec seen = {0};
     git_oid base;
     int rc = -1, filters;
+    jobq q = {.mu = PTHREAD_MUTEX_INITIALIZER, .more = PTHREAD_COND_INITIALIZER};
+    pthread_t threads[MAX_THREADS - 1];
     walker w = {r, ix, &c, NULL, nhashed, e, watching, -1, NULL, 0, 0, NULL, 0,
-        NULL, 0, 0, NULL, 0};
+        &q, NULL, 0};
 
     if (tree_of_index(r, ix, &base, e) < 0)
         goto done;
@@ -643,7 +692,13 @@ static int scan_full(brepo *r, const bindex *ix, int watching, git_oid *out,
         goto done;
     }
     w.ign = ignore_open(r);
-    if (walk_dir(&w, 0, ix->n, 0) < 0 || stat_jobs(&w) < 0)
+    if (jobs_start(&q, threads, &w) < 0) {
+        err_set(e, "snapshot: out of memory");
+        goto done;
+    }
+    int walked = walk_dir(&w, 0, ix->n, 0);
+    jobs_finish(&q, threads);
+    if (walked < 0 || jobs_results(&w) < 0)
         goto done;
     /* with filters possible, the index's blob id of an unchanged file may
      * not be its bytes: filters_check_index looks again at those the walk
@@ -667,7 +722,7 @@ done:
         close(w.root);
     free(w.path);
     free(w.key);
-    free(w.jobs);
+    free(q.v);
     ignore_close(w.ign);
     strvec_free(&seen);
     changes_free(&c);
