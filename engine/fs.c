@@ -9,8 +9,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,17 +161,11 @@ static int syncer_hand(int fd, const char *path)
 {
     if (syncer.started == 0) {
         pthread_t t;
-        sigset_t all, old;
-        pthread_attr_t a;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);  /* signals stay with beat's threads */
-        pthread_attr_init(&a);
-        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-        syncer.started = pthread_create(&t, &a, syncer_main, NULL) == 0 ? 1 : -1;
-        pthread_attr_destroy(&a);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (syncer.started > 0)
+        syncer.started = beat_thread_start(&t, syncer_main, NULL) == 0 ? 1 : -1;
+        if (syncer.started > 0) {
+            pthread_detach(t);
             atexit(syncer_at_exit);
+        }
     }
     if (syncer.started < 0) {
         int rc = fsync(fd);

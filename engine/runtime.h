@@ -5,6 +5,7 @@
 #ifndef BEAT_RUNTIME_H
 #define BEAT_RUNTIME_H
 
+#include <pthread.h>
 #include <sys/types.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -24,6 +25,9 @@ lua_State *beat_main_thread(lua_State *L);
 int beat_pcall(lua_State *L, int nargs, int nresults);
 void beat_call_ref(lua_State *L, int ref, int nargs);
 const char *beat_exe_path(void);
+/* pthread_create with every signal blocked in the new thread: signals stay
+ * with beat's main thread (its signal handling, the shims' signals) */
+int beat_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* uv.c (besides luaopen_beat__runtime) */
 void beat_track_coroutines(lua_State *L);

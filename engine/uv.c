@@ -313,7 +313,6 @@ static int core_take_interrupt(lua_State *L)
 static int core_on_interrupt(lua_State *L)
 {
     struct sigaction sa;
-    sigset_t all, old;
     pthread_t tid;
     luaL_checktype(L, 1, LUA_TFUNCTION);
     if (intr_ref != LUA_NOREF) {
@@ -324,13 +323,8 @@ static int core_on_interrupt(lua_State *L)
     }
     if (sem_init(&intr_exit_sem, 0, 0) != 0)
         return luaL_error(L, "cannot watch signals: %s", strerror(errno));
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old); /* the watchdog takes no signal */
-    if (pthread_create(&tid, NULL, interrupt_watchdog, NULL) != 0) {
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (beat_thread_start(&tid, interrupt_watchdog, NULL) != 0) /* it takes no signal */
         return luaL_error(L, "cannot watch signals: cannot start a thread");
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_detach(tid);
     lua_pushvalue(L, 1);
     intr_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -19,13 +19,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "git.h"
+#include "runtime.h"
 
 /* One entry of a directory being walked: its name in the walk's arena. */
 typedef struct {
@@ -368,14 +368,8 @@ static int jobs_start(jobq *q, pthread_t *t, walker *w)
         want = (size_t)(cpus > 0 ? cpus : 1);
     if (want > MAX_THREADS)
         want = MAX_THREADS;
-    if (want > 1) {
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);  /* signals stay with this thread */
-        while (q->nthreads + 1 < want && pthread_create(&t[q->nthreads], NULL, job_thread, q) == 0)
-            q->nthreads++;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
+    while (q->nthreads + 1 < want && beat_thread_start(&t[q->nthreads], job_thread, q) == 0)
+        q->nthreads++;
     return 0;
 }
 
