@@ -348,7 +348,7 @@ static void *job_thread(void *arg)
 /* A thread per this many index entries, up to MAX_THREADS (counting the
  * walking one) and the processors there are: below that, starting one
  * costs more than it saves. */
-#define FILES_PER_THREAD 2000
+#define FILES_PER_THREAD 500
 #define MAX_THREADS 4
 
 /* Sets up the queue for the index's entries and starts the threads that
