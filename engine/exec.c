@@ -1052,6 +1052,15 @@ static const luaL_Reg proc_meth[] = {
     {NULL, NULL}
 };
 
+/* warm(): starts the shim the next command will take, unless one waits:
+ * its start then overlaps the caller's work before that command. */
+static int exec_warm(lua_State *L)
+{
+    (void)L;
+    warm_start();
+    return 0;
+}
+
 /* release_warm(): lets go the shims waiting for the next command (a run
  * about to wait a long while, paused, keeps nothing below it). */
 static int exec_release_warm(lua_State *L)
@@ -1063,6 +1072,7 @@ static int exec_release_warm(lua_State *L)
 
 static const luaL_Reg funcs[] = {
     {"spawn", exec_spawn},
+    {"warm", exec_warm},
     {"release_warm", exec_release_warm},
     {"which", exec_which},
     {NULL, NULL}

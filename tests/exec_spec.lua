@@ -364,22 +364,23 @@ describe("the shim every command starts through", function()
     assert.same({}, H.wait_gone(m, 2))
   end)
 
-  it("runs command after command in the same waiting shim, copes when one is killed, and lets them go at exit", function()
-    -- the processes whose command line is "beat-shim warm PID": shims of beat PID that run commands it sends
-    local WAITING = [[
-      local function waiting(pid)
-        local out = {}
-        for _, name in ipairs(require("beat").fs.list("/proc") or {}) do
-          local f = name:match("^%d+$") and io.open("/proc/" .. name .. "/cmdline", "rb")
-          if f then
-            if f:read("a") == ("beat-shim\0warm\0%d\0"):format(pid) then out[#out + 1] = tonumber(name) end
-            f:close()
-          end
+  -- the processes whose command line is "beat-shim warm PID": shims of beat PID that run commands it sends
+  local WAITING = [[
+    local function waiting(pid)
+      local out = {}
+      for _, name in ipairs(require("beat").fs.list("/proc") or {}) do
+        local f = name:match("^%d+$") and io.open("/proc/" .. name .. "/cmdline", "rb")
+        if f then
+          if f:read("a") == ("beat-shim\0warm\0%d\0"):format(pid) then out[#out + 1] = tonumber(name) end
+          f:close()
         end
-        table.sort(out)
-        return out
       end
-    ]]
+      table.sort(out)
+      return out
+    end
+  ]]
+
+  it("runs command after command in the same waiting shim, copes when one is killed, and lets them go at exit", function()
     local waiting = load(WAITING .. " return waiting")()
     local dir = H.tmpdir()
     local recipe = H.recipe(dir, WAITING .. [[
@@ -423,6 +424,29 @@ describe("the shim every command starts through", function()
     -- while it waits its 0-2 are /dev/null and it has no fd 3 (the command's report pipe)
     assert.equal("3 true / /dev/null,/dev/null,/dev/null,- 7 /|from the env| 5 /usr|again| /etc|waiting\n", rest)
     assert.same({}, waiting(tonumber(pid)))   -- none is left once beat has exited
+  end)
+
+  it("starts the first command's shim ahead of need when asked (exec.ready_shim), and that command takes it", function()
+    local dir = H.tmpdir()
+    local recipe = H.recipe(dir, WAITING .. [[
+      local beat = require "beat"
+      local exec = require "beat.exec"
+      local me = beat.pid()
+      io.write(#waiting(me), " ")
+      exec.ready_shim()
+      local ready = waiting(me)
+      exec.ready_shim()   -- one waits already: no second
+      io.write(#ready, " ", #waiting(me), " ")
+      local p = assert(beat.spawn { "sh", "-c", "exit 4" })
+      io.write(p:wait().code, " ", tostring(ready[1] ~= nil and p.pid == ready[1]), "\n")
+    ]])
+    local r = H.beat { "run", recipe }
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("0 1 1 4 true\n", r.stdout)
+    -- where shims start from beat's own binary, there is nothing to start ahead
+    r = H.beat({ "run", recipe }, { env = { BEAT_SHIM = "binary" } })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("0 0 0 4 false\n", r.stdout)
   end)
 
   it("gives a waiting shim's next command nothing of signals that came while it waited", function()

@@ -139,6 +139,13 @@ Proc.__index = Proc
 ---@type table<any, fun(proc: beat.Proc)>
 M.observers = {}
 
+--- Starts the shim the next command will take, unless one waits already:
+--- for a caller with other work before its first command (a run's start
+--- snapshots the work tree first), so that the shim's start overlaps that
+--- work instead of delaying the command. A no-op where shims are started
+--- from beat's own binary.
+M.ready_shim = core.warm
+
 --- Lets go the shim that waits for the next command (after each command
 --- starts, the next one's shim is started ahead of need; see
 --- docs/api/exec.md): for a process about to wait a long while, such as a

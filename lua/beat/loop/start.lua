@@ -228,6 +228,8 @@ end
 --- snapshot, run_start (which records the session's origin).
 function M.open_new(run, place, reserved, session)
   local index = require "beat.runs.index"
+  -- the first command's shim starts while the base snapshot is taken
+  require("beat.exec").ready_shim()
   if run.repo then
     -- the lock first (nothing is written before it); it names the run once
     -- its id is known
