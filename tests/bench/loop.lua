@@ -223,6 +223,11 @@ local ok, err = pcall(function()
     line(("%d files: engine overhead per iteration (beat-bare)/%d"):format(n, ITERATIONS),
       ms((bt - bare) / ITERATIONS), "<= 3 ms", (bt - bare) / ITERATIONS <= 0.003)
     line(("%d files: beat / bare"):format(n), ("%.2fx"):format(bt / bare), "<= 1.3x", bt / bare <= 1.3)
+    -- the spread the medians come from: on a noisy host a figure near its target
+    -- can land on either side of it
+    local ratios = {}
+    for rep = 1, REPS do ratios[rep] = ("%.2fx"):format(results[n].beat[rep] / results[n].bare[rep]) end
+    print(("  beat / bare in each repetition: %s"):format(table.concat(ratios, " ")))
   end
   local sh, sb = median(spawn_shell), median(spawn_beat)
   line(("one spawn: beat.exec %s, shell fork+exec %s"):format(ms(sb), ms(sh)),
