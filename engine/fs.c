@@ -222,8 +222,9 @@ static int fs_append(lua_State *L)
     int durable = lua_toboolean(L, 3);
     int mark = lua_toboolean(L, 4);
     struct stat st;
-    if (later)
-        luaL_argcheck(L, strcmp(lua_tostring(L, 3), "later") == 0, 3, "must be a boolean or \"later\"");
+    /* none, nil or a boolean, or "later" */
+    luaL_argcheck(L, lua_type(L, 3) <= LUA_TBOOLEAN || (later && strcmp(lua_tostring(L, 3), "later") == 0),
+        3, "must be a boolean or \"later\"");
     if (durable) {
         int e = syncer_wait();
         if (e)

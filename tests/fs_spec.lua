@@ -44,6 +44,8 @@ describe("beat.fs", function()
     assert.is_true(beat.fs.append(path, "three\n", false))
     assert.is_nil((beat.fs.settle()))
     assert.error_matches(function() beat.fs.append(path, "x", "soon") end, 'must be a boolean or "later"')
+    assert.error_matches(function() beat.fs.append(path, "x", 1) end, 'must be a boolean or "later"')
+    assert.equal("one\ntwo\nthree\n", beat.fs.read(path))   -- neither wrote
   end)
 
   it("writes atomically without fsync when asked, and no temp file stays", function()
